@@ -1,0 +1,173 @@
+package listener
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/realip/realip/wire"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultHeaderTimeout = 5 * time.Second
+	DefaultMaxPending    = 1024
+	DefaultMaxFlows      = 65536
+	DefaultFlowIdle      = 2 * time.Minute
+)
+
+// UntrustedAction is what happens when a peer outside Config.Trusted sends a
+// header. The header is never honoured either way.
+type UntrustedAction uint8
+
+const (
+	// UntrustedDrop closes the connection (drops the datagram) and counts
+	// ReasonUntrusted. It is the default: a forged header is an attack or a
+	// misconfiguration, and serving it would hide both.
+	UntrustedDrop UntrustedAction = iota
+	// UntrustedIgnore strips a well-formed header and serves the peer as a
+	// direct client with its socket address, counting Stats.IgnoredHeaders.
+	UntrustedIgnore
+)
+
+// TrustAll trusts every IPv4 and IPv6 peer. Only for servers no one but the
+// proxy can reach: with it anyone who connects can claim any address.
+func TrustAll() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+}
+
+// Config sets what a listener accepts and from whom. The zero values of the
+// numeric fields select the defaults above.
+type Config struct {
+	// Protocols the trusted peers may use: wire.PPv1 and wire.PPv2 for TCP,
+	// wire.SPP and wire.PPv2 for UDP. Empty means every protocol the
+	// transport supports.
+	Protocols []wire.Proto
+	// Trusted lists the proxies allowed to pass client addresses. It must
+	// not be empty; use TrustAll to say "everyone" explicitly. IPv4-mapped
+	// peers are matched as IPv4.
+	Trusted []netip.Prefix
+	// Optional lets a trusted peer omit the header; the peer is then the
+	// client. By default a header is required. On TCP an optional header is
+	// waited for up to HeaderTimeout, so it suits protocols in which the
+	// client speaks first.
+	Optional bool
+	// Untrusted is what happens to a header from an untrusted peer.
+	Untrusted UntrustedAction
+	// HeaderTimeout bounds how long a TCP peer may take to send its header.
+	HeaderTimeout time.Duration
+	// MaxPending bounds the TCP connections whose header is being read or
+	// that wait for Accept; when it is reached the listener stops accepting
+	// from the kernel until a slot frees (the backlog absorbs the burst).
+	MaxPending int
+	// MaxFlows bounds the PROXY v2 UDP flow table; the least recently used
+	// flow is evicted beyond it.
+	MaxFlows int
+	// FlowIdle expires a UDP flow with no datagram for this long.
+	FlowIdle time.Duration
+	// Logger receives one line per rejected connection or datagram, at
+	// debug level for untrusted peers and warn level otherwise. Nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// policy is a validated Config with defaults filled in.
+type policy struct {
+	Config
+	allowed [wire.NumProtos]bool
+}
+
+func newPolicy(cfg Config, supported ...wire.Proto) (*policy, error) {
+	p := &policy{Config: cfg}
+	if len(cfg.Trusted) == 0 {
+		return nil, errors.New("listener: Config.Trusted is empty: list the proxies' prefixes (or listener.TrustAll(), knowing anyone can then forge addresses)")
+	}
+	for _, pfx := range cfg.Trusted {
+		if !pfx.IsValid() {
+			return nil, fmt.Errorf("listener: invalid trusted prefix %v", pfx)
+		}
+	}
+	protos := cfg.Protocols
+	if len(protos) == 0 {
+		protos = supported
+	}
+	for _, proto := range protos {
+		if !contains(supported, proto) {
+			return nil, fmt.Errorf("listener: protocol %v is not available here (supported: %v)", proto, supported)
+		}
+		p.allowed[proto] = true
+	}
+	p.HeaderTimeout = orDefault(cfg.HeaderTimeout, DefaultHeaderTimeout)
+	p.MaxPending = orDefault(cfg.MaxPending, DefaultMaxPending)
+	p.MaxFlows = orDefault(cfg.MaxFlows, DefaultMaxFlows)
+	p.FlowIdle = orDefault(cfg.FlowIdle, DefaultFlowIdle)
+	if p.Logger == nil {
+		p.Logger = slog.New(slog.DiscardHandler)
+	}
+	return p, nil
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func contains(list []wire.Proto, p wire.Proto) bool {
+	for _, x := range list {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+// trusts reports whether peer may pass client addresses.
+func (p *policy) trusts(peer netip.Addr) bool {
+	peer = peer.Unmap()
+	for _, pfx := range p.Trusted {
+		if pfx.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// reasonOf classifies a header error.
+func reasonOf(err error) Reason {
+	var ne net.Error
+	switch {
+	case errors.Is(err, wire.ErrChecksum):
+		return ReasonChecksum
+	case errors.Is(err, wire.ErrTruncated):
+		return ReasonTruncated
+	case errors.Is(err, wire.ErrMalformed):
+		return ReasonMalformed
+	case errors.Is(err, wire.ErrNoHeader):
+		return ReasonMissing
+	case errors.As(err, &ne) && ne.Timeout():
+		return ReasonTimeout
+	default:
+		return ReasonReadError
+	}
+}
+
+// addrPort converts a socket address to an unmapped AddrPort.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	default:
+		if a != nil {
+			ap, _ = netip.ParseAddrPort(a.String())
+		}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

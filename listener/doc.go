@@ -1,0 +1,38 @@
+// Package listener makes the real client visible to a Go server that sits
+// behind an L4 proxy (Tencent EdgeOne's L4 proxy, HAProxy, realip-edge, ...).
+//
+// Wrap a net.Listener with [New] (or use [Listen]) and every connection that
+// Accept returns already carries the client address the proxy passed in a
+// PROXY protocol v1 or v2 header: RemoteAddr() is the client, and the [Conn]
+// also tells the proxy's address, the protocol and the v2 TLVs. Wrap a
+// net.PacketConn with [NewPacketConn] (or use [ListenPacket]) for UDP: SPP
+// (a 38-byte header on every datagram, echoed on every reply) and PROXY v2
+// (on every datagram, or only on the first datagram of a flow) are handled,
+// and replies written to a client go back through its proxy.
+//
+// # Trust
+//
+// Anyone who can reach the server can write a header, so addresses are only
+// honoured from the prefixes in [Config.Trusted]; a header from any other
+// peer is never honoured ([Config.Untrusted] picks whether such a connection
+// or datagram is dropped or served as a direct client). [Config.Optional]
+// lets trusted peers omit the header (health checks, say); by default they
+// must send one, and the PROXY protocol specification forbids guessing.
+//
+// # Behaviour under bad input
+//
+// Accept only returns connections whose header has been read and validated,
+// so RemoteAddr never blocks. Headers are read concurrently, each within
+// [Config.HeaderTimeout], so a slow or silent peer stalls nobody else. A
+// malformed, truncated, forged or checksum-failing header closes that one
+// connection (drops that one datagram) and is counted by reason in [Stats];
+// it is never returned from Accept, because an error from Accept stops
+// http.Serve. Nothing here panics on input.
+//
+// # Pass-through
+//
+// After the header a [Conn] adds no copy: bytes that arrived with the header
+// are handed out first, then reads go straight to the socket, and
+// io.Copy in either direction still reaches the kernel's splice and
+// sendfile paths through ReadFrom and WriteTo.
+package listener

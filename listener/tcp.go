@@ -1,0 +1,282 @@
+package listener
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/realip/realip/wire"
+)
+
+// Listener is a net.Listener whose connections carry the real client
+// address. Create it with New or Listen; it is safe for concurrent use.
+type Listener struct {
+	inner   net.Listener
+	pol     *policy
+	stats   counters
+	readers sync.Pool // *bufio.Reader of wire.MaxV2HeaderLen bytes
+
+	ready chan net.Conn // validated connections, for Accept
+	slots chan struct{} // one per connection between accept and Accept
+	done  chan struct{} // closed by Close
+	fatal chan struct{} // closed when the inner listener failed for good
+	err   error         // the failure, set before fatal is closed
+	errs  chan error    // transient errors of the inner Accept, for Accept
+	once  sync.Once
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	inFlight map[net.Conn]struct{} // connections in handshake, closed by Close
+}
+
+// Listen announces on the local TCP address and wraps the listener with New.
+func Listen(network, address string, cfg Config) (*Listener, error) {
+	inner, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	l, err := New(inner, cfg)
+	if err != nil {
+		inner.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// New wraps inner. Protocols may hold wire.PPv1 and wire.PPv2 (both when
+// empty). The listener starts accepting from inner at once.
+func New(inner net.Listener, cfg Config) (*Listener, error) {
+	pol, err := newPolicy(cfg, wire.PPv1, wire.PPv2)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		inner: inner,
+		pol:   pol,
+		ready: make(chan net.Conn),
+		slots: make(chan struct{}, pol.MaxPending),
+		done:  make(chan struct{}),
+		fatal: make(chan struct{}),
+		errs:  make(chan error),
+
+		inFlight: make(map[net.Conn]struct{}),
+	}
+	l.readers.New = func() any { return bufio.NewReaderSize(nil, wire.MaxV2HeaderLen) }
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// Accept returns the next connection whose client address is known. It
+// returns an error only when the inner listener fails or is closed, never
+// because of what a peer sent.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case err := <-l.errs:
+		return nil, err
+	case <-l.fatal:
+		return nil, l.err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes every connection not yet handed out.
+// Connections already returned by Accept stay open.
+func (l *Listener) Close() error {
+	err := net.ErrClosed
+	l.once.Do(func() {
+		close(l.done)
+		err = l.inner.Close()
+		l.mu.Lock()
+		for c := range l.inFlight {
+			c.Close()
+		}
+		l.mu.Unlock()
+	})
+	l.wg.Wait()
+	return err
+}
+
+// Addr returns the inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+
+// Stats returns a snapshot of the counters.
+func (l *Listener) Stats() Stats { return l.stats.snapshot() }
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return
+		}
+		raw, err := l.inner.Accept()
+		if err != nil {
+			<-l.slots
+			if !l.acceptFailed(err, &backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		l.wg.Add(1)
+		go l.serve(raw)
+	}
+}
+
+// acceptFailed hands an error of the inner Accept to a caller of Accept and
+// reports whether accepting should go on (after a backoff).
+func (l *Listener) acceptFailed(err error, backoff *time.Duration) bool {
+	if errors.Is(err, net.ErrClosed) {
+		select {
+		case <-l.done:
+		default:
+			l.err = err
+			close(l.fatal)
+		}
+		return false
+	}
+	select {
+	case l.errs <- err:
+	case <-l.done:
+		return false
+	}
+	*backoff = min(max(2*(*backoff), 5*time.Millisecond), time.Second)
+	select {
+	case <-time.After(*backoff):
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// serve reads a connection's header (for trusted peers) and delivers it.
+func (l *Listener) serve(raw net.Conn) {
+	defer l.wg.Done()
+	defer func() { <-l.slots }()
+	peer := addrPort(raw.RemoteAddr())
+	var c *Conn
+	if l.pol.trusts(peer.Addr()) {
+		if !l.track(raw) {
+			return
+		}
+		l.stats.pending.Add(1)
+		c = l.handshake(raw, peer)
+		l.stats.pending.Add(-1)
+		l.untrack(raw)
+	} else {
+		l.stats.untrusted.Add(1)
+		c = newConn(raw, l, peer, peer, wire.None)
+		c.sniff = true
+	}
+	if c == nil {
+		return
+	}
+	select {
+	case l.ready <- c:
+		l.stats.accepted[c.via].Add(1)
+	case <-l.done:
+		raw.Close()
+	}
+}
+
+// track registers a connection in handshake so Close can interrupt it; it
+// closes the connection and returns false when the listener is closed.
+func (l *Listener) track(raw net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.done:
+		raw.Close()
+		return false
+	default:
+		l.inFlight[raw] = struct{}{}
+		return true
+	}
+}
+
+func (l *Listener) untrack(raw net.Conn) {
+	l.mu.Lock()
+	delete(l.inFlight, raw)
+	l.mu.Unlock()
+}
+
+// handshake reads and checks the header of a trusted peer. It returns nil
+// after closing and counting a rejected connection.
+func (l *Listener) handshake(raw net.Conn, peer netip.AddrPort) *Conn {
+	br := l.readers.Get().(*bufio.Reader)
+	br.Reset(raw)
+	defer func() { br.Reset(nil); l.readers.Put(br) }()
+
+	if err := raw.SetReadDeadline(time.Now().Add(l.pol.HeaderTimeout)); err != nil {
+		l.reject(raw, peer, ReasonReadError, err)
+		return nil
+	}
+	h, err := wire.ReadProxyHeader(br)
+	if err == nil {
+		err = raw.SetReadDeadline(time.Time{})
+	}
+	c, reason, err := l.classify(raw, peer, h, err, br.Buffered())
+	if err != nil {
+		l.reject(raw, peer, reason, err)
+		return nil
+	}
+	c.pending = takeBuffered(br)
+	return c
+}
+
+// classify turns the outcome of a header read into a connection, or into a
+// reason to reject it.
+func (l *Listener) classify(raw net.Conn, peer netip.AddrPort, h *wire.ProxyHeader, err error, buffered int) (*Conn, Reason, error) {
+	if err != nil {
+		reason := reasonOf(err)
+		silent := reason == ReasonTimeout && buffered == 0
+		if l.pol.Optional && (reason == ReasonMissing || silent) {
+			if err := raw.SetReadDeadline(time.Time{}); err != nil {
+				return nil, ReasonReadError, err
+			}
+			return newConn(raw, l, peer, peer, wire.None), 0, nil
+		}
+		return nil, reason, err
+	}
+	via := wire.PPv1
+	if h.Version == 2 {
+		via = wire.PPv2
+	}
+	if !l.pol.allowed[via] {
+		return nil, ReasonProtocol, errors.New("listener: " + via.String() + " header, not enabled on this listener")
+	}
+	if h.Local {
+		c := newConn(raw, l, peer, peer, wire.None)
+		c.header = h
+		return c, 0, nil
+	}
+	c := newConn(raw, l, h.Source, peer, via)
+	c.header = h
+	return c, 0, nil
+}
+
+func (l *Listener) reject(raw net.Conn, peer netip.AddrPort, reason Reason, err error) {
+	l.stats.rejected[reason].Add(1)
+	l.pol.Logger.Warn("realip: connection rejected", "peer", peer, "reason", reason.String(), "err", err)
+	raw.Close()
+}
+
+// takeBuffered copies what the reader holds beyond the header, so the
+// reader can go back to the pool.
+func takeBuffered(br *bufio.Reader) []byte {
+	n := br.Buffered()
+	if n == 0 {
+		return nil
+	}
+	b, _ := br.Peek(n)
+	return append([]byte(nil), b...)
+}
