@@ -19,7 +19,7 @@ type Listener struct {
 	stats   counters
 	readers sync.Pool // *bufio.Reader of wire.MaxV2HeaderLen bytes
 
-	ready chan net.Conn // validated connections, for Accept
+	ready chan *Conn    // validated connections, for Accept
 	slots chan struct{} // one per connection between accept and Accept
 	done  chan struct{} // closed by Close
 	fatal chan struct{} // closed when the inner listener failed for good
@@ -56,7 +56,7 @@ func New(inner net.Listener, cfg Config) (*Listener, error) {
 	l := &Listener{
 		inner: inner,
 		pol:   pol,
-		ready: make(chan net.Conn),
+		ready: make(chan *Conn),
 		slots: make(chan struct{}, pol.MaxPending),
 		done:  make(chan struct{}),
 		fatal: make(chan struct{}),
@@ -76,6 +76,7 @@ func New(inner net.Listener, cfg Config) (*Listener, error) {
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:
+		l.stats.accepted[c.via].Add(1)
 		return c, nil
 	case err := <-l.errs:
 		return nil, err
@@ -182,7 +183,6 @@ func (l *Listener) serve(raw net.Conn) {
 	}
 	select {
 	case l.ready <- c:
-		l.stats.accepted[c.via].Add(1)
 	case <-l.done:
 		raw.Close()
 	}

@@ -211,7 +211,9 @@ func TestFlowTableBounds(t *testing.T) {
 	var c counters
 	ft := newFlowTable(2, time.Minute, &c)
 	t0 := time.Unix(1000, 0)
-	proxy := func(i int) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i)) }
+	proxy := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i))
+	}
 	ft.update(proxy(1), client4, target4, t0)
 	ft.update(proxy(2), client6, target6, t0)
 	ft.lookup(proxy(1), t0) // proxy(2) is now the least recently used

@@ -1,0 +1,49 @@
+# realip — see README.md. `make check` is what CI runs (with REALIP_STRICT=1).
+SHELL    := /bin/bash
+GO       ?= go
+BIN      := bin
+FUZZTIME ?= 10s
+# Debian packages the tests use as real peers; installed by `make deps` (root).
+TEST_DEBS := haproxy iproute2
+
+COMMANDS := $(notdir $(wildcard cmd/*)) $(addprefix example-,$(notdir $(wildcard examples/*)))
+
+.PHONY: all build test race vet fuzz deps check bench clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build ./...
+	@for d in cmd/*/ examples/*/; do \
+	  [ -f "$$d/main.go" ] || continue; \
+	  name=$$(basename $$d); [[ $$d == examples/* ]] && name=example-$$name; \
+	  echo "$(GO) build -o $(BIN)/$$name ./$$d"; $(GO) build -o $(BIN)/$$name ./$$d || exit 1; \
+	done
+
+vet:
+	$(GO) vet ./...
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+
+test:
+	$(GO) test -count=1 ./...
+
+race:
+	$(GO) test -count=1 -race ./...
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+deps:
+	scripts/deps.sh $(TEST_DEBS)
+
+# Everything CI runs: dependencies, static checks, unit and integration
+# tests under the race detector, and a short run of every fuzz target.
+check: deps vet build race fuzz
+
+bench:
+	bench/listener.sh
+
+clean:
+	rm -rf $(BIN)
