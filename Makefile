@@ -8,7 +8,7 @@ TEST_DEBS := haproxy iproute2
 
 COMMANDS := $(notdir $(wildcard cmd/*)) $(addprefix example-,$(notdir $(wildcard examples/*)))
 
-.PHONY: all build test race vet fuzz deps check bench clean
+.PHONY: all build test race vet fuzz deps check bench demo clean
 
 all: build
 
@@ -44,6 +44,12 @@ check: deps vet build race fuzz
 
 bench:
 	bench/listener.sh
+
+# The main job: client -> realip-edge -> origin in network namespaces, one
+# rule per IP passing mode, and what the origin saw. Root on Linux.
+demo: build
+	scripts/deps.sh iproute2
+	scripts/demo.sh $(BIN)
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,173 @@
+// Command realip-edge is a minimal L4 edge forwarder that speaks the EdgeOne
+// L4 proxy rule format and passes the client address to origins with PROXY
+// protocol v1/v2 or SPP.
+//
+//	realip-edge -rules FILE [-origin-groups FILE] [-metrics ADDR] [-listen-ip IP]
+//	realip-edge -rules FILE [-origin-groups FILE] -check
+//
+// -check validates the files and prints the rules in canonical export form
+// (which imports again unchanged); errors are printed as FILE:LINE: message
+// and exit with status 1. SIGHUP reloads the files atomically; SIGTERM and
+// SIGINT stop listening and drain established connections.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/realip/realip/edge"
+	"github.com/realip/realip/edge/rules"
+)
+
+type flags struct {
+	rules, groups, metrics, listenIP string
+	check, ppv2Every, verbose        bool
+	idle, udpIdle, dial, drain       time.Duration
+	maxFlows                         int
+}
+
+func main() {
+	f, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "realip-edge:", err)
+		os.Exit(2)
+	}
+	if f.check {
+		os.Exit(check(f, os.Stdout, os.Stderr))
+	}
+	if err := run(f); err != nil {
+		fmt.Fprintln(os.Stderr, "realip-edge:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*flags, error) {
+	fs := flag.NewFlagSet("realip-edge", flag.ContinueOnError)
+	f := &flags{}
+	fs.StringVar(&f.rules, "rules", "", "rules file (EdgeOne batch-import format), required")
+	fs.StringVar(&f.groups, "origin-groups", "", "origin-groups file: NAME HOST [HOST...] per line")
+	fs.StringVar(&f.metrics, "metrics", "", "address to serve Prometheus /metrics on")
+	fs.StringVar(&f.listenIP, "listen-ip", "", "address to listen on (default: every address, IPv4 and IPv6)")
+	fs.BoolVar(&f.check, "check", false, "validate the files, print the canonical rules and exit")
+	fs.BoolVar(&f.ppv2Every, "udp-ppv2-every-datagram", false, "send the PROXY v2 header on every UDP datagram, not only the first of a flow")
+	fs.BoolVar(&f.verbose, "v", false, "debug logging")
+	fs.DurationVar(&f.idle, "tcp-idle", edge.DefaultIdleTimeout, "close TCP connections idle this long in both directions")
+	fs.DurationVar(&f.udpIdle, "udp-idle", edge.DefaultUDPIdle, "expire UDP flows idle this long")
+	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
+	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for connections to finish")
+	fs.IntVar(&f.maxFlows, "max-udp-flows", edge.DefaultMaxUDPFlows, "bound on live UDP flows")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.rules == "" {
+		return nil, errors.New("-rules is required")
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return f, nil
+}
+
+// check implements -check: exit status 0 with the canonical rules on out,
+// or 1 with every error on errOut.
+func check(f *flags, out, errOut io.Writer) int {
+	set, err := rules.Load(f.rules, f.groups)
+	if err != nil {
+		fmt.Fprintln(errOut, err)
+		return 1
+	}
+	for _, r := range set.Rules {
+		if r.IPMode == rules.ModeTOA {
+			fmt.Fprintf(errOut, "%s:%d: warning: %v\n", f.rules, r.Line, edge.ErrTOAUnavailable)
+		}
+	}
+	if err := set.Export(out); err != nil {
+		fmt.Fprintln(errOut, err)
+		return 1
+	}
+	return 0
+}
+
+func run(f *flags) error {
+	level := slog.LevelInfo
+	if f.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	opts := edge.Options{
+		RulesPath: f.rules, GroupsPath: f.groups,
+		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows,
+		PPv2EveryDatagram: f.ppv2Every, Logger: log,
+	}
+	if f.listenIP != "" {
+		ip, err := netip.ParseAddr(f.listenIP)
+		if err != nil {
+			return fmt.Errorf("-listen-ip: %w", err)
+		}
+		opts.ListenIP = ip
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts.Registerer = reg
+	srv, err := edge.New(opts)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	if f.metrics != "" {
+		if err := serveMetrics(f.metrics, reg, log); err != nil {
+			srv.Shutdown(context.Background())
+			return err
+		}
+	}
+	return waitSignals(srv, f.drain, log)
+}
+
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	go func() {
+		err := (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+		log.Error("metrics server stopped", "err", err)
+	}()
+	log.Info("metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+func waitSignals(srv *edge.Server, drain time.Duration, log *slog.Logger) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			if err := srv.Reload(); err != nil {
+				log.Error("reload refused, rules unchanged", "err", err)
+			}
+			continue
+		}
+		log.Info("draining", "signal", s.String(), "timeout", drain)
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	}
+	return nil
+}

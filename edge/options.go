@@ -1,0 +1,67 @@
+package edge
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/realip/realip/edge/origin"
+)
+
+// Defaults of Options.
+const (
+	DefaultDialTimeout = 5 * time.Second
+	DefaultIdleTimeout = 10 * time.Minute
+	DefaultUDPIdle     = 2 * time.Minute
+	DefaultMaxUDPFlows = 10000
+)
+
+// Options configure a Server. Zero values select the defaults.
+type Options struct {
+	// RulesPath and GroupsPath name the rules and origin-groups files;
+	// GroupsPath may be empty. Reload reads them again.
+	RulesPath, GroupsPath string
+	// ListenIP is the address to listen on; invalid means every address of
+	// both families.
+	ListenIP netip.Addr
+	// DialTimeout bounds a TCP connect to an origin.
+	DialTimeout time.Duration
+	// IdleTimeout closes a TCP connection idle in both directions.
+	IdleTimeout time.Duration
+	// UDPIdle expires a UDP flow with no datagram either way.
+	UDPIdle time.Duration
+	// MaxUDPFlows bounds the live UDP flows of the whole server.
+	MaxUDPFlows int
+	// PPv2EveryDatagram sends the PROXY v2 header on every datagram of a UDP
+	// flow (the specification) instead of the first only (EdgeOne).
+	PPv2EveryDatagram bool
+	// Origin tunes resolution and health checks.
+	Origin origin.Options
+	// Registerer receives the metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+	// Logger receives the log; nil discards.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.UDPIdle <= 0 {
+		o.UDPIdle = DefaultUDPIdle
+	}
+	if o.MaxUDPFlows <= 0 {
+		o.MaxUDPFlows = DefaultMaxUDPFlows
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Origin.Logger == nil {
+		o.Origin.Logger = o.Logger
+	}
+	return o
+}

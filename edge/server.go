@@ -1,0 +1,234 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/realip/realip/edge/origin"
+	"github.com/realip/realip/edge/rules"
+)
+
+// ErrTOAUnavailable is returned for a rules file with a toa rule: sending
+// TOA needs the eBPF sender, which this build does not include.
+var ErrTOAUnavailable = errors.New("IPMODE toa needs the TOA sender (an eBPF sockops program), which this build of realip-edge does not include yet; use ppv1 or ppv2, or off")
+
+// Server relays the forwarding ports of a rules file to their origins.
+type Server struct {
+	opts    Options
+	metrics *metrics
+	ctx     context.Context
+	cancel  context.CancelFunc
+	flows   atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
+	active  sync.WaitGroup // TCP connections and UDP flows, for draining
+
+	mu    sync.Mutex // serialises Start, Reload and Shutdown; guards below
+	rules map[string]*ruleState
+	tcp   map[uint16]*tcpPort
+	udp   map[uint16]*udpPort
+}
+
+// ruleState is one rule with what it needs at run time. Rules that did not
+// change across a reload keep their ruleState, and so their flows.
+type ruleState struct {
+	rule    *rules.Rule
+	key     string
+	pool    *origin.Pool
+	metrics *ruleMetrics
+}
+
+// binding is what a port forwards to.
+type binding struct {
+	rs         *ruleState
+	originPort uint16
+}
+
+// New checks options and rules; Start begins listening.
+func New(opts Options) (*Server, error) {
+	opts = opts.withDefaults()
+	if opts.RulesPath == "" {
+		return nil, errors.New("edge: no rules file")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:    opts,
+		metrics: newMetrics(opts.Registerer),
+		ctx:     ctx,
+		cancel:  cancel,
+		rules:   map[string]*ruleState{},
+		tcp:     map[uint16]*tcpPort{},
+		udp:     map[uint16]*udpPort{},
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(newOriginCollector(s)); err != nil {
+			cancel()
+			return nil, fmt.Errorf("edge: metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// LoadRules reads and checks the rules and groups files the way Start and
+// Reload do, without applying them.
+func LoadRules(rulesPath, groupsPath string) (*rules.Set, error) {
+	set, err := rules.Load(rulesPath, groupsPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range set.Rules {
+		if r.IPMode == rules.ModeTOA {
+			return nil, fmt.Errorf("%s:%d: %w", rulesPath, r.Line, ErrTOAUnavailable)
+		}
+	}
+	return set, nil
+}
+
+// Start reads the rules and listens on every forwarding port.
+func (s *Server) Start() error {
+	return s.Reload()
+}
+
+// Reload reads the rules again and applies them atomically: on any error
+// (a bad file, a port that cannot be bound) nothing changes.
+func (s *Server) Reload() error {
+	set, err := LoadRules(s.opts.RulesPath, s.opts.GroupsPath)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return errors.New("edge: server is shut down")
+	}
+	return s.apply(set)
+}
+
+// apply moves the server to set. New listeners are opened first, so a
+// failure leaves the running configuration untouched.
+func (s *Server) apply(set *rules.Set) error {
+	states, fresh, err := s.ruleStates(set)
+	if err != nil {
+		return err
+	}
+	want := map[rules.Proto]map[uint16]binding{rules.TCP: {}, rules.UDP: {}}
+	for _, rs := range states {
+		for port, oport := range rs.rule.Mappings() {
+			want[rs.rule.Proto][port] = binding{rs: rs, originPort: oport}
+		}
+	}
+	if err := raiseFileLimit(len(want[rules.TCP]) + len(want[rules.UDP]) + s.opts.MaxUDPFlows); err != nil {
+		s.opts.Logger.Warn("edge: cannot raise the open-file limit", "err", err)
+	}
+	newTCP, newUDP, err := s.openPorts(want)
+	if err != nil {
+		for _, rs := range fresh {
+			rs.close()
+		}
+		return err
+	}
+	s.commitTCP(want[rules.TCP], newTCP)
+	s.commitUDP(want[rules.UDP], newUDP)
+	for key, rs := range s.rules {
+		if _, kept := states[key]; !kept {
+			rs.close()
+		}
+	}
+	s.rules = states
+	s.opts.Logger.Info("edge: rules applied", "rules", len(states), "tcp_ports", len(s.tcp), "udp_ports", len(s.udp), "new_rules", len(fresh))
+	return nil
+}
+
+// ruleStates builds the state of every rule of set, reusing unchanged ones.
+func (s *Server) ruleStates(set *rules.Set) (all map[string]*ruleState, fresh []*ruleState, err error) {
+	all = map[string]*ruleState{}
+	for i := range set.Rules {
+		r := &set.Rules[i]
+		hosts, key := expandOrigin(r, set.Groups)
+		if old, ok := s.rules[key]; ok {
+			old.rule = r
+			all[key] = old
+			continue
+		}
+		rs, err := s.newRuleState(r, hosts, key)
+		if err != nil {
+			for _, f := range fresh {
+				f.close()
+			}
+			return nil, nil, fmt.Errorf("%s:%d: %w", s.opts.RulesPath, r.Line, err)
+		}
+		all[key] = rs
+		fresh = append(fresh, rs)
+	}
+	return all, fresh, nil
+}
+
+func (s *Server) newRuleState(r *rules.Rule, hosts []rules.Origin, key string) (*ruleState, error) {
+	var check origin.Check
+	if r.Proto == rules.TCP {
+		check.TCPPort = r.OriginPort.Lo
+	}
+	pool, err := origin.NewPool(hosts, r.Persist, check, s.opts.Origin)
+	if err != nil {
+		return nil, err
+	}
+	pool.Start(s.ctx)
+	label := strings.Fields(r.String())[0]
+	return &ruleState{rule: r, key: key, pool: pool, metrics: s.metrics.forRule(label, r.Proto.String())}, nil
+}
+
+func (rs *ruleState) close() {
+	rs.pool.Close()
+	rs.metrics.forget()
+}
+
+// expandOrigin returns the hosts of a rule's origin and a key that changes
+// whenever anything that affects forwarding changes (not the tag).
+func expandOrigin(r *rules.Rule, groups rules.Groups) ([]rules.Origin, string) {
+	hosts := []rules.Origin{r.Origin}
+	if r.Origin.Kind == rules.OriginGroup {
+		if g, ok := groups.Lookup(r.Origin.Name); ok {
+			hosts = g.Hosts
+		}
+	}
+	bare := *r
+	bare.Tag, bare.Line = "", 0
+	key := bare.String()
+	for _, h := range hosts {
+		key += " " + h.String()
+	}
+	return hosts, key
+}
+
+// Shutdown stops listening, closes UDP flows and waits for TCP connections
+// to finish until ctx is done; then it cuts them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	for port, p := range s.tcp {
+		p.close()
+		delete(s.tcp, port)
+	}
+	for port, p := range s.udp {
+		p.close()
+		delete(s.udp, port)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("edge: drain: %w", ctx.Err())
+	}
+	s.cancel() // cuts what is left and stops the origin pools
+	s.mu.Lock()
+	for _, rs := range s.rules {
+		rs.close()
+	}
+	s.rules = map[string]*ruleState{}
+	s.mu.Unlock()
+	return err
+}

@@ -1,0 +1,192 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/wire"
+)
+
+// tcpPort is one listening forwarding port.
+type tcpPort struct {
+	port uint16
+	ln   *net.TCPListener
+	bind atomic.Pointer[binding]
+}
+
+func (p *tcpPort) close() { p.ln.Close() }
+
+// listenAddr is the address to bind a forwarding port on.
+func (s *Server) listenAddr(port uint16) string {
+	ip := ""
+	if s.opts.ListenIP.IsValid() {
+		ip = s.opts.ListenIP.String()
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(int(port)))
+}
+
+// openPorts opens the listeners of the ports in want that are not open yet.
+// On failure it closes what it opened.
+func (s *Server) openPorts(want map[rules.Proto]map[uint16]binding) (map[uint16]*tcpPort, map[uint16]*udpPort, error) {
+	newTCP, newUDP := map[uint16]*tcpPort{}, map[uint16]*udpPort{}
+	fail := func(err error) (map[uint16]*tcpPort, map[uint16]*udpPort, error) {
+		for _, p := range newTCP {
+			p.close()
+		}
+		for _, p := range newUDP {
+			p.conn.Close()
+		}
+		return nil, nil, err
+	}
+	for port := range want[rules.TCP] {
+		if s.tcp[port] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", s.listenAddr(port))
+		if err != nil {
+			return fail(fmt.Errorf("edge: tcp port %d: %w", port, err))
+		}
+		newTCP[port] = &tcpPort{port: port, ln: ln.(*net.TCPListener)}
+	}
+	for port := range want[rules.UDP] {
+		if s.udp[port] != nil {
+			continue
+		}
+		p, err := s.openUDP(port)
+		if err != nil {
+			return fail(fmt.Errorf("edge: udp port %d: %w", port, err))
+		}
+		newUDP[port] = p
+	}
+	return newTCP, newUDP, nil
+}
+
+// commitTCP points every port at its new binding, starts the new ports and
+// closes the ports no rule wants any more (their connections go on).
+func (s *Server) commitTCP(want map[uint16]binding, opened map[uint16]*tcpPort) {
+	for port, p := range s.tcp {
+		if b, ok := want[port]; ok {
+			p.bind.Store(&b)
+			continue
+		}
+		p.close()
+		delete(s.tcp, port)
+	}
+	for port, p := range opened {
+		b := want[port]
+		p.bind.Store(&b)
+		s.tcp[port] = p
+		go s.serveTCP(p)
+	}
+}
+
+func (s *Server) serveTCP(p *tcpPort) {
+	var backoff time.Duration
+	for {
+		c, err := p.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.opts.Logger.Warn("edge: accept", "port", p.port, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.active.Add(1)
+		go s.handleTCP(c, p.bind.Load())
+	}
+}
+
+// handleTCP relays one client connection to an origin.
+func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
+	defer s.active.Done()
+	m := b.rs.metrics
+	m.connections.Inc()
+	m.active.Inc()
+	defer m.active.Dec()
+
+	src, dst := unmapped(client.RemoteAddr()), unmapped(client.LocalAddr())
+	upstream, err := s.dialOrigin(b, src.Addr())
+	if err != nil {
+		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", src, "err", err)
+		client.SetLinger(0)
+		client.Close()
+		return
+	}
+	if hdr, err := tcpHeader(b.rs.rule.IPMode, src, dst); err != nil || len(hdr) > 0 && !writeAll(upstream, hdr) {
+		m.fail("header_write")
+		client.Close()
+		upstream.Close()
+		return
+	}
+	stop := context.AfterFunc(s.ctx, func() { client.Close(); upstream.Close() })
+	defer stop()
+	relay(client, upstream, s.opts.IdleTimeout, func(toOrigin bool, n int64) {
+		if toOrigin {
+			m.toOrigin.Add(float64(n))
+		} else {
+			m.toClient.Add(float64(n))
+		}
+	})
+}
+
+// dialOrigin connects to the first candidate origin that answers, marking
+// the ones that do not as down. It tries at most three.
+func (s *Server) dialOrigin(b *binding, client netip.Addr) (*net.TCPConn, error) {
+	cands := b.rs.pool.Candidates(client)
+	if len(cands) == 0 {
+		b.rs.metrics.fail("no_origin")
+		return nil, errors.New("no origin address resolved")
+	}
+	d := net.Dialer{Timeout: s.opts.DialTimeout}
+	var errs []error
+	for _, addr := range cands[:min(len(cands), 3)] {
+		c, err := d.DialContext(s.ctx, "tcp", netip.AddrPortFrom(addr, b.originPort).String())
+		if err == nil {
+			b.rs.pool.MarkUp(addr)
+			return c.(*net.TCPConn), nil
+		}
+		b.rs.metrics.fail("dial")
+		b.rs.pool.MarkDown(addr, err)
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// tcpHeader is the header written to the origin before any payload.
+func tcpHeader(mode rules.IPMode, src, dst netip.AddrPort) ([]byte, error) {
+	switch mode {
+	case rules.ModePPv1:
+		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 1, Source: src, Destination: dst}, wire.MarshalOptions{})
+	case rules.ModePPv2:
+		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Source: src, Destination: dst}, wire.MarshalOptions{})
+	default:
+		return nil, nil
+	}
+}
+
+func writeAll(c net.Conn, b []byte) bool {
+	_, err := c.Write(b)
+	return err == nil
+}
+
+// unmapped returns a socket address as an AddrPort, IPv4 unmapped.
+func unmapped(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

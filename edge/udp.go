@@ -1,0 +1,304 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/wire"
+)
+
+const (
+	// headroom is reserved in front of every datagram read from a client,
+	// so a header can be put there without moving the payload.
+	headroom = 64
+	// maxDatagram is the largest UDP payload.
+	maxDatagram = 65535
+)
+
+// udpPort is one UDP forwarding port with its flows.
+type udpPort struct {
+	srv     *Server
+	port    uint16
+	conn    *net.UDPConn
+	pktinfo bool // listening on every address: learn each flow's target
+	bind    atomic.Pointer[binding]
+
+	mu    sync.Mutex
+	flows map[netip.AddrPort]*udpFlow
+}
+
+// udpFlow is one client's flow: its own socket to the origin.
+type udpFlow struct {
+	p          *udpPort
+	b          *binding
+	client     netip.AddrPort
+	target     netip.AddrPort // where the client sent to
+	oob        []byte         // source-address control message for replies
+	up         *net.UDPConn   // connected to the origin
+	origin     netip.Addr
+	last       atomic.Int64 // unix nanoseconds of the last datagram either way
+	headerSent atomic.Bool
+	closeOnce  sync.Once
+}
+
+func (s *Server) openUDP(port uint16) (*udpPort, error) {
+	addr, err := net.ResolveUDPAddr("udp", s.listenAddr(port))
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	p := &udpPort{srv: s, port: port, conn: conn, flows: map[netip.AddrPort]*udpFlow{}}
+	if !s.opts.ListenIP.IsValid() {
+		if err := enablePktinfo(conn); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		p.pktinfo = true
+	}
+	return p, nil
+}
+
+// commitUDP mirrors commitTCP; flows of a port whose rule changed are
+// closed, flows of unchanged rules go on.
+func (s *Server) commitUDP(want map[uint16]binding, opened map[uint16]*udpPort) {
+	for port, p := range s.udp {
+		b, ok := want[port]
+		if !ok {
+			p.close()
+			delete(s.udp, port)
+			continue
+		}
+		old := p.bind.Swap(&b)
+		if old.rs != b.rs || old.originPort != b.originPort {
+			p.closeFlows(func(f *udpFlow) bool { return true })
+		}
+	}
+	for port, p := range opened {
+		b := want[port]
+		p.bind.Store(&b)
+		s.udp[port] = p
+		go s.serveUDP(p)
+	}
+}
+
+func (p *udpPort) close() {
+	p.conn.Close()
+	p.closeFlows(func(*udpFlow) bool { return true })
+}
+
+func (p *udpPort) closeFlows(match func(*udpFlow) bool) {
+	p.mu.Lock()
+	var victims []*udpFlow
+	for _, f := range p.flows {
+		if match(f) {
+			victims = append(victims, f)
+		}
+	}
+	p.mu.Unlock()
+	for _, f := range victims {
+		f.close()
+	}
+}
+
+// serveUDP reads client datagrams and forwards them on their flows.
+func (s *Server) serveUDP(p *udpPort) {
+	buf := make([]byte, headroom+maxDatagram)
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, from, err := p.conn.ReadMsgUDPAddrPort(buf[headroom:], oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.opts.Logger.Warn("edge: udp read", "port", p.port, "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		f := p.flow(from)
+		if f == nil {
+			if f = s.newFlow(p, from, oob[:oobn]); f == nil {
+				continue
+			}
+		}
+		f.forward(buf, n, s.opts.PPv2EveryDatagram)
+	}
+}
+
+func (p *udpPort) flow(client netip.AddrPort) *udpFlow {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.flows[client]
+}
+
+// newFlow opens the flow of a new client, or counts why it cannot.
+func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte) *udpFlow {
+	b := p.bind.Load()
+	m := b.rs.metrics
+	if s.flows.Add(1) > int64(s.opts.MaxUDPFlows) {
+		s.flows.Add(-1)
+		m.fail("flow_limit")
+		return nil
+	}
+	f := &udpFlow{p: p, b: b, client: client, target: s.udpTarget(p, oob)}
+	if p.pktinfo {
+		f.oob = replyControl(f.target.Addr())
+	}
+	if err := f.dial(); err != nil {
+		s.flows.Add(-1)
+		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", client, "err", err)
+		return nil
+	}
+	f.last.Store(time.Now().UnixNano())
+	p.mu.Lock()
+	p.flows[client] = f
+	p.mu.Unlock()
+	m.flows.Inc()
+	m.flowsActive.Inc()
+	s.active.Add(1)
+	go s.replies(f)
+	return f
+}
+
+// udpTarget is the address the client sent its datagram to.
+func (s *Server) udpTarget(p *udpPort, oob []byte) netip.AddrPort {
+	if s.opts.ListenIP.IsValid() {
+		return netip.AddrPortFrom(s.opts.ListenIP.Unmap(), p.port)
+	}
+	if a, ok := pktinfoDst(oob); ok {
+		return netip.AddrPortFrom(a.Unmap(), p.port)
+	}
+	return unmapped(p.conn.LocalAddr())
+}
+
+// dial connects the flow to the first candidate origin.
+func (f *udpFlow) dial() error {
+	cands := f.b.rs.pool.Candidates(f.client.Addr())
+	if len(cands) == 0 {
+		f.b.rs.metrics.fail("no_origin")
+		return errors.New("no origin address resolved")
+	}
+	var errs []error
+	for _, addr := range cands[:min(len(cands), 3)] {
+		up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, f.b.originPort)))
+		if err == nil {
+			f.up, f.origin = up, addr
+			return nil
+		}
+		f.b.rs.metrics.fail("dial")
+		f.b.rs.pool.MarkDown(addr, err)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// forward sends the datagram buf[headroom:headroom+n] to the origin, with
+// the header the rule asks for in the headroom.
+func (f *udpFlow) forward(buf []byte, n int, ppv2Every bool) {
+	f.last.Store(time.Now().UnixNano())
+	start := headroom
+	switch f.b.rs.rule.IPMode {
+	case rules.ModeSPP:
+		start -= wire.SPPHeaderLen
+		wire.PutSPP(buf[start:], wire.SPPHeader{Client: f.client, Proxy: f.target})
+	case rules.ModePPv2:
+		if ppv2Every || f.headerSent.CompareAndSwap(false, true) {
+			hdr, err := wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Datagram: true, Source: f.client, Destination: f.target}, wire.MarshalOptions{})
+			if err != nil || len(hdr) > headroom {
+				f.b.rs.metrics.fail("header_write")
+				return
+			}
+			start -= len(hdr)
+			copy(buf[start:], hdr)
+		}
+	}
+	if _, err := f.up.Write(buf[start : headroom+n]); err != nil {
+		f.b.rs.metrics.fail("upstream_write")
+		f.upstreamFailed(err)
+		return
+	}
+	f.b.rs.metrics.dgToOrigin.Inc()
+	f.b.rs.metrics.toOrigin.Add(float64(n))
+}
+
+// replies relays the origin's datagrams back to the client until the flow
+// is idle for UDPIdle or closed.
+func (s *Server) replies(f *udpFlow) {
+	defer s.active.Done()
+	defer f.close()
+	stop := context.AfterFunc(s.ctx, f.close)
+	defer stop()
+	buf := make([]byte, maxDatagram)
+	idle := s.opts.UDPIdle
+	m := f.b.rs.metrics
+	for {
+		f.up.SetReadDeadline(time.Now().Add(idle))
+		n, err := f.up.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, f.last.Load())) < idle {
+				continue
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
+				f.upstreamFailed(err)
+			}
+			return
+		}
+		f.last.Store(time.Now().UnixNano())
+		payload, ok := f.replyPayload(buf[:n])
+		if !ok {
+			continue
+		}
+		if _, _, err := f.p.conn.WriteMsgUDPAddrPort(payload, f.oob, f.client); err != nil {
+			s.opts.Logger.Debug("edge: udp reply", "client", f.client, "err", err)
+			continue
+		}
+		m.dgToClient.Inc()
+		m.toClient.Add(float64(len(payload)))
+	}
+}
+
+// replyPayload strips the SPP header of a reply. A reply without one is cut
+// by 38 bytes all the same, as EdgeOne does, and counted.
+func (f *udpFlow) replyPayload(d []byte) ([]byte, bool) {
+	if f.b.rs.rule.IPMode != rules.ModeSPP {
+		return d, true
+	}
+	m := f.b.rs.metrics
+	if len(d) < wire.SPPHeaderLen {
+		m.fail("reply_short")
+		return nil, false
+	}
+	if !wire.IsSPP(d) {
+		m.fail("spp_reply_without_header")
+	}
+	return d[wire.SPPHeaderLen:], true
+}
+
+// upstreamFailed marks the origin down after a refusal (ICMP unreachable)
+// and closes the flow, so the client's next datagram picks another origin.
+func (f *udpFlow) upstreamFailed(err error) {
+	f.b.rs.pool.MarkDown(f.origin, err)
+	f.close()
+}
+
+func (f *udpFlow) close() {
+	f.closeOnce.Do(func() {
+		f.p.mu.Lock()
+		if f.p.flows[f.client] == f {
+			delete(f.p.flows, f.client)
+		}
+		f.p.mu.Unlock()
+		f.up.Close()
+		f.b.rs.metrics.flowsActive.Dec()
+		f.p.srv.flows.Add(-1)
+	})
+}
