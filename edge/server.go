@@ -23,9 +23,11 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	flows   atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
+	loops   sync.WaitGroup // serveTCP and serveUDP goroutines
 	active  sync.WaitGroup // TCP connections and UDP flows, for draining
 
 	mu    sync.Mutex // serialises Start, Reload and Shutdown; guards below
+	shut  bool       // Shutdown began
 	rules map[string]*ruleState
 	tcp   map[uint16]*tcpPort
 	udp   map[uint16]*udpPort
@@ -100,7 +102,7 @@ func (s *Server) Reload() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctx.Err() != nil {
+	if s.shut {
 		return errors.New("edge: server is shut down")
 	}
 	return s.apply(set)
@@ -206,6 +208,7 @@ func expandOrigin(r *rules.Rule, groups rules.Groups) ([]rules.Origin, string) {
 // to finish until ctx is done; then it cuts them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.shut = true
 	for port, p := range s.tcp {
 		p.close()
 		delete(s.tcp, port)
@@ -215,6 +218,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		delete(s.udp, port)
 	}
 	s.mu.Unlock()
+	s.loops.Wait() // no serve loop can start a connection or flow any more
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()
 	var err error

@@ -83,11 +83,13 @@ func (s *Server) commitTCP(want map[uint16]binding, opened map[uint16]*tcpPort) 
 		b := want[port]
 		p.bind.Store(&b)
 		s.tcp[port] = p
+		s.loops.Add(1)
 		go s.serveTCP(p)
 	}
 }
 
 func (s *Server) serveTCP(p *tcpPort) {
+	defer s.loops.Done()
 	var backoff time.Duration
 	for {
 		c, err := p.ln.AcceptTCP()

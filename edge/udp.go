@@ -43,8 +43,10 @@ type udpFlow struct {
 	oob        []byte         // source-address control message for replies
 	up         *net.UDPConn   // connected to the origin
 	origin     netip.Addr
+	ppv2       []byte       // the PROXY v2 header of the flow, for ModePPv2
 	last       atomic.Int64 // unix nanoseconds of the last datagram either way
 	headerSent atomic.Bool
+	closed     atomic.Bool
 	closeOnce  sync.Once
 }
 
@@ -87,6 +89,7 @@ func (s *Server) commitUDP(want map[uint16]binding, opened map[uint16]*udpPort) 
 		b := want[port]
 		p.bind.Store(&b)
 		s.udp[port] = p
+		s.loops.Add(1)
 		go s.serveUDP(p)
 	}
 }
@@ -112,6 +115,7 @@ func (p *udpPort) closeFlows(match func(*udpFlow) bool) {
 
 // serveUDP reads client datagrams and forwards them on their flows.
 func (s *Server) serveUDP(p *udpPort) {
+	defer s.loops.Done()
 	buf := make([]byte, headroom+maxDatagram)
 	oob := make([]byte, 128)
 	for {
@@ -134,10 +138,15 @@ func (s *Server) serveUDP(p *udpPort) {
 	}
 }
 
+// flow returns the live flow of client, if any.
 func (p *udpPort) flow(client netip.AddrPort) *udpFlow {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.flows[client]
+	f := p.flows[client]
+	p.mu.Unlock()
+	if f != nil && f.closed.Load() {
+		return nil
+	}
+	return f
 }
 
 // newFlow opens the flow of a new client, or counts why it cannot.
@@ -153,7 +162,11 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte) *udpFlow
 	if p.pktinfo {
 		f.oob = replyControl(f.target.Addr())
 	}
-	if err := f.dial(); err != nil {
+	err := f.prepareHeader()
+	if err == nil {
+		err = f.dial()
+	}
+	if err != nil {
 		s.flows.Add(-1)
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", client, "err", err)
 		return nil
@@ -178,6 +191,24 @@ func (s *Server) udpTarget(p *udpPort, oob []byte) netip.AddrPort {
 		return netip.AddrPortFrom(a.Unmap(), p.port)
 	}
 	return unmapped(p.conn.LocalAddr())
+}
+
+// prepareHeader builds the flow's PROXY v2 header once.
+func (f *udpFlow) prepareHeader() error {
+	if f.b.rs.rule.IPMode != rules.ModePPv2 {
+		return nil
+	}
+	hdr, err := wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Datagram: true, Source: f.client, Destination: f.target}, wire.MarshalOptions{})
+	if err != nil {
+		f.b.rs.metrics.fail("header_write")
+		return err
+	}
+	if len(hdr) > headroom {
+		f.b.rs.metrics.fail("header_write")
+		return errors.New("PROXY v2 header longer than the headroom")
+	}
+	f.ppv2 = hdr
+	return nil
 }
 
 // dial connects the flow to the first candidate origin.
@@ -212,18 +243,15 @@ func (f *udpFlow) forward(buf []byte, n int, ppv2Every bool) {
 		wire.PutSPP(buf[start:], wire.SPPHeader{Client: f.client, Proxy: f.target})
 	case rules.ModePPv2:
 		if ppv2Every || f.headerSent.CompareAndSwap(false, true) {
-			hdr, err := wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Datagram: true, Source: f.client, Destination: f.target}, wire.MarshalOptions{})
-			if err != nil || len(hdr) > headroom {
-				f.b.rs.metrics.fail("header_write")
-				return
-			}
-			start -= len(hdr)
-			copy(buf[start:], hdr)
+			start -= len(f.ppv2)
+			copy(buf[start:], f.ppv2)
 		}
 	}
 	if _, err := f.up.Write(buf[start : headroom+n]); err != nil {
 		f.b.rs.metrics.fail("upstream_write")
-		f.upstreamFailed(err)
+		if !errors.Is(err, net.ErrClosed) {
+			f.upstreamFailed(err) // refused: ICMP unreachable came back
+		}
 		return
 	}
 	f.b.rs.metrics.dgToOrigin.Inc()
@@ -292,6 +320,7 @@ func (f *udpFlow) upstreamFailed(err error) {
 
 func (f *udpFlow) close() {
 	f.closeOnce.Do(func() {
+		f.closed.Store(true)
 		f.p.mu.Lock()
 		if f.p.flows[f.client] == f {
 			delete(f.p.flows, f.client)
