@@ -16,6 +16,7 @@ import (
 type Listener struct {
 	inner   net.Listener
 	pol     *policy
+	toa     toaLookup // set for a TOA listener
 	stats   counters
 	readers sync.Pool // *bufio.Reader of wire.MaxV2HeaderLen bytes
 
@@ -47,15 +48,24 @@ func Listen(network, address string, cfg Config) (*Listener, error) {
 }
 
 // New wraps inner. Protocols may hold wire.PPv1 and wire.PPv2 (both when
-// empty). The listener starts accepting from inner at once.
+// empty), or wire.TOA alone, which needs realip's toa.ko kernel module. The
+// listener starts accepting from inner at once.
 func New(inner net.Listener, cfg Config) (*Listener, error) {
-	pol, err := newPolicy(cfg, wire.PPv1, wire.PPv2)
+	pol, err := newPolicy(cfg, wire.PPv1, wire.PPv2, wire.TOA)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Protocols) == 0 {
+		pol.allowed[wire.TOA] = false // TOA only when asked for
+	}
+	toa, err := openTOA(cfg.Protocols)
 	if err != nil {
 		return nil, err
 	}
 	l := &Listener{
 		inner: inner,
 		pol:   pol,
+		toa:   toa,
 		ready: make(chan *Conn),
 		slots: make(chan struct{}, pol.MaxPending),
 		done:  make(chan struct{}),
@@ -94,6 +104,9 @@ func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		err = l.inner.Close()
+		if l.toa != nil {
+			l.toa.Close()
+		}
 		l.mu.Lock()
 		for c := range l.inFlight {
 			c.Close()
@@ -165,7 +178,9 @@ func (l *Listener) serve(raw net.Conn) {
 	defer func() { <-l.slots }()
 	peer := addrPort(raw.RemoteAddr())
 	var c *Conn
-	if l.pol.trusts(peer.Addr()) {
+	if l.toa != nil {
+		c = l.serveTOA(raw)
+	} else if l.pol.trusts(peer.Addr()) {
 		if !l.track(raw) {
 			return
 		}

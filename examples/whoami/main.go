@@ -4,6 +4,9 @@
 //
 //	whoami -tcp :8080 -udp :9000 -proto ppv1,ppv2,spp -trust 10.0.0.0/8
 //
+// -proto toa needs realip's toa.ko loaded (the kernel reads the option);
+// it cannot be combined with ppv1/ppv2 on the same TCP listener.
+//
 // On each TCP connection it writes one line, "client=IP:PORT proxy=IP:PORT
 // via=PROTO", then echoes what it reads until EOF. Each UDP datagram is
 // answered with that line (through the wrapper, so SPP replies carry the
@@ -72,11 +75,6 @@ func parseFlags(args []string) (*options, error) {
 	if o.protos, err = wire.ParseProtoList(*proto); err != nil {
 		return nil, fmt.Errorf("-proto: %w", err)
 	}
-	for _, p := range o.protos {
-		if p == wire.TOA {
-			return nil, errors.New("-proto toa: TOA needs realip's toa.ko kernel module, which this build does not include yet; use ppv1, ppv2 or spp")
-		}
-	}
 	if o.trusted, err = parsePrefixes(*trust); err != nil {
 		return nil, fmt.Errorf("-trust: %w", err)
 	}
@@ -135,7 +133,7 @@ func run(ctx context.Context, o *options) error {
 	errc := make(chan error, 2)
 	var closers []io.Closer
 	if o.tcp != "" {
-		cfg, err := o.config("tcp", wire.PPv1, wire.PPv2)
+		cfg, err := o.config("tcp", wire.PPv1, wire.PPv2, wire.TOA)
 		if err != nil {
 			return err
 		}
