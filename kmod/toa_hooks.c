@@ -19,7 +19,7 @@
 #include <linux/ipv6.h>
 #include <linux/kprobes.h>
 #include <linux/net.h>
-#include <linux/syscalls.h>
+#include <linux/compat.h>
 #include <asm/syscall.h>
 #include <net/inet_sock.h>
 #include <net/request_sock.h>
@@ -124,6 +124,8 @@ static void record(const struct sock *child, struct sk_buff *skb, struct request
 	}
 	if (found == 0) {
 		toa_count(TOA_SYN_RECV_SOCK_NO_TOA);
+		/* A socket at this address whose destruction was missed must not lend its client. */
+		toa_table_remove(child);
 		return;
 	}
 	if (toa_table_insert(child, &client, &proxy, &local) == 0)
@@ -170,7 +172,7 @@ static int user_room(void)
 	unsigned long args[6];
 	int nr, len = 0;
 
-	if (!regs || (current->flags & PF_KTHREAD))
+	if (!regs || (current->flags & PF_KTHREAD) || in_compat_syscall())
 		return 0;
 	nr = syscall_get_nr(current, regs);
 	switch (nr) {
@@ -223,6 +225,25 @@ static int put_sin6(struct sockaddr *uaddr, const struct toa_addr *a)
 	return sizeof(*sin6);
 }
 
+/*
+ * entry_matches checks that the entry still describes sk: its peer must be
+ * the proxy the option came from. It guards against an entry left by a
+ * socket whose destruction was missed (a reset racing the handshake) being
+ * read for a new socket at the same address.
+ */
+static bool entry_matches(const struct sock *sk, const struct toa_entry *e)
+{
+	if (sk->sk_dport != e->proxy.port)
+		return false;
+	if (e->proxy.family == AF_INET)
+		return sk->sk_daddr == e->proxy.addr.s6_addr32[3];
+#if IS_ENABLED(CONFIG_IPV6)
+	return ipv6_addr_equal(&sk->sk_v6_daddr, &e->proxy.addr);
+#else
+	return false;
+#endif
+}
+
 static int getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct getname_data *d = toa_ri_data(ri);
@@ -237,7 +258,7 @@ static int getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 		toa_count(TOA_GETNAME_TOA_BYPASS);
 		return 0;
 	}
-	if (!toa_table_lookup(sk, &e)) {
+	if (!toa_table_lookup(sk, &e) || !entry_matches(sk, &e)) {
 		toa_count(TOA_GETNAME_TOA_EMPTY);
 		return 0;
 	}
