@@ -45,7 +45,10 @@ func relay(client, upstream *net.TCPConn, idle time.Duration, count func(toOrigi
 // pipe copies src to dst in chunks, re-arming src's read deadline each time.
 func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, abort func(), count func(int64)) {
 	for {
-		if err := src.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		// A copy in progress reports its bytes only when it returns, so
+		// make it return often enough for `last` to tell a busy
+		// direction from an idle one.
+		if err := src.SetReadDeadline(time.Now().Add(idle / 4)); err != nil {
 			abort()
 			return
 		}

@@ -127,7 +127,7 @@ func (s *Server) apply(set *rules.Set) error {
 	newTCP, newUDP, err := s.openPorts(want)
 	if err != nil {
 		for _, rs := range fresh {
-			rs.close()
+			rs.close(s.rules)
 		}
 		return err
 	}
@@ -135,7 +135,7 @@ func (s *Server) apply(set *rules.Set) error {
 	s.commitUDP(want[rules.UDP], newUDP)
 	for key, rs := range s.rules {
 		if _, kept := states[key]; !kept {
-			rs.close()
+			rs.close(states)
 		}
 	}
 	s.rules = states
@@ -150,14 +150,13 @@ func (s *Server) ruleStates(set *rules.Set) (all map[string]*ruleState, fresh []
 		r := &set.Rules[i]
 		hosts, key := expandOrigin(r, set.Groups)
 		if old, ok := s.rules[key]; ok {
-			old.rule = r
 			all[key] = old
 			continue
 		}
 		rs, err := s.newRuleState(r, hosts, key)
 		if err != nil {
 			for _, f := range fresh {
-				f.close()
+				f.close(s.rules)
 			}
 			return nil, nil, fmt.Errorf("%s:%d: %w", s.opts.RulesPath, r.Line, err)
 		}
@@ -181,8 +180,16 @@ func (s *Server) newRuleState(r *rules.Rule, hosts []rules.Origin, key string) (
 	return &ruleState{rule: r, key: key, pool: pool, metrics: s.metrics.forRule(label, r.Proto.String())}, nil
 }
 
-func (rs *ruleState) close() {
+// close stops the rule's pool and removes its metric series, unless a rule
+// of live has the same label: a rule changed in place keeps its ports, so
+// its label, and its new state shares the series.
+func (rs *ruleState) close(live map[string]*ruleState) {
 	rs.pool.Close()
+	for _, o := range live {
+		if o != rs && o.metrics.label == rs.metrics.label {
+			return
+		}
+	}
 	rs.metrics.forget()
 }
 
@@ -230,7 +237,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel() // cuts what is left and stops the origin pools
 	s.mu.Lock()
 	for _, rs := range s.rules {
-		rs.close()
+		rs.close(nil)
 	}
 	s.rules = map[string]*ruleState{}
 	s.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/internal/sockopt"
 	"github.com/realip/realip/wire"
 )
 
@@ -149,7 +150,7 @@ func (s *Server) dialOrigin(b *binding, client netip.Addr) (*net.TCPConn, error)
 		b.rs.metrics.fail("no_origin")
 		return nil, errors.New("no origin address resolved")
 	}
-	d := net.Dialer{Timeout: s.opts.DialTimeout}
+	d := net.Dialer{Timeout: s.opts.DialTimeout, Control: sockopt.ReuseAddr}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
 		c, err := d.DialContext(s.ctx, "tcp", netip.AddrPortFrom(addr, b.originPort).String())

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/internal/sockopt"
 	"github.com/realip/realip/wire"
 )
 
@@ -55,10 +56,12 @@ func (s *Server) openUDP(port uint16) (*udpPort, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenUDP("udp", addr)
+	lc := net.ListenConfig{Control: sockopt.ReuseAddr}
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
 	if err != nil {
 		return nil, err
 	}
+	conn := pc.(*net.UDPConn)
 	p := &udpPort{srv: s, port: port, conn: conn, flows: map[netip.AddrPort]*udpFlow{}}
 	if !s.opts.ListenIP.IsValid() {
 		if err := enablePktinfo(conn); err != nil {
@@ -220,9 +223,10 @@ func (f *udpFlow) dial() error {
 	}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
-		up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, f.b.originPort)))
+		d := net.Dialer{Control: sockopt.ReuseAddr}
+		up, err := d.Dial("udp", netip.AddrPortFrom(addr, f.b.originPort).String())
 		if err == nil {
-			f.up, f.origin = up, addr
+			f.up, f.origin = up.(*net.UDPConn), addr
 			return nil
 		}
 		f.b.rs.metrics.fail("dial")

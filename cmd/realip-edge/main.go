@@ -127,6 +127,10 @@ func run(f *flags) error {
 	if err != nil {
 		return err
 	}
+	// Before Start logs that the rules are applied: a SIGHUP or SIGTERM
+	// sent from then on must reach waitSignals, not kill the process.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -136,7 +140,7 @@ func run(f *flags) error {
 			return err
 		}
 	}
-	return waitSignals(srv, f.drain, log)
+	return waitSignals(sig, srv, f.drain, log)
 }
 
 func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) error {
@@ -154,9 +158,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) error
 	return nil
 }
 
-func waitSignals(srv *edge.Server, drain time.Duration, log *slog.Logger) error {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+func waitSignals(sig <-chan os.Signal, srv *edge.Server, drain time.Duration, log *slog.Logger) error {
 	for s := range sig {
 		if s == syscall.SIGHUP {
 			if err := srv.Reload(); err != nil {
@@ -167,7 +169,13 @@ func waitSignals(srv *edge.Server, drain time.Duration, log *slog.Logger) error 
 		log.Info("draining", "signal", s.String(), "timeout", drain)
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
-		return srv.Shutdown(ctx)
+		err := srv.Shutdown(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Stopping was asked for and done: cut connections are no failure.
+			log.Warn("drain timeout reached, remaining connections cut", "timeout", drain)
+			return nil
+		}
+		return err
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"github.com/realip/realip/internal/sockopt"
 	"net"
 	"net/netip"
 	"sync"
@@ -53,7 +54,7 @@ func (p *Pool) checkRound(ctx context.Context) {
 
 // probe opens and closes a TCP connection to a on the check port.
 func (p *Pool) probe(ctx context.Context, a netip.Addr) error {
-	d := net.Dialer{Timeout: p.opt.CheckTimeout}
+	d := net.Dialer{Timeout: p.opt.CheckTimeout, Control: sockopt.ReuseAddr}
 	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, p.check.TCPPort).String())
 	if err != nil {
 		return err
