@@ -31,19 +31,20 @@ func relay(client, upstream *net.TCPConn, idle time.Duration, count func(toOrigi
 			upstream.Close()
 		})
 	}
+	var ended atomic.Int32
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pipe(upstream, client, idle, &last, abort, func(n int64) { count(true, n) })
+		pipe(upstream, client, idle, &last, &ended, abort, func(n int64) { count(true, n) })
 	}()
-	pipe(client, upstream, idle, &last, abort, func(n int64) { count(false, n) })
+	pipe(client, upstream, idle, &last, &ended, abort, func(n int64) { count(false, n) })
 	<-done
 	client.Close()
 	upstream.Close()
 }
 
 // pipe copies src to dst in chunks, re-arming src's read deadline each time.
-func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, abort func(), count func(int64)) {
+func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, ended *atomic.Int32, abort func(), count func(int64)) {
 	for {
 		// A copy in progress reports its bytes only when it returns, so
 		// make it return often enough for `last` to tell a busy
@@ -59,8 +60,11 @@ func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64, abort f
 		}
 		switch {
 		case err == nil && n < relayChunk:
-			// EOF from src: pass the half-close on and let the other way finish.
-			dst.CloseWrite()
+			// EOF from src: pass the half-close on and let the other way
+			// finish; the second way to end leaves the FIN to Close.
+			if ended.Add(1) == 1 {
+				dst.CloseWrite()
+			}
 			return
 		case err == nil:
 			continue

@@ -50,7 +50,7 @@ func (s *Server) openPorts(want map[rules.Proto]map[uint16]binding) (map[uint16]
 		if s.tcp[port] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", s.listenAddr(port))
+		ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", s.listenAddr(port))
 		if err != nil {
 			return fail(fmt.Errorf("edge: tcp port %d: %w", port, err))
 		}
@@ -150,7 +150,7 @@ func (s *Server) dialOrigin(b *binding, client netip.Addr) (*net.TCPConn, error)
 		b.rs.metrics.fail("no_origin")
 		return nil, errors.New("no origin address resolved")
 	}
-	d := net.Dialer{Timeout: s.opts.DialTimeout, Control: sockopt.ReuseAddr}
+	d := net.Dialer{Timeout: s.opts.DialTimeout, KeepAlive: -1, Control: sockopt.ReuseAddr}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
 		c, err := d.DialContext(s.ctx, "tcp", netip.AddrPortFrom(addr, b.originPort).String())
