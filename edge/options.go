@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/realip/realip/edge/origin"
+	"github.com/realip/realip/edge/toasend"
 )
 
 // Defaults of Options.
@@ -36,6 +37,8 @@ type Options struct {
 	// PPv2EveryDatagram sends the PROXY v2 header on every datagram of a UDP
 	// flow (the specification) instead of the first only (EdgeOne).
 	PPv2EveryDatagram bool
+	// TOA configures the TOA sender used by toa rules (kinds, cgroup).
+	TOA toasend.Options
 	// Origin tunes resolution and health checks.
 	Origin origin.Options
 	// Registerer receives the metrics; nil registers nowhere.

@@ -10,11 +10,13 @@ import (
 
 	"github.com/realip/realip/edge/origin"
 	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/edge/toasend"
 )
 
-// ErrTOAUnavailable is returned for a rules file with a toa rule: sending
-// TOA needs the eBPF sender, which this build does not include.
-var ErrTOAUnavailable = errors.New("IPMODE toa needs the TOA sender (an eBPF sockops program), which this build of realip-edge does not include yet; use ppv1 or ppv2, or off")
+// ErrTOAUnavailable wraps the reason a rules file with a toa rule cannot
+// be served here: sending TOA needs eBPF (root or CAP_BPF+CAP_NET_ADMIN),
+// cgroup v2 and a kernel with BPF TCP header options (5.10+).
+var ErrTOAUnavailable = errors.New("IPMODE toa cannot be served on this machine")
 
 // Server relays the forwarding ports of a rules file to their origins.
 type Server struct {
@@ -26,8 +28,9 @@ type Server struct {
 	loops   sync.WaitGroup // serveTCP and serveUDP goroutines
 	active  sync.WaitGroup // TCP connections and UDP flows, for draining
 
-	mu    sync.Mutex // serialises Start, Reload and Shutdown; guards below
-	shut  bool       // Shutdown began
+	mu    sync.Mutex      // serialises Start, Reload and Shutdown; guards below
+	shut  bool            // Shutdown began
+	toa   *toasend.Sender // opened with the first toa rule; set once, under mu
 	rules map[string]*ruleState
 	tcp   map[uint16]*tcpPort
 	udp   map[uint16]*udpPort
@@ -76,16 +79,34 @@ func New(opts Options) (*Server, error) {
 // LoadRules reads and checks the rules and groups files the way Start and
 // Reload do, without applying them.
 func LoadRules(rulesPath, groupsPath string) (*rules.Set, error) {
-	set, err := rules.Load(rulesPath, groupsPath)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range set.Rules {
-		if r.IPMode == rules.ModeTOA {
-			return nil, fmt.Errorf("%s:%d: %w", rulesPath, r.Line, ErrTOAUnavailable)
+	return rules.Load(rulesPath, groupsPath)
+}
+
+// firstTOARule returns the first rule with IPMODE toa, if any.
+func firstTOARule(set *rules.Set) *rules.Rule {
+	for i := range set.Rules {
+		if set.Rules[i].IPMode == rules.ModeTOA {
+			return &set.Rules[i]
 		}
 	}
-	return set, nil
+	return nil
+}
+
+// ensureTOA opens the TOA sender the first time a rule needs it; a machine
+// that cannot send TOA refuses the rules file, naming the rule, rather than
+// forwarding without the client address.
+func (s *Server) ensureTOA(set *rules.Set) error {
+	r := firstTOARule(set)
+	if r == nil || s.toa != nil {
+		return nil
+	}
+	sender, err := toasend.Open(s.opts.TOA)
+	if err != nil {
+		return fmt.Errorf("%s:%d: %w: %w", s.opts.RulesPath, r.Line, ErrTOAUnavailable, err)
+	}
+	s.toa = sender
+	s.opts.Logger.Info("edge: TOA sender attached", "cgroup", sender.Cgroup())
+	return nil
 }
 
 // Start reads the rules and listens on every forwarding port.
@@ -104,6 +125,9 @@ func (s *Server) Reload() error {
 	defer s.mu.Unlock()
 	if s.shut {
 		return errors.New("edge: server is shut down")
+	}
+	if err := s.ensureTOA(set); err != nil {
+		return err
 	}
 	return s.apply(set)
 }
@@ -240,6 +264,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		rs.close(nil)
 	}
 	s.rules = map[string]*ruleState{}
+	if s.toa != nil {
+		s.toa.Close()
+	}
 	s.mu.Unlock()
 	return err
 }

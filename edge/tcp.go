@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/realip/realip/edge/rules"
@@ -118,7 +119,7 @@ func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
 	defer m.active.Dec()
 
 	src, dst := unmapped(client.RemoteAddr()), unmapped(client.LocalAddr())
-	upstream, err := s.dialOrigin(b, src.Addr())
+	upstream, err := s.dialOrigin(b, src)
 	if err != nil {
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", src, "err", err)
 		client.SetLinger(0)
@@ -144,18 +145,25 @@ func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
 
 // dialOrigin connects to the first candidate origin that answers, marking
 // the ones that do not as down. It tries at most three.
-func (s *Server) dialOrigin(b *binding, client netip.Addr) (*net.TCPConn, error) {
-	cands := b.rs.pool.Candidates(client)
+func (s *Server) dialOrigin(b *binding, client netip.AddrPort) (*net.TCPConn, error) {
+	cands := b.rs.pool.Candidates(client.Addr())
 	if len(cands) == 0 {
 		b.rs.metrics.fail("no_origin")
 		return nil, errors.New("no origin address resolved")
 	}
 	d := net.Dialer{Timeout: s.opts.DialTimeout, KeepAlive: -1, Control: sockopt.ReuseAddr}
+	toa := b.rs.rule.IPMode == rules.ModeTOA
+	if toa {
+		d.Control = chainControl(sockopt.ReuseAddr, s.toa.Control(client))
+	}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
 		c, err := d.DialContext(s.ctx, "tcp", netip.AddrPortFrom(addr, b.originPort).String())
 		if err == nil {
 			b.rs.pool.MarkUp(addr)
+			if toa {
+				return s.checkTOACarried(b, c.(*net.TCPConn))
+			}
 			return c.(*net.TCPConn), nil
 		}
 		b.rs.metrics.fail("dial")
@@ -163,6 +171,34 @@ func (s *Server) dialOrigin(b *binding, client netip.Addr) (*net.TCPConn, error)
 		errs = append(errs, err)
 	}
 	return nil, errors.Join(errs...)
+}
+
+// checkTOACarried makes sure the handshake carried the client address: a
+// socket the eBPF program never saw (the process moved out of the attached
+// cgroup, say) is closed rather than forwarded without it.
+func (s *Server) checkTOACarried(b *binding, c *net.TCPConn) (*net.TCPConn, error) {
+	syn, ack, err := s.toa.Carried(c)
+	if err == nil && (syn || ack) {
+		return c, nil
+	}
+	c.Close()
+	b.rs.metrics.fail("toa_not_sent")
+	if err == nil {
+		err = errors.New("the TOA option went out on neither the SYN nor the handshake ACK")
+	}
+	return nil, fmt.Errorf("toa: %w", err)
+}
+
+// chainControl runs Control functions in order.
+func chainControl(fns ...func(string, string, syscall.RawConn) error) func(string, string, syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		for _, fn := range fns {
+			if err := fn(network, address, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // tcpHeader is the header written to the origin before any payload.

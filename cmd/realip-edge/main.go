@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/realip/realip/edge"
 	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/edge/toasend"
 )
 
 type flags struct {
@@ -38,6 +39,8 @@ type flags struct {
 	check, ppv2Every, verbose        bool
 	idle, udpIdle, dial, drain       time.Duration
 	maxFlows                         int
+	toaKindV4, toaKindV6             uint
+	toaCgroup                        string
 }
 
 func main() {
@@ -70,11 +73,17 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
 	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for connections to finish")
 	fs.IntVar(&f.maxFlows, "max-udp-flows", edge.DefaultMaxUDPFlows, "bound on live UDP flows")
+	fs.UintVar(&f.toaKindV4, "toa-kind-v4", 200, "TCP option kind of the TOA for IPv4 clients")
+	fs.UintVar(&f.toaKindV6, "toa-kind-v6", 253, "TCP option kind of the TOA for IPv6 clients")
+	fs.StringVar(&f.toaCgroup, "toa-cgroup", "", "cgroup v2 to attach the TOA sender to (default: this process's own)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if f.rules == "" {
 		return nil, errors.New("-rules is required")
+	}
+	if f.toaKindV4 > 255 || f.toaKindV6 > 255 {
+		return nil, errors.New("-toa-kind-v4 and -toa-kind-v6 are TCP option kinds, 2..255")
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -89,11 +98,6 @@ func check(f *flags, out, errOut io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(errOut, err)
 		return 1
-	}
-	for _, r := range set.Rules {
-		if r.IPMode == rules.ModeTOA {
-			fmt.Fprintf(errOut, "%s:%d: warning: %v\n", f.rules, r.Line, edge.ErrTOAUnavailable)
-		}
 	}
 	if err := set.Export(out); err != nil {
 		fmt.Fprintln(errOut, err)
@@ -112,6 +116,7 @@ func run(f *flags) error {
 		RulesPath: f.rules, GroupsPath: f.groups,
 		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows,
 		PPv2EveryDatagram: f.ppv2Every, Logger: log,
+		TOA: toasend.Options{CgroupPath: f.toaCgroup, KindV4: uint8(f.toaKindV4), KindV6: uint8(f.toaKindV6)},
 	}
 	if f.listenIP != "" {
 		ip, err := netip.ParseAddr(f.listenIP)

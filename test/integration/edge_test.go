@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/realip/realip/internal/netns"
+	"github.com/realip/realip/internal/testenv"
 	"github.com/realip/realip/wire"
 )
 
@@ -627,17 +628,14 @@ tcp:83 %[1]s 80 off ppv1 fine again
 	})
 
 	toa := write("toa.txt", fmt.Sprintf("tcp:1001 %[1]s 8001 off ppv1\n# TOA next\ntcp:1002 %[1]s 8002 off toa\n", originV4))
-	t.Run("toa warns", func(t *testing.T) {
+	t.Run("toa is a rule like any other", func(t *testing.T) {
 		out, errOut, status := runEdge(t, "-rules", toa, "-check")
 		want := fmt.Sprintf("tcp:1001 %[1]s 8001 off ppv1\ntcp:1002 %[1]s 8002 off toa\n", originV4)
-		if status != 0 || out != want {
-			t.Errorf("status %d, stdout %q; want 0 and %q", status, out, want)
-		}
-		if !strings.HasPrefix(errOut, toa+":3: warning: ") || !strings.Contains(errOut, "toa") {
-			t.Errorf("stderr %q, want a warning naming %s:3 and toa", errOut, toa)
+		if status != 0 || out != want || errOut != "" {
+			t.Errorf("status %d, stdout %q, stderr %q; want 0, %q and nothing", status, out, errOut, want)
 		}
 	})
-	t.Run("toa refused at start", func(t *testing.T) {
+	t.Run("toa refused where the sender cannot attach", func(t *testing.T) {
 		// In a namespace of its own: should it start after all, it listens
 		// there and not on this machine.
 		lab := netns.NewLab(t)
@@ -645,16 +643,47 @@ tcp:83 %[1]s 80 off ppv1 fine again
 		bin := edgeBinary(t)
 		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 		defer cancel()
-		out, err := h.Command(ctx, bin, "-rules", toa).CombinedOutput()
+		out, err := h.Command(ctx, bin, "-rules", toa, "-toa-cgroup", "/nonexistent/cgroup").CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 1 {
 			t.Fatalf("realip-edge with a toa rule: %v, want exit status 1:\n%s", err, out)
 		}
 		msg := string(out)
-		if !strings.Contains(msg, toa+":3:") || !strings.Contains(msg, "toa") || strings.Contains(msg, "rules applied") {
+		if !strings.Contains(msg, toa+":3:") || !strings.Contains(msg, "toa cannot be served") || strings.Contains(msg, "rules applied") {
 			t.Errorf("output %q, want a refusal naming %s:3 and toa, before any rule is applied", msg, toa)
 		}
 	})
+}
+
+// TestEdgeTOASender runs a toa rule on this machine's kernel (eBPF works
+// here; the receiving module needs the VM suite): connections are forwarded
+// and none leaves without the option (toa_not_sent stays 0). whoami on the
+// origin, without toa.ko, sees the edge.
+func TestEdgeTOASender(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	startWhoamiOn(t, l.origin, "-tcp", ":8000", "-proto", "ppv1", "-trust", edgeTrust, "-optional", "-header-timeout", "100ms")
+	// `ip netns exec` gives the edge a fresh /sys, without the machine's
+	// cgroup2 mount: hand it the hierarchy's root mounted elsewhere (the
+	// edge runs in the root cgroup, where the program sees its sockets).
+	cg := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "cgroup2", "cgroup2", cg).CombinedOutput(); err != nil {
+		testenv.SkipOrFail(t, "mount cgroup2: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", cg).Run() })
+	e := startEdge(t, l.edge, fmt.Sprintf("tcp:1000 %s 8000 off toa\n", originV4), "-metrics", metricsAddr, "-toa-cgroup", cg)
+	for _, front := range []netip.Addr{edgeFrontV4, edgeFrontV6} {
+		w, _ := tcpAsk(t, l.client, netip.AddrPortFrom(front, 1000))
+		if w.via != "none" || w.client.Addr() != edgeBackV4 {
+			t.Errorf("origin saw %+v, want the edge %v without a header", w, edgeBackV4)
+		}
+	}
+	if n := e.metricOf(t, "realip_edge_errors_total", `reason="toa_not_sent"`); n != 0 {
+		t.Errorf("toa_not_sent = %v", n)
+	}
+	if n := e.metricOf(t, "realip_edge_tcp_connections_total"); n != 2 {
+		t.Errorf("connections_total = %v, want 2", n)
+	}
 }
 
 // TestEdgeScale starts realip-edge on 2000 rules: one wide range (10001
