@@ -19,6 +19,7 @@ static DEFINE_SPINLOCK(toa_cfg_lock);
 static int parse_prefix(char *s, struct toa_prefix *p)
 {
 	char *slash = strchr(s, '/');
+	struct in6_addr full;
 	unsigned int bits, max;
 	const char *end;
 
@@ -37,7 +38,9 @@ static int parse_prefix(char *s, struct toa_prefix *p)
 	if (slash && (kstrtouint(slash + 1, 10, &bits) || bits > max))
 		return -EINVAL;
 	p->bits = bits + (128 - max);
-	ipv6_addr_prefix(&p->addr, &p->addr, p->bits);
+	/* ipv6_addr_prefix clears its destination first: never pass it twice. */
+	full = p->addr;
+	ipv6_addr_prefix(&p->addr, &full, p->bits);
 	return 0;
 }
 

@@ -1,0 +1,206 @@
+# shellcheck shell=bash
+# lib.sh - shared by the vmtest scripts; sourced, not run.
+#
+# Cache layout (REALIP_CACHE, default <repo>/.cache/vmtest):
+#   apt/SUITE-ARCHES/        private apt state: sources.list, lists/, cache/
+#   aliases/ALIAS-ARCH       one line: the KVER the alias resolved to
+#   kernels/KVER/            one kernel: root/ (dpkg -x of its packages),
+#                            vmtest.env (what the scripts read), .complete
+#   chroots/SUITE-gccN-ARCH/ debootstrap chroot for kernels whose compiler
+#                            or kbuild tools the host cannot run
+#   logs/                    console logs of run.sh
+
+VMTEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$VMTEST_DIR/.." && pwd)
+CACHE=${REALIP_CACHE:-$REPO_DIR/.cache/vmtest}
+
+log() { printf '%s: %s\n' "${PROG:-vmtest}" "$*" >&2; }
+die() {
+	printf '%s: error: %s\n' "${PROG:-vmtest}" "$*" >&2
+	exit 1
+}
+
+# usage: print the calling script's header comment and exit 2.
+usage() {
+	sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# now: seconds since the epoch with milliseconds, for timings.
+now() { date +%s.%3N; }
+# since START: seconds elapsed since START (from now), one decimal.
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+need_cmd() {
+	local c
+	for c; do
+		command -v "$c" >/dev/null ||
+			die "command '$c' not found; install it with: scripts/deps.sh $(pkg_of_cmd "$c")"
+	done
+}
+
+pkg_of_cmd() {
+	case $1 in
+	apt-get | apt-cache) echo apt ;;
+	dpkg | dpkg-deb) echo dpkg ;;
+	qemu-system-x86_64) echo qemu-system-x86 ;;
+	busybox) echo busybox-static ;;
+	aarch64-linux-gnu-gcc*) echo gcc-aarch64-linux-gnu ;;
+	unzstd) echo zstd ;;
+	debootstrap | pahole | cpio) echo "$1" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# check_alias ALIAS: exit with a clear message unless ALIAS is known.
+check_alias() {
+	case $1 in
+	5.10 | 6.1 | 6.12 | sid) ;;
+	*) die "kernel alias '$1' unknown: use 5.10, 6.1, 6.12 or sid" ;;
+	esac
+}
+
+check_arch() {
+	case $1 in
+	amd64 | arm64) ;;
+	*) die "architecture '$1' unknown: use amd64 or arm64" ;;
+	esac
+}
+
+# Debian mirrors: the ones the host's apt uses, so the same proxy/mirror
+# policy applies; REALIP_DEBIAN_MIRROR / REALIP_DEBIAN_SECURITY_MIRROR win.
+host_mirror() { # host_mirror debian|debian-security
+	local want=$1 uri
+	uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+		/etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v '^[[:space:]]*#' |
+		grep -Eo 'https?://[^ ]+' | sed 's:/*$::' |
+		grep -E "/$want\$" | head -n 1) || true
+	printf '%s\n' "${uri:-http://deb.debian.org/$want}"
+}
+MIRROR=${REALIP_DEBIAN_MIRROR:-$(host_mirror debian)}
+SECURITY_MIRROR=${REALIP_DEBIAN_SECURITY_MIRROR:-$(host_mirror debian-security)}
+KEYRING=${REALIP_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
+
+# suite_lines SUITE: the sources.list suites of one Debian release.
+suite_lines() {
+	case $1 in
+	sid) echo "$MIRROR sid" ;;
+	*)
+		echo "$MIRROR $1"
+		echo "$MIRROR $1-updates"
+		echo "$SECURITY_MIRROR $1-security"
+		;;
+	esac
+}
+
+# apt_init SUITE ARCHES: set APT_DIR and APT_OPTS for a private apt state of
+# SUITE with packages of ARCHES (comma separated, first = native). The
+# host's sources, lists, preferences and dpkg status are neither used nor
+# changed.
+apt_init() {
+	local suite=$1 arches=$2
+	APT_DIR=$CACHE/apt/$suite-${arches//,/-}
+	mkdir -p "$APT_DIR"/{etc/parts,lists/partial,cache/archives/partial}
+	: >>"$APT_DIR/status"
+	suite_lines "$suite" | while read -r uri s; do
+		echo "deb [arch=$arches signed-by=$KEYRING] $uri $s main"
+	done >"$APT_DIR/etc/sources.list"
+	# Only where apt keeps its sources, lists, cache and dpkg status is
+	# overridden; the host's apt.conf.d still applies for how the network is
+	# reached (proxies, Check-Valid-Until for a snapshot mirror, ...).
+	APT_OPTS=(
+		-o "Dir::Etc::sourcelist=$APT_DIR/etc/sources.list"
+		-o "Dir::Etc::sourceparts=$APT_DIR/etc/parts"
+		-o "Dir::Etc::preferences=$APT_DIR/etc/preferences"
+		-o "Dir::Etc::preferencesparts=$APT_DIR/etc/parts"
+		-o "Dir::State=$APT_DIR"
+		-o "Dir::State::Lists=$APT_DIR/lists"
+		-o "Dir::State::status=$APT_DIR/status"
+		-o "Dir::Cache=$APT_DIR/cache"
+		-o "Dir::Cache::pkgcache=$APT_DIR/cache/pkgcache.bin"
+		-o "Dir::Cache::srcpkgcache="
+		-o "APT::Architecture=${arches%%,*}"
+		-o "APT::Architectures=$arches"
+		-o "APT::Sandbox::User=root"
+		-o "Acquire::Languages=none"
+		-o "Acquire::GzipIndexes=true"
+		-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+		-o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
+		-o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
+	)
+}
+
+# apt-get/apt-cache with the private state.
+apt_get() { apt-get "${APT_OPTS[@]}" "$@"; }
+apt_cache() { apt-cache "${APT_OPTS[@]}" "$@"; }
+
+apt_update() {
+	local out t
+	t=$(now)
+	if ! out=$(apt_get -q update 2>&1); then
+		printf '%s\n' "$out" >&2
+		die "apt-get update failed for $APT_DIR (mirror $MIRROR; set REALIP_DEBIAN_MIRROR to change it)"
+	fi
+	if grep -E '^(W|E):' <<<"$out" | grep -v 'DirectoryExists' >&2; then
+		die "apt-get update reported problems for $APT_DIR"
+	fi
+	touch "$APT_DIR/.updated"
+	log "apt-get update of $(basename "$APT_DIR") took $(since "$t")s ($(du -sm "$APT_DIR/lists" | cut -f1) MiB lists)"
+}
+
+# pkg_exists PKG: whether the private apt state knows PKG (with a version).
+pkg_exists() {
+	apt_cache show --no-all-versions "$1" >/dev/null 2>&1
+}
+
+# pkg_field PKG FIELD: one control field of the candidate version of PKG.
+pkg_field() {
+	apt_cache show --no-all-versions "$1" 2>/dev/null |
+		awk -v f="$2:" '$1 == f { sub(/^[^:]*: */, ""); print; exit }'
+}
+
+# pkg_depends PKG: the names PKG depends on, first of each alternative.
+pkg_depends() {
+	pkg_field "$1" Depends | tr ',' '\n' |
+		sed -E 's/\|.*//; s/\(.*\)//; s/:any//; s/[[:space:]]//g' | grep -v '^$' || true
+}
+
+# kernel_closure ARCH PKG...: PKG and, recursively, the kernel packages it
+# depends on (linux-image/binary/modules/base/headers/kbuild of a version).
+# Packages of ARCH other than the native one are printed as NAME:ARCH.
+kernel_closure() {
+	local arch=$1 p d q
+	shift
+	local -a todo=("$@") seen=()
+	while ((${#todo[@]})); do
+		p=${todo[0]}
+		todo=("${todo[@]:1}")
+		[[ " ${seen[*]} " == *" $p "* ]] && continue
+		seen+=("$p")
+		q=$p
+		# arch-qualify foreign packages, except arch:all ones (headers-common)
+		# and kbuild, which must run on the build machine.
+		if [[ $arch != "${NATIVE_ARCH:-amd64}" && $p != *:* && $p != linux-kbuild-* ]] &&
+			[[ $(pkg_field "$p:$arch" Architecture) == "$arch" ]]; then
+			q=$p:$arch
+		fi
+		printf '%s\n' "$q"
+		for d in $(pkg_depends "$q"); do
+			if [[ $d =~ ^linux-(image|binary|modules|base|headers|kbuild)-[0-9] && $d != *-dbg ]]; then
+				todo+=("$d")
+			fi
+		done
+	done
+}
+
+# load_kernel ALIAS ARCH: fetch if needed (quietly when cached), then set
+# KDIR (absolute) and the vmtest.env variables: KVER SUITE PKGVER VMLINUZ
+# MODDIR HEADERS GCC_MAJOR CC_TEXT ... (paths relative to KDIR).
+load_kernel() {
+	local alias=$1 arch=$2 kver
+	"$VMTEST_DIR/fetch.sh" --arch "$arch" "$alias" >/dev/null
+	kver=$(<"$CACHE/aliases/$alias-$arch")
+	KDIR=$CACHE/kernels/$kver
+	# shellcheck source=/dev/null
+	. "$KDIR/vmtest.env"
+}
