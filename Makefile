@@ -3,12 +3,20 @@ SHELL    := /bin/bash
 GO       ?= go
 BIN      := bin
 FUZZTIME ?= 10s
-# Debian packages the tests use as real peers; installed by `make deps` (root).
-TEST_DEBS := haproxy iproute2
+# Debian packages the tests use as real peers and the VM bench needs;
+# installed by `make deps` (root).
+TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
+	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd
+# Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
+# whole matrix (5.10 6.1 6.12 sid).
+KVERS ?= 6.1 sid
+# Kernel packages and the sid build chroot are cached outside the clone, so
+# CI runs on the same machine reuse them.
+export REALIP_CACHE ?= /var/cache/realip/vmtest
 
 COMMANDS := $(notdir $(wildcard cmd/*)) $(addprefix example-,$(notdir $(wildcard examples/*)))
 
-.PHONY: all build test race vet fuzz deps check bench demo clean
+.PHONY: all build test race vet fuzz deps check bench demo vmtest clean
 
 all: build
 
@@ -40,10 +48,15 @@ deps:
 
 # Everything CI runs: dependencies, static checks, unit and integration
 # tests under the race detector, and a short run of every fuzz target.
-check: deps vet build race fuzz
+check: deps vet build race fuzz vmtest
+
+# toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md).
+vmtest:
+	vmtest/toa.sh $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
 
 bench:
 	bench/listener.sh
+	bench/edge.sh
 
 # The main job: client -> realip-edge -> origin in network namespaces, one
 # rule per IP passing mode, and what the origin saw. Root on Linux.
