@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # Debian packages the tests use as real peers and the VM bench needs;
 # installed by `make deps` (root).
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
-	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd
+	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
 # whole matrix (5.10 6.1 6.12 sid).
 KVERS ?= 6.1 sid

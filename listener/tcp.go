@@ -62,6 +62,11 @@ func New(inner net.Listener, cfg Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	return start(inner, pol, toa), nil
+}
+
+// start builds the listener and starts its accept loop.
+func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
 	l := &Listener{
 		inner: inner,
 		pol:   pol,
@@ -77,7 +82,7 @@ func New(inner net.Listener, cfg Config) (*Listener, error) {
 	l.readers.New = func() any { return bufio.NewReaderSize(nil, wire.MaxV2HeaderLen) }
 	l.wg.Add(1)
 	go l.acceptLoop()
-	return l, nil
+	return l
 }
 
 // Accept returns the next connection whose client address is known. It

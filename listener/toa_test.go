@@ -34,12 +34,12 @@ func newTOAListener(t *testing.T, cfg Config, lookup toaLookup) *Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Protocols = []wire.Proto{wire.PPv1} // New with TOA dials the module; swap in the script
-	l, err := New(inner, cfg)
+	cfg.Protocols = []wire.Proto{wire.TOA}
+	pol, err := newPolicy(cfg, wire.TOA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.toa = lookup
+	l := start(inner, pol, lookup) // New would dial the module; the script stands in
 	t.Cleanup(func() { l.Close() })
 	return l
 }

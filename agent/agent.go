@@ -1,0 +1,511 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/realip/realip/exporter"
+	"github.com/realip/realip/toactl"
+)
+
+// Control is the module's netlink control interface; *toactl.Client
+// implements it.
+type Control interface {
+	Config() (toactl.Config, error)
+	SetConfig(toactl.Config) error
+	Stats() ([]toactl.Stat, uint64, error)
+	Entries() ([]toactl.Entry, error)
+	Close() error
+}
+
+// DialToactl opens the module's netlink control interface with toactl.
+func DialToactl() (Control, error) {
+	c, err := toactl.Dial()
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Options configure an Agent. The zero value manages the real kernel.
+type Options struct {
+	// Logger receives the agent's log; nil: discarded.
+	Logger *slog.Logger
+	// SysfsRoot is where module/toa is read; empty: "/sys".
+	SysfsRoot string
+	// ModulesRoot is searched for toa.ko when the configuration has no
+	// module_path; empty: "/lib/modules" (or "/usr/lib/modules" when only
+	// that has the running kernel's folder).
+	ModulesRoot string
+	// KernelRelease is the running kernel's release; empty: uname -r.
+	KernelRelease string
+	// Kernel loads and unloads modules; nil: SysKernel.
+	Kernel Kernel
+	// Dial opens the module's control interface; nil: DialToactl.
+	Dial func() (Control, error)
+	// Notify tells the service manager about the agent's state
+	// (READY=1, RELOADING=1, STOPPING=1); nil: sd_notify when
+	// NOTIFY_SOCKET is set.
+	Notify func(state string)
+}
+
+// Agent loads toa.ko, keeps its configuration in step with the
+// configuration file and serves metrics.
+type Agent struct {
+	log      *slog.Logger
+	sysfs    string
+	modRoot  string
+	release  string
+	kernel   Kernel
+	dial     func() (Control, error)
+	notify   func(string)
+	reg      *prometheus.Registry
+	reloads  *prometheus.CounterVec
+	reloadOK prometheus.Gauge
+	loads    prometheus.Counter
+
+	mu      sync.Mutex
+	cfg     Config // the configuration in force
+	metrics string // the metrics server's address
+
+	toa toaProxy
+}
+
+// New returns an agent.
+func New(opts Options) (*Agent, error) {
+	a := &Agent{
+		log:     opts.Logger,
+		sysfs:   opts.SysfsRoot,
+		modRoot: opts.ModulesRoot,
+		release: opts.KernelRelease,
+		kernel:  opts.Kernel,
+		dial:    opts.Dial,
+		notify:  opts.Notify,
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.sysfs == "" {
+		a.sysfs = "/sys"
+	}
+	if a.release == "" {
+		r, err := KernelRelease()
+		if err != nil {
+			return nil, fmt.Errorf("uname: %w", err)
+		}
+		a.release = r
+	}
+	if a.modRoot == "" {
+		a.modRoot = "/lib/modules"
+		if _, err := os.Stat(filepath.Join(a.modRoot, a.release)); err != nil {
+			if _, err := os.Stat(filepath.Join("/usr/lib/modules", a.release)); err == nil {
+				a.modRoot = "/usr/lib/modules"
+			}
+		}
+	}
+	if a.kernel == nil {
+		a.kernel = SysKernel{SysfsRoot: a.sysfs}
+	}
+	if a.dial == nil {
+		a.dial = DialToactl
+	}
+	if a.notify == nil {
+		a.notify = sdNotify
+	}
+	a.reg = prometheus.NewRegistry()
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "realip_agent_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP), by result (success, failure).",
+	}, []string{"result"})
+	a.reloads.WithLabelValues("success")
+	a.reloads.WithLabelValues("failure")
+	a.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "realip_agent_config_last_reload_successful",
+		Help: "1 when the last configuration load or reload was applied, 0 when it was refused.",
+	})
+	a.loads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "realip_agent_module_loads_total",
+		Help: "Times this agent process loaded toa.ko (an adopted module does not count).",
+	})
+	a.reg.MustRegister(a.reloads, a.reloadOK, a.loads, newControlCollector(a), &a.toa,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return a, nil
+}
+
+// Registry is the agent's metrics registry.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+// KernelRelease is the release the agent checks modules against.
+func (a *Agent) KernelRelease() string { return a.release }
+
+// LoadResult tells what EnsureLoaded did.
+type LoadResult struct {
+	Adopted bool   // the module was loaded already
+	Path    string // the file loaded (empty when adopted)
+	Version string // the module's version
+}
+
+// EnsureLoaded loads toa.ko with cfg's trusted list and kinds as module
+// parameters, unless a toa module is loaded already, which it adopts. It
+// refuses a module file built for another kernel (*VermagicError).
+func (a *Agent) EnsureLoaded(cfg Config) (LoadResult, error) {
+	st, err := ReadModuleState(a.sysfs)
+	if err != nil {
+		return LoadResult{}, err
+	}
+	if st.Loaded {
+		if st.InitState == "going" {
+			return LoadResult{}, errors.New("the toa module is being unloaded; retry when it is gone")
+		}
+		return LoadResult{Adopted: true, Version: st.Version}, nil
+	}
+	path := cfg.ModulePath
+	if path == "" {
+		if path, err = FindModule(a.modRoot, a.release); err != nil {
+			return LoadResult{}, err
+		}
+	}
+	m, err := ReadModuleFile(path)
+	if err != nil {
+		return LoadResult{}, err
+	}
+	if err := CheckModule(m, a.release); err != nil {
+		return LoadResult{}, err
+	}
+	params := cfg.ModuleParams()
+	if err := a.kernel.Load(m, params); err != nil {
+		if errors.Is(err, ErrAlreadyLoaded) {
+			return LoadResult{Adopted: true, Version: m.Info.Version}, nil
+		}
+		return LoadResult{}, err
+	}
+	a.loads.Inc()
+	a.log.Info("loaded the toa module", "path", path, "version", m.Info.Version,
+		"compression", m.Compression, "params", params)
+	return LoadResult{Path: path, Version: m.Info.Version}, nil
+}
+
+// Unload removes the module (delete_module). It returns ErrNotLoaded if
+// it was not loaded.
+func (a *Agent) Unload() error {
+	return a.kernel.Unload(ModuleName)
+}
+
+// Push sets the module's trusted prefixes and kinds to cfg's over netlink
+// unless they are equal already, then reads them back to check. It
+// reports whether it changed anything.
+func (a *Agent) Push(cfg Config) (bool, error) {
+	c, err := a.dialControl()
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	cur, err := c.Config()
+	if err != nil {
+		return false, fmt.Errorf("reading the module's configuration: %w", err)
+	}
+	if sameConfig(cur, cfg) {
+		return false, nil
+	}
+	want := toactl.Config{Trusted: cfg.Trusted, Kinds: cfg.Kinds}
+	if want.Trusted == nil {
+		want.Trusted = []netip.Prefix{}
+	}
+	if err := c.SetConfig(want); err != nil {
+		return false, fmt.Errorf("setting the module's configuration (trusted=%q kinds=%q): %w",
+			cfg.TrustedString(), cfg.KindsString(), err)
+	}
+	got, err := c.Config()
+	if err != nil {
+		return true, fmt.Errorf("reading the module's configuration back: %w", err)
+	}
+	if !sameConfig(got, cfg) {
+		return true, fmt.Errorf("the module holds trusted=%v kinds=%v after being set to trusted=%q kinds=%q",
+			got.Trusted, got.Kinds, cfg.TrustedString(), cfg.KindsString())
+	}
+	return true, nil
+}
+
+func (a *Agent) dialControl() (Control, error) {
+	c, err := a.dial()
+	if errors.Is(err, toactl.ErrNotLoaded) {
+		if st, serr := ReadModuleState(a.sysfs); serr == nil && st.Loaded {
+			return nil, fmt.Errorf("a toa module is loaded but it is not realip's (no %s netlink family), so it cannot be configured; "+
+				"unload it (`realip-agent unload`) to let the agent load realip's toa.ko", toactl.FamilyName)
+		}
+	}
+	return c, err
+}
+
+// sameConfig compares the module's configuration with the file's, as
+// sets (the module keeps kinds sorted).
+func sameConfig(m toactl.Config, c Config) bool {
+	return sameSet(m.Trusted, c.Trusted, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	}) && sameSet(m.Kinds, c.Kinds, func(a, b uint8) int { return int(a) - int(b) })
+}
+
+func sameSet[T any](a, b []T, cmp func(T, T) int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, cmp)
+	slices.SortFunc(b, cmp)
+	return slices.EqualFunc(a, b, func(x, y T) bool { return cmp(x, y) == 0 })
+}
+
+// Config returns the configuration in force.
+func (a *Agent) Config() Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// Start loads the configuration file, loads or adopts the module and
+// pushes the configuration. It is Run's first step and the whole of
+// `realip-agent load`.
+func (a *Agent) Start(configPath string) (Config, LoadResult, error) {
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		a.reloadOK.Set(0)
+		return Config{}, LoadResult{}, err
+	}
+	for _, w := range cfg.Warnings() {
+		a.log.Warn(w)
+	}
+	res, err := a.EnsureLoaded(cfg)
+	if err != nil {
+		return Config{}, res, err
+	}
+	if res.Adopted {
+		a.log.Info("adopted the loaded toa module", "version", res.Version)
+	}
+	changed, err := a.Push(cfg)
+	if err != nil {
+		return Config{}, res, err
+	}
+	a.log.Info("module configured", "trusted", cfg.TrustedString(), "kinds", cfg.KindsString(), "changed", changed)
+	a.mu.Lock()
+	a.cfg = cfg
+	a.mu.Unlock()
+	a.reloadOK.Set(1)
+	return cfg, res, nil
+}
+
+// Reload re-reads the configuration file and pushes the trusted list and
+// kinds to the module without reloading it (it loads the module only if
+// it is gone). A bad file changes nothing and the previous configuration
+// stays in force.
+func (a *Agent) Reload(configPath string) error {
+	err := a.reload(configPath)
+	if err != nil {
+		a.reloads.WithLabelValues("failure").Inc()
+		a.reloadOK.Set(0)
+		a.log.Error("configuration not applied; the previous one stays in force", "err", err)
+		return err
+	}
+	a.reloads.WithLabelValues("success").Inc()
+	a.reloadOK.Set(1)
+	return nil
+}
+
+func (a *Agent) reload(configPath string) error {
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	for _, w := range cfg.Warnings() {
+		a.log.Warn(w)
+	}
+	old := a.Config()
+	res, err := a.EnsureLoaded(cfg)
+	if err != nil {
+		return err
+	}
+	if !res.Adopted {
+		a.log.Warn("the toa module had been unloaded; loaded it again", "path", res.Path)
+	}
+	changed, err := a.Push(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.ModulePath != old.ModulePath {
+		a.log.Info("module_path changed; it is used the next time the module is loaded (the loaded module is kept)",
+			"module_path", cfg.ModulePath)
+	}
+	if cfg.MetricsListen != old.MetricsListen {
+		a.log.Warn("metrics_listen changed; restart the agent to move the metrics endpoint",
+			"in_force", old.MetricsListen, "configured", cfg.MetricsListen)
+		cfg.MetricsListen = old.MetricsListen
+	}
+	if cfg.Procfs != old.Procfs || cfg.MetricsPerCPU != old.MetricsPerCPU {
+		if err := a.swapTOACollector(cfg); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	a.cfg = cfg
+	a.mu.Unlock()
+	a.log.Info("configuration reloaded", "trusted", cfg.TrustedString(), "kinds", cfg.KindsString(), "module_changed", changed)
+	return nil
+}
+
+// swapTOACollector replaces the toa_stats collector (at start, and after a
+// change of procfs or metrics_per_cpu). The registry holds a fixed proxy,
+// because an unchecked collector cannot be unregistered.
+func (a *Agent) swapTOACollector(cfg Config) error {
+	c, err := exporter.NewTOACollector(exporter.TOAOptions{ProcRoot: cfg.Procfs, PerCPU: cfg.MetricsPerCPU, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.toa.set(c)
+	return nil
+}
+
+// toaProxy is the registry's toa_stats collector; it delegates to the
+// collector of the configuration in force.
+type toaProxy struct {
+	mu sync.Mutex
+	c  *exporter.TOACollector
+}
+
+func (p *toaProxy) set(c *exporter.TOACollector) {
+	p.mu.Lock()
+	p.c = c
+	p.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector: nothing, like the collector
+// it stands for (its metric names depend on the file).
+func (p *toaProxy) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (p *toaProxy) Collect(ch chan<- prometheus.Metric) {
+	p.mu.Lock()
+	c := p.c
+	p.mu.Unlock()
+	if c != nil {
+		c.Collect(ch)
+	}
+}
+
+// Run is `realip-agent run`: Start, serve metrics, and on SIGHUP reload.
+// SIGTERM and SIGINT end it with the module left loaded, as does ctx.
+func (a *Agent) Run(ctx context.Context, configPath string, sigs <-chan os.Signal) error {
+	cfg, _, err := a.Start(configPath)
+	if err != nil {
+		return err
+	}
+	if err := a.swapTOACollector(cfg); err != nil {
+		return err
+	}
+	var srvDone <-chan error
+	var srv *exporter.Server
+	if cfg.MetricsListen != "" {
+		srv, err = exporter.Listen(cfg.MetricsListen, a.reg, a.log)
+		if err != nil {
+			return err
+		}
+		srvDone = srv.Done()
+		a.mu.Lock()
+		a.metrics = srv.Addr().String()
+		a.mu.Unlock()
+		a.log.Info("serving metrics", "addr", a.metrics)
+	}
+	stop := func() {
+		a.notify("STOPPING=1")
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}
+	}
+	a.notify("READY=1")
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil
+		case err := <-srvDone:
+			stop()
+			return fmt.Errorf("metrics server: %w", err)
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				a.notify(reloadingState())
+				a.Reload(configPath)
+				a.notify("READY=1")
+				continue
+			}
+			a.log.Info("exiting; the toa module stays loaded (`realip-agent unload` removes it)", "signal", s.String())
+			stop()
+			return nil
+		}
+	}
+}
+
+// MetricsAddr is the address Run serves metrics on, once it does.
+func (a *Agent) MetricsAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.metrics
+}
+
+// controlCollector reports what the module's control interface says, at
+// scrape time.
+type controlCollector struct {
+	a                 *Agent
+	up, trusted, info *prometheus.Desc
+}
+
+func newControlCollector(a *Agent) *controlCollector {
+	return &controlCollector{
+		a: a,
+		up: prometheus.NewDesc("realip_toa_control_up",
+			"1 when realip's toa.ko answered on its netlink control interface, else 0.", nil, nil),
+		trusted: prometheus.NewDesc("realip_toa_trusted_prefixes",
+			"Trusted source prefixes in force in the module; 0 means every source is trusted and TOA can be forged.", nil, nil),
+		info: prometheus.NewDesc("realip_toa_module_info",
+			"The loaded toa module's version and srcversion; always 1.", []string{"version", "srcversion"}, nil),
+	}
+}
+
+func (c *controlCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.trusted
+	ch <- c.info
+}
+
+func (c *controlCollector) Collect(ch chan<- prometheus.Metric) {
+	if st, err := ReadModuleState(c.a.sysfs); err == nil && st.Loaded {
+		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, st.Version, st.SrcVersion)
+	}
+	ctl, err := c.a.dial()
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	defer ctl.Close()
+	cfg, err := ctl.Config()
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.trusted, prometheus.GaugeValue, float64(len(cfg.Trusted)))
+}

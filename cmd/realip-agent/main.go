@@ -1,0 +1,25 @@
+// Command realip-agent loads realip's TOA kernel module (toa.ko), keeps its
+// trusted prefixes and option kinds in step with /etc/realip/agent.yaml,
+// and serves Prometheus metrics of the module's counters.
+//
+//	realip-agent run [-config FILE]
+//	realip-agent load [-config FILE]
+//	realip-agent unload
+//	realip-agent status [-json] [-config FILE]
+//	realip-agent check [-config FILE]
+//	realip-agent modprobe-conf [-config FILE]
+//	realip-agent exporter -listen ADDR [-procfs DIR] [-per-cpu]
+//
+// See package github.com/realip/realip/agent for the configuration file
+// and packaging/systemd/realip-agent.service for the service.
+package main
+
+import (
+	"os"
+
+	"github.com/realip/realip/agent"
+)
+
+func main() {
+	os.Exit(agent.Main(os.Args[1:], os.Stdout, os.Stderr))
+}
