@@ -71,7 +71,8 @@ func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
 		inner: inner,
 		pol:   pol,
 		toa:   toa,
-		ready: make(chan *Conn),
+		// Buffered: a finished handshake does not wait for its Accept.
+		ready: make(chan *Conn, pol.MaxPending),
 		slots: make(chan struct{}, pol.MaxPending),
 		done:  make(chan struct{}),
 		fatal: make(chan struct{}),
@@ -119,7 +120,14 @@ func (l *Listener) Close() error {
 		l.mu.Unlock()
 	})
 	l.wg.Wait()
-	return err
+	for {
+		select {
+		case c := <-l.ready:
+			c.Close()
+		default:
+			return err
+		}
+	}
 }
 
 // Addr returns the inner listener's address.
