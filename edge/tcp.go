@@ -219,13 +219,4 @@ func writeAll(c net.Conn, b []byte) bool {
 }
 
 // unmapped returns a socket address as an AddrPort, IPv4 unmapped.
-func unmapped(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func unmapped(a net.Addr) netip.AddrPort { return wire.SocketAddrPort(a) }

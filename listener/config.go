@@ -157,17 +157,4 @@ func reasonOf(err error) Reason {
 }
 
 // addrPort converts a socket address to an unmapped AddrPort.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	default:
-		if a != nil {
-			ap, _ = netip.ParseAddrPort(a.String())
-		}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func addrPort(a net.Addr) netip.AddrPort { return wire.SocketAddrPort(a) }

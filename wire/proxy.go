@@ -258,15 +258,26 @@ func fromLibrary(h *proxyproto.Header) (*ProxyHeader, error) {
 	return ph, nil
 }
 
-func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+// SocketAddrPort returns the address of a TCP or UDP socket as an
+// AddrPort with IPv4 unmapped, as realip reports every address; the zero
+// AddrPort when a is nil or not an IP address and port (other net.Addr
+// types are read from their String form).
+func SocketAddrPort(a net.Addr) netip.AddrPort {
 	var ap netip.AddrPort
 	switch a := a.(type) {
 	case *net.TCPAddr:
 		ap = a.AddrPort()
 	case *net.UDPAddr:
 		ap = a.AddrPort()
+	case nil:
+		return netip.AddrPort{}
 	default:
-		return netip.AddrPort{}, false
+		ap, _ = netip.ParseAddrPort(a.String())
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ap.Addr().IsValid()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	ap := SocketAddrPort(a)
+	return ap, ap.Addr().IsValid()
 }
