@@ -27,6 +27,7 @@ type Server struct {
 	flows   atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
 	loops   sync.WaitGroup // serveTCP and serveUDP goroutines
 	active  sync.WaitGroup // TCP connections and UDP flows, for draining
+	tuples  tupleSet       // address pairs of the UDP flows' upstream sockets
 
 	mu    sync.Mutex      // serialises Start, Reload and Shutdown; guards below
 	shut  bool            // Shutdown began

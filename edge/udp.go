@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -43,6 +44,7 @@ type udpFlow struct {
 	target     netip.AddrPort // where the client sent to
 	oob        []byte         // source-address control message for replies
 	up         *net.UDPConn   // connected to the origin
+	tuple      udpTuple       // up's addresses, claimed in srv.tuples
 	origin     netip.Addr
 	ppv2       []byte       // the PROXY v2 header of the flow, for ModePPv2
 	last       atomic.Int64 // unix nanoseconds of the last datagram either way
@@ -223,10 +225,9 @@ func (f *udpFlow) dial() error {
 	}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
-		d := net.Dialer{Control: sockopt.ReuseAddr}
-		up, err := d.Dial("udp", netip.AddrPortFrom(addr, f.b.originPort).String())
+		up, t, err := f.p.srv.dialUpstream(netip.AddrPortFrom(addr, f.b.originPort), f.b.rs.metrics)
 		if err == nil {
-			f.up, f.origin = up.(*net.UDPConn), addr
+			f.up, f.tuple, f.origin = up, t, addr
 			return nil
 		}
 		f.b.rs.metrics.fail("dial")
@@ -234,6 +235,33 @@ func (f *udpFlow) dial() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// maxTupleClashes bounds the redials of one flow whose socket got the
+// address pair of another flow's (see tupleSet).
+const maxTupleClashes = 16
+
+// dialUpstream opens a UDP socket connected to origin whose address pair
+// no other flow of the edge holds, and claims that pair. Each clash is
+// counted as the error "upstream_port_clash" of the rule.
+func (s *Server) dialUpstream(origin netip.AddrPort, m *ruleMetrics) (*net.UDPConn, udpTuple, error) {
+	d := net.Dialer{Control: sockopt.ReuseAddr}
+	for range maxTupleClashes {
+		c, err := d.Dial("udp", origin.String())
+		if err != nil {
+			return nil, udpTuple{}, err
+		}
+		up := c.(*net.UDPConn)
+		t := udpTuple{local: unmapped(up.LocalAddr()), remote: origin}
+		if s.tuples.claim(t) {
+			return up, t, nil
+		}
+		// Keep the clashing socket open until the redial, so the
+		// kernel cannot hand out the same port again at once.
+		defer up.Close()
+		m.fail("upstream_port_clash")
+	}
+	return nil, udpTuple{}, fmt.Errorf("no free local port towards %v after %d tries", origin, maxTupleClashes)
 }
 
 // forward sends the datagram buf[headroom:headroom+n] to the origin, with
@@ -331,6 +359,7 @@ func (f *udpFlow) close() {
 		}
 		f.p.mu.Unlock()
 		f.up.Close()
+		f.p.srv.tuples.release(f.tuple)
 		f.b.rs.metrics.flowsActive.Dec()
 		f.p.srv.flows.Add(-1)
 	})

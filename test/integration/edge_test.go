@@ -827,6 +827,31 @@ func TestEdgeForwardingPortUsedByOwnConnection(t *testing.T) {
 	})
 }
 
+// TestEdgeUDPFlowsKeepTheirOwnOriginTuple opens more UDP flows to one origin
+// than the edge namespace has ephemeral ports minus one, twice over, and
+// checks every reply reaches its own client. The flows' sockets carry
+// SO_REUSEADDR, under which the kernel would give two of them the same local
+// port (and so the same address pair towards the origin); the edge must
+// notice and redial.
+func TestEdgeUDPFlowsKeepTheirOwnOriginTuple(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	l.edge.Sysctl("net.ipv4.ip_local_port_range", "45000 45011")
+	startWhoamiOn(t, l.origin, "-udp", ":9002", "-proto", "ppv2", "-trust", edgeTrust)
+	startEdge(t, l.edge, fmt.Sprintf("udp:2002 %s 9002 off ppv2\n", originV4))
+	var conns []*net.UDPConn
+	for range 10 {
+		conns = append(conns, dialUDP(t, l.client, netip.AddrPortFrom(edgeFrontV4, 2002)))
+	}
+	for round := range 2 {
+		for i, c := range conns {
+			if w := udpAsk(t, c); w.client != udpLocal(c) {
+				t.Errorf("round %d, flow %d: whoami saw client %v, want %v", round, i, w.client, udpLocal(c))
+			}
+		}
+	}
+}
+
 // listeningPorts returns the local ports of h's sockets in /proc/net/FILE
 // whose state is state (0A: TCP LISTEN, 07: UDP unconnected).
 func listeningPorts(t *testing.T, h *netns.Host, file, state string) map[uint16]bool {
