@@ -24,15 +24,58 @@ type Conn struct {
 	l       *Listener
 	client  netip.AddrPort
 	proxy   netip.AddrPort
-	remote  *net.TCPAddr
 	via     wire.Proto
 	header  *wire.ProxyHeader
 	pending []byte // bytes that arrived with the header, served first
 	sniff   bool   // untrusted peer: look for a header on the first read
+
+	// The connection's own storage, so that a Conn is one allocation:
+	// remote (RemoteAddr's value) points into remoteIP, and pending into
+	// early when those bytes fit.
+	remote   net.TCPAddr
+	remoteIP [16]byte
+	early    [earlyBytes]byte
 }
 
+// earlyBytes is how much payload behind a header a Conn keeps without an
+// allocation of its own: a first request line or a TLS ClientHello's
+// start; more is copied out of the shared reader.
+const earlyBytes = 64
+
 func newConn(raw net.Conn, l *Listener, client, proxy netip.AddrPort, via wire.Proto) *Conn {
-	return &Conn{raw: raw, l: l, client: client, proxy: proxy, via: via, remote: net.TCPAddrFromAddrPort(client)}
+	c := &Conn{raw: raw, l: l, client: client, proxy: proxy, via: via}
+	c.remote = net.TCPAddr{IP: c.ipSlice(client.Addr()), Port: int(client.Port()), Zone: client.Addr().Zone()}
+	return c
+}
+
+// ipSlice returns a in remoteIP, 4 bytes long for IPv4 as
+// net.TCPAddrFromAddrPort does, nil for the zero Addr.
+func (c *Conn) ipSlice(a netip.Addr) net.IP {
+	switch {
+	case a.Is4():
+		b := a.As4()
+		return c.remoteIP[:copy(c.remoteIP[:], b[:]):4]
+	case a.Is6():
+		b := a.As16()
+		return c.remoteIP[:copy(c.remoteIP[:], b[:]):16]
+	}
+	return nil
+}
+
+// keepBuffered moves what br holds beyond the header into the connection,
+// so the reader can go back to the pool.
+func (c *Conn) keepBuffered(br *bufio.Reader) {
+	n := br.Buffered()
+	if n == 0 {
+		c.pending = nil
+		return
+	}
+	b, _ := br.Peek(n)
+	if n <= len(c.early) {
+		c.pending = c.early[:copy(c.early[:], b)]
+		return
+	}
+	c.pending = append([]byte(nil), b...)
 }
 
 // Client returns the real client: the header's source, or the socket's
@@ -65,7 +108,7 @@ func (c *Conn) Header() *wire.ProxyHeader { return c.header }
 func (c *Conn) NetConn() net.Conn { return c.raw }
 
 // RemoteAddr returns the client as a *net.TCPAddr.
-func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+func (c *Conn) RemoteAddr() net.Addr { return &c.remote }
 
 // LocalAddr returns the socket's local address.
 func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
@@ -171,7 +214,7 @@ func (c *Conn) sniffHeader() error {
 	defer func() { br.Reset(nil); c.l.readers.Put(br) }()
 
 	_, err := wire.ReadProxyHeader(br) // validated and stripped, never honoured
-	c.pending = takeBuffered(br)
+	c.keepBuffered(br)
 	if err != nil {
 		switch reason := reasonOf(err); reason {
 		case ReasonMissing, ReasonTruncated:

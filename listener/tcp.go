@@ -30,7 +30,8 @@ type Listener struct {
 	wg    sync.WaitGroup
 
 	mu       sync.Mutex
-	inFlight map[net.Conn]struct{} // connections in handshake, closed by Close
+	tick     uint64                  // advanced by runClock
+	inFlight map[net.Conn]handshake // connections in handshake, closed by Close
 }
 
 // Listen announces on the local TCP address and wraps the listener with New.
@@ -78,11 +79,12 @@ func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
 		fatal: make(chan struct{}),
 		errs:  make(chan error),
 
-		inFlight: make(map[net.Conn]struct{}),
+		inFlight: make(map[net.Conn]handshake),
 	}
 	l.readers.New = func() any { return bufio.NewReaderSize(nil, wire.MaxV2HeaderLen) }
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go l.acceptLoop()
+	go l.runClock()
 	return l
 }
 
@@ -200,7 +202,6 @@ func (l *Listener) serve(raw net.Conn) {
 		l.stats.pending.Add(1)
 		c = l.handshake(raw, peer)
 		l.stats.pending.Add(-1)
-		l.untrack(raw)
 	} else {
 		l.stats.untrusted.Add(1)
 		c = newConn(raw, l, peer, peer, wire.None)
@@ -216,48 +217,24 @@ func (l *Listener) serve(raw net.Conn) {
 	}
 }
 
-// track registers a connection in handshake so Close can interrupt it; it
-// closes the connection and returns false when the listener is closed.
-func (l *Listener) track(raw net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	select {
-	case <-l.done:
-		raw.Close()
-		return false
-	default:
-		l.inFlight[raw] = struct{}{}
-		return true
-	}
-}
-
-func (l *Listener) untrack(raw net.Conn) {
-	l.mu.Lock()
-	delete(l.inFlight, raw)
-	l.mu.Unlock()
-}
-
-// handshake reads and checks the header of a trusted peer. It returns nil
-// after closing and counting a rejected connection.
+// handshake reads and checks the header of a trusted peer, whose
+// connection is tracked. It returns nil after closing and counting a
+// rejected connection.
 func (l *Listener) handshake(raw net.Conn, peer netip.AddrPort) *Conn {
 	br := l.readers.Get().(*bufio.Reader)
 	br.Reset(raw)
 	defer func() { br.Reset(nil); l.readers.Put(br) }()
 
-	if err := raw.SetReadDeadline(time.Now().Add(l.pol.HeaderTimeout)); err != nil {
-		l.reject(raw, peer, ReasonReadError, err)
-		return nil
-	}
 	h, err := wire.ReadProxyHeader(br)
-	if err == nil {
-		err = raw.SetReadDeadline(time.Time{})
+	if uerr := l.untrack(raw); uerr != nil && err == nil {
+		err = uerr
 	}
 	c, reason, err := l.classify(raw, peer, h, err, br.Buffered())
 	if err != nil {
 		l.reject(raw, peer, reason, err)
 		return nil
 	}
-	c.pending = takeBuffered(br)
+	c.keepBuffered(br)
 	return c
 }
 
@@ -268,9 +245,6 @@ func (l *Listener) classify(raw net.Conn, peer netip.AddrPort, h *wire.ProxyHead
 		reason := reasonOf(err)
 		silent := reason == ReasonTimeout && buffered == 0
 		if l.pol.Optional && (reason == ReasonMissing || silent) {
-			if err := raw.SetReadDeadline(time.Time{}); err != nil {
-				return nil, ReasonReadError, err
-			}
 			return newConn(raw, l, peer, peer, wire.None), 0, nil
 		}
 		return nil, reason, err
@@ -296,15 +270,4 @@ func (l *Listener) reject(raw net.Conn, peer netip.AddrPort, reason Reason, err 
 	l.stats.rejected[reason].Add(1)
 	l.pol.Logger.Warn("realip: connection rejected", "peer", peer, "reason", reason.String(), "err", err)
 	raw.Close()
-}
-
-// takeBuffered copies what the reader holds beyond the header, so the
-// reader can go back to the pool.
-func takeBuffered(br *bufio.Reader) []byte {
-	n := br.Buffered()
-	if n == 0 {
-		return nil
-	}
-	b, _ := br.Peek(n)
-	return append([]byte(nil), b...)
 }

@@ -437,3 +437,63 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("ppv1 on udp accepted")
 	}
 }
+
+// TestSlowHeaderWithinTimeout sends a header in pieces spread over part of
+// HeaderTimeout: the listener's clock must not cut it short, and the
+// connection it hands out must read normally afterwards.
+func TestSlowHeaderWithinTimeout(t *testing.T) {
+	l := newTestListener(t, Config{Trusted: loopback, HeaderTimeout: 2 * time.Second})
+	peer := dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 "))
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		peer.Write([]byte("198.51.100.1 40000 443\r\n"))
+		time.Sleep(300 * time.Millisecond)
+		peer.Write([]byte("body"))
+	}()
+	c := acceptOne(t, l)
+	if want := netip.MustParseAddrPort("192.0.2.7:40000"); c.Client() != want {
+		t.Fatalf("client %v, want %v", c.Client(), want)
+	}
+	if got := readN(t, c, 4); got != "body" {
+		t.Fatalf("read %q", got)
+	}
+	if s := l.Stats(); s.Rejected[ReasonTimeout] != 0 {
+		t.Fatalf("timeouts counted: %+v", s.Rejected)
+	}
+}
+
+// TestClockExpiresOnlyOverdueHandshakes drives the handshake clock by hand.
+func TestClockExpiresOnlyOverdueHandshakes(t *testing.T) {
+	l := newTestListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour})
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if !l.track(a) {
+		t.Fatal("track refused on an open listener")
+	}
+	for i := 0; i < handshakeTicks; i++ {
+		l.expireHandshakes()
+	}
+	l.mu.Lock()
+	h := l.inFlight[a]
+	l.mu.Unlock()
+	if h.expired {
+		t.Fatalf("expired after %d ticks, the timeout is %d ticks", handshakeTicks, handshakeTicks)
+	}
+	l.expireHandshakes()
+	if _, err := a.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Fatalf("read after expiry: %v, want a timeout", err)
+	}
+	if err := l.untrack(a); err != nil {
+		t.Fatalf("untrack: %v", err)
+	}
+	go b.Write([]byte("x"))
+	if got := readN(t, a, 1); got != "x" {
+		t.Fatalf("read after untrack %q: the expired deadline lingers", got)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
