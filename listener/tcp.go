@@ -30,7 +30,7 @@ type Listener struct {
 	wg    sync.WaitGroup
 
 	mu       sync.Mutex
-	tick     uint64                  // advanced by runClock
+	tick     uint64                 // advanced by runClock
 	inFlight map[net.Conn]handshake // connections in handshake, closed by Close
 }
 
