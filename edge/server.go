@@ -11,6 +11,7 @@ import (
 	"github.com/realip/realip/edge/origin"
 	"github.com/realip/realip/edge/rules"
 	"github.com/realip/realip/edge/toasend"
+	"github.com/realip/realip/wire"
 )
 
 // ErrTOAUnavailable wraps the reason a rules file with a toa rule cannot
@@ -195,6 +196,11 @@ func (s *Server) newRuleState(r *rules.Rule, hosts []rules.Origin, key string) (
 	var check origin.Check
 	if r.Proto == rules.TCP {
 		check.TCPPort = r.OriginPort.Lo
+		hello, err := checkHello(r.IPMode)
+		if err != nil {
+			return nil, err
+		}
+		check.Hello = hello
 	}
 	pool, err := origin.NewPool(hosts, r.Persist, check, s.opts.Origin)
 	if err != nil {
@@ -203,6 +209,19 @@ func (s *Server) newRuleState(r *rules.Rule, hosts []rules.Origin, key string) (
 	pool.Start(s.ctx)
 	label := strings.Fields(r.String())[0]
 	return &ruleState{rule: r, key: key, pool: pool, metrics: s.metrics.forRule(label, r.Proto.String())}, nil
+}
+
+// checkHello is what a health check of an origin of a rule in mode m
+// writes: the origin of a PROXY rule expects a header on every connection,
+// and HAProxy's check-send-proxy sends LOCAL / UNKNOWN for the same reason.
+func checkHello(m rules.IPMode) ([]byte, error) {
+	switch m {
+	case rules.ModePPv1:
+		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 1, Local: true}, wire.MarshalOptions{})
+	case rules.ModePPv2:
+		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Local: true}, wire.MarshalOptions{})
+	}
+	return nil, nil
 }
 
 // close stops the rule's pool and removes its metric series, unless a rule

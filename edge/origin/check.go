@@ -2,11 +2,13 @@ package origin
 
 import (
 	"context"
-	"github.com/realip/realip/internal/sockopt"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/realip/realip/internal/sockopt"
 )
 
 // healthLoop runs the active checks, the first at once, then every
@@ -52,12 +54,23 @@ func (p *Pool) checkRound(ctx context.Context) {
 	wg.Wait()
 }
 
-// probe opens and closes a TCP connection to a on the check port.
+// probe opens a TCP connection to a on the check port, writes the check's
+// Hello, if any, and closes it.
 func (p *Pool) probe(ctx context.Context, a netip.Addr) error {
 	d := net.Dialer{Timeout: p.opt.CheckTimeout, Control: sockopt.ReuseAddr}
 	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, p.check.TCPPort).String())
 	if err != nil {
 		return err
+	}
+	if len(p.check.Hello) > 0 {
+		if err := c.SetWriteDeadline(time.Now().Add(p.opt.CheckTimeout)); err != nil {
+			c.Close()
+			return err
+		}
+		if _, err := c.Write(p.check.Hello); err != nil {
+			c.Close()
+			return fmt.Errorf("check hello: %w", err)
+		}
 	}
 	return c.Close()
 }

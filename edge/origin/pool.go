@@ -89,6 +89,11 @@ type Check struct {
 	// means no active check (UDP rules): only MarkDown and MarkUp change
 	// the health of an address.
 	TCPPort uint16
+	// Hello is written on each check connection before it is closed: a
+	// PROXY header with the LOCAL command (v2) or UNKNOWN (v1) for an origin
+	// that expects one, so the check reads as a health check there and not
+	// as a connection with a broken header. Empty: connect and close.
+	Hello []byte
 }
 
 // Status is the state of one address of one host, for metrics and logs.

@@ -1,8 +1,10 @@
 package origin
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -519,4 +521,41 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	})
 	wg.Wait()
+}
+
+// TestHealthCheckSendsHello checks that a check connection carries the
+// check's Hello and nothing else, then closes.
+func TestHealthCheckSendsHello(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	hello := []byte("PROXY UNKNOWN\r\n")
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	p, err := NewPool(hostsOf("127.0.0.1"), false, Check{TCPPort: port, Hello: hello}, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start(t.Context())
+	defer p.Close()
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, hello) {
+			t.Fatalf("check connection carried %q, want %q", b, hello)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no check connection")
+	}
 }
