@@ -16,6 +16,7 @@ const (
 	DefaultIdleTimeout = 10 * time.Minute
 	DefaultUDPIdle     = 2 * time.Minute
 	DefaultMaxUDPFlows = 10000
+	DefaultMaxTCPConns = 50000
 )
 
 // Options configure a Server. Zero values select the defaults.
@@ -34,6 +35,11 @@ type Options struct {
 	UDPIdle time.Duration
 	// MaxUDPFlows bounds the live UDP flows of the whole server.
 	MaxUDPFlows int
+	// MaxTCPConns bounds the TCP connections the whole server relays at
+	// once; a client beyond it is closed at once and counted (conn_limit).
+	// The open-file limit is raised to hold them (two descriptors each),
+	// the flows and the ports, instead of failing accept with EMFILE.
+	MaxTCPConns int
 	// PPv2EveryDatagram sends the PROXY v2 header on every datagram of a UDP
 	// flow (the specification) instead of the first only (EdgeOne).
 	PPv2EveryDatagram bool
@@ -59,6 +65,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxUDPFlows <= 0 {
 		o.MaxUDPFlows = DefaultMaxUDPFlows
+	}
+	if o.MaxTCPConns <= 0 {
+		o.MaxTCPConns = DefaultMaxTCPConns
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

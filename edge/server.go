@@ -26,6 +26,7 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	flows   atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
+	conns   atomic.Int64   // relayed TCP connections, bounded by MaxTCPConns
 	loops   sync.WaitGroup // serveTCP and serveUDP goroutines
 	active  sync.WaitGroup // TCP connections and UDP flows, for draining
 	tuples  tupleSet       // address pairs of the UDP flows' upstream sockets
@@ -147,7 +148,7 @@ func (s *Server) apply(set *rules.Set) error {
 			want[rs.rule.Proto][port] = binding{rs: rs, originPort: oport}
 		}
 	}
-	if err := raiseFileLimit(len(want[rules.TCP]) + len(want[rules.UDP]) + s.opts.MaxUDPFlows); err != nil {
+	if err := raiseFileLimit(len(want[rules.TCP]) + len(want[rules.UDP]) + s.opts.MaxUDPFlows + 2*s.opts.MaxTCPConns); err != nil {
 		s.opts.Logger.Warn("edge: cannot raise the open-file limit", "err", err)
 	}
 	newTCP, newUDP, err := s.openPorts(want)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // freePort returns a port of network ("tcp" or "udp") that is free on
@@ -179,4 +181,112 @@ func TestReloadUnderTraffic(t *testing.T) {
 		default:
 		}
 	}
+}
+
+// TestMaxTCPConns holds MaxTCPConns connections open through a Server and
+// checks that one more is closed at once and counted as conn_limit, and
+// that a slot freed by a closed connection serves the next client.
+func TestMaxTCPConns(t *testing.T) {
+	origin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	go func() {
+		for {
+			c, err := origin.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	port := freePort(t, "tcp")
+	path := filepath.Join(t.TempDir(), "rules.txt")
+	rule := fmt.Sprintf("tcp:%d 127.0.0.1 %d off off\n", port, origin.Addr().(*net.TCPAddr).Port)
+	if err := os.WriteFile(path, []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := New(Options{RulesPath: path, ListenIP: netip.MustParseAddr("127.0.0.1"), MaxTCPConns: 2, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A cleanup, not a defer: it runs after the clients' cleanups close
+	// their connections, which a drain waits for.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	echo := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(waitTimeout))
+		if _, err := c.Write([]byte("x")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 1))
+		return err
+	}
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", addr, waitTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	held := []net.Conn{dial(), dial()}
+	for i, c := range held {
+		if err := echo(c); err != nil {
+			t.Fatalf("connection %d within the bound: %v", i, err)
+		}
+	}
+	if err := echo(dial()); err == nil {
+		t.Fatal("a third connection was relayed with MaxTCPConns 2")
+	}
+	if got := gatheredErrors(t, reg, "conn_limit"); got != 1 {
+		t.Fatalf("conn_limit counted %v times, want 1", got)
+	}
+	held[0].Close()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		err := echo(dial())
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot freed after a held connection closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// gatheredErrors returns realip_edge_errors_total{reason=reason} summed over rules.
+func gatheredErrors(t *testing.T, g prometheus.Gatherer, reason string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "realip_edge_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }

@@ -114,6 +114,14 @@ func (s *Server) serveTCP(p *tcpPort) {
 func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
 	defer s.active.Done()
 	m := b.rs.metrics
+	if s.conns.Add(1) > int64(s.opts.MaxTCPConns) {
+		s.conns.Add(-1)
+		m.fail("conn_limit")
+		client.SetLinger(0)
+		client.Close()
+		return
+	}
+	defer s.conns.Add(-1)
 	m.connections.Inc()
 	m.active.Inc()
 	defer m.active.Dec()
