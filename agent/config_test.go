@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -108,6 +109,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"trusted zone", "trusted: ['fe80::1%eth0']\n", "trusted[0]", 1, "zone"},
 		{"trusted mapped", "trusted: ['::ffff:198.51.100.0/120']\n", "trusted[0]", 1, "write IPv4 prefixes as IPv4 (198.51.100.0/24)"},
 		{"trusted duplicate", "trusted: [198.51.100.0/24, 203.0.113.0/24, 198.51.100.0/24]\n", "trusted[2]", 1, "listed twice (also trusted[0])"},
+		{"trusted too long", "trusted: [" + longTrusted(200) + "]\n", "trusted", 1, "longer than the module's 8191 characters"},
 		{"trusted too many", "trusted: [" + strings.Repeat("10.0.0.0/8, ", 257) + "]\n", "trusted", 1, "at most 256"},
 
 		{"kinds empty", "kinds: []\n", "kinds", 1, "at least one"},
@@ -199,4 +201,14 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("round trip of %q %q: %+v %v", cfg.TrustedString(), cfg.KindsString(), again, err)
 		}
 	})
+}
+
+// longTrusted lists n distinct IPv6 /128 prefixes, 43 characters each in
+// their canonical form.
+func longTrusted(n int) string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = fmt.Sprintf("'2001:db8:aaaa:bbbb:cccc:dddd:eeee:%x/128'", 0x1000+i)
+	}
+	return strings.Join(s, ", ")
 }

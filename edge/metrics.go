@@ -2,6 +2,8 @@ package edge
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/realip/realip/edge/toasend"
 )
 
 // metrics holds the server's collectors; ruleMetrics binds them to one rule.
@@ -38,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, rule),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "realip_edge_errors_total",
-			Help: "Failures by reason: no_origin, dial, upstream_port_clash, header_write, toa_not_sent, flow_limit, spp_reply_without_header, reply_short, upstream_write.",
+			Help: "Failures by reason: no_origin, dial, upstream_port_clash, header_write, toa_not_sent, flow_limit, conn_limit, spp_reply_without_header, reply_short, upstream_write.",
 		}, []string{"rule", "reason"}),
 	}
 	if reg != nil {
@@ -128,4 +130,20 @@ func (c *originCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, up, rs.metrics.label, st.Host, st.Addr.String())
 		}
 	}
+}
+
+// TOAStats returns the counters of the edge's TOA sender (the eBPF
+// program that writes the option, edge/toasend), for the metrics
+// endpoint. attached is false, with zero counters, while no rule has
+// needed the sender: it is attached with the first toa rule and stays
+// until Shutdown, after which reading fails with toasend.ErrClosed.
+func (s *Server) TOAStats() (st toasend.Stats, attached bool, err error) {
+	s.mu.Lock()
+	sender := s.toa
+	s.mu.Unlock()
+	if sender == nil {
+		return toasend.Stats{}, false, nil
+	}
+	st, err = sender.Stats()
+	return st, true, err
 }

@@ -46,5 +46,7 @@
 //
 // NewEdgeTOACollector exposes the edge's TOA writer counters from a
 // function returning plain numbers, so that this package depends on
-// neither edge/ nor agent/.
+// neither edge/ nor agent/; realip-edge serves it on -metrics
+// (realip_edge_toa_*), with no series while no toa rule attached the
+// writer (ErrNoEdgeTOAWriter).
 package exporter

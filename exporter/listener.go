@@ -1,6 +1,8 @@
 package exporter
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/realip/realip/listener"
@@ -90,6 +92,12 @@ type EdgeTOAStats struct {
 	Failed  uint64 // errors writing the option or arming the socket
 }
 
+// ErrNoEdgeTOAWriter is what the stats function of NewEdgeTOACollector
+// returns (or wraps) while the edge has no TOA writer, because no rule has
+// asked for TOA: the collector then exports nothing, rather than a
+// writer that looks down.
+var ErrNoEdgeTOAWriter = errors.New("exporter: the edge has no TOA writer (no toa rule)")
+
 // EdgeTOACollector exposes EdgeTOAStats.
 type EdgeTOACollector struct {
 	stats                               func() (EdgeTOAStats, error)
@@ -98,7 +106,7 @@ type EdgeTOACollector struct {
 
 // NewEdgeTOACollector returns a collector calling stats at every scrape.
 // While stats fails, realip_edge_toa_writer_up is 0 and the counters are
-// left out.
+// left out; while it returns ErrNoEdgeTOAWriter, nothing is exported.
 func NewEdgeTOACollector(stats func() (EdgeTOAStats, error)) *EdgeTOACollector {
 	return &EdgeTOACollector{
 		stats: stats,
@@ -125,6 +133,9 @@ func (c *EdgeTOACollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *EdgeTOACollector) Collect(ch chan<- prometheus.Metric) {
 	s, err := c.stats()
+	if errors.Is(err, ErrNoEdgeTOAWriter) {
+		return
+	}
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -97,10 +98,10 @@ func TestListenerCollectorLive(t *testing.T) {
 }
 
 func TestEdgeTOACollector(t *testing.T) {
-	fail := false
+	var statsErr error
 	c := NewEdgeTOACollector(func() (EdgeTOAStats, error) {
-		if fail {
-			return EdgeTOAStats{}, errors.New("closed")
+		if statsErr != nil {
+			return EdgeTOAStats{}, statsErr
 		}
 		return EdgeTOAStats{Armed: 10, SYN: 12, ACK: 10, NoSpace: 1, Failed: 2}, nil
 	})
@@ -120,10 +121,22 @@ realip_edge_toa_writer_up 1
 	if n := testutil.CollectAndCount(c); n != 6 {
 		t.Errorf("%d metrics", n)
 	}
-	fail = true
+	statsErr = errors.New("closed")
 	if n := testutil.CollectAndCount(c); n != 1 {
 		t.Errorf("failing stats: %d metrics, want only the up gauge", n)
 	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP realip_edge_toa_writer_up 1 when the edge's TOA writer counters could be read, else 0.
+# TYPE realip_edge_toa_writer_up gauge
+realip_edge_toa_writer_up 0
+`)); err != nil {
+		t.Error(err)
+	}
+	statsErr = fmt.Errorf("edge: %w", ErrNoEdgeTOAWriter)
+	if n := testutil.CollectAndCount(c); n != 0 {
+		t.Errorf("no TOA writer: %d metrics, want none", n)
+	}
+	statsErr = nil
 	problems, err := testutil.CollectAndLint(c)
 	if err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)

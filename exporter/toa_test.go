@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -410,14 +412,134 @@ func FuzzParseTOAStats(f *testing.F) {
 	})
 }
 
+// constMetricsCollector is the straightforward per-CPU collector: read
+// the file, ParseTOAStats, one prometheus.MustNewConstMetric per row and
+// CPU. BenchmarkScrape64CPUs measures it in the same run as the baseline
+// TOACollector's per-CPU mode is compared with, and TestPerCPUSamples
+// checks that both give the same series.
+type constMetricsCollector struct{ path string }
+
+func (constMetricsCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (b constMetricsCollector) Collect(ch chan<- prometheus.Metric) {
+	raw, err := os.ReadFile(b.path)
+	if err != nil {
+		panic(err)
+	}
+	st, err := ParseTOAStats(raw)
+	if err != nil {
+		panic(err)
+	}
+	for _, row := range st.Rows {
+		desc := prometheus.NewDesc(TOARowMetricName(row.Name), "TOA module counter "+row.Name+".", []string{"cpu"}, nil)
+		for j, v := range row.PerCPU {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), strconv.Itoa(st.CPUs[j]))
+		}
+	}
+}
+
+// rowSamples gathers g and returns the samples of the toa_stats rows as
+// "name{labels} value" lines, in the registry's order.
+func rowSamples(t testing.TB, g prometheus.Gatherer) []string {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case MetricTOAModuleLoaded, MetricTOAIP6InUse, MetricTOAScrapeError, MetricTOAScrapeErrors:
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, lp := range m.GetLabel() {
+				ls = append(ls, lp.GetName()+"="+lp.GetValue())
+			}
+			out = append(out, fmt.Sprintf("%s{%s} %v", mf.GetName(), strings.Join(ls, ","), m.GetCounter().GetValue()))
+		}
+	}
+	return out
+}
+
+// cpuLayout renders a toa_stats file with the given CPU columns (CPUs
+// may be offline, so the numbers need not be contiguous); the value of
+// row r on CPU c is r*1000+c.
+func cpuLayout(cpus ...int) string {
+	var b strings.Builder
+	for _, c := range cpus {
+		fmt.Fprintf(&b, "\tCPU%d", c)
+	}
+	b.WriteByte('\n')
+	for r, name := range StandardTOARows {
+		b.WriteString(name)
+		for _, c := range cpus {
+			fmt.Fprintf(&b, "\t%d", r*1000+c)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// TestPerCPUSamples checks the per-CPU series value by value against the
+// straightforward collector, on one file and across CPUs going offline
+// and online between scrapes of the same collector.
+func TestPerCPUSamples(t *testing.T) {
+	root := fixtureTree(t, manyCPUs(64))
+	path := filepath.Join(root, "net", "toa_stats")
+	c := newTestCollector(t, root, true)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	base := prometheus.NewRegistry()
+	base.MustRegister(constMetricsCollector{path: path})
+	for _, tc := range []struct {
+		name    string
+		content string
+		series  int
+		spot    []string // samples that must be there (the fixture's formula)
+	}{
+		{"64 CPUs", manyCPUs(64), 13 * 64, []string{`realip_toa_getname_toa_ok_total{cpu=0} 2000`, `realip_toa_probe_missed_total{cpu=63} 12063`}},
+		{"CPUs 1 and 5 offline", cpuLayout(0, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12), 8 * 11, []string{`realip_toa_ip6_address_free_total{cpu=10} 7010`}},
+		{"one CPU", cpuLayout(7), 8, []string{`realip_toa_getname_toa_ok_total{cpu=7} 2007`}},
+		{"CPU 1 online, CPU 100 too", cpuLayout(0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 100), 8 * 13, []string{`realip_toa_syn_recv_sock_no_toa_total{cpu=100} 1100`}},
+		{"64 CPUs again", manyCPUs(64), 13 * 64, []string{`realip_toa_ip6_address_free_total{cpu=10} 7010`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, want := rowSamples(t, reg), rowSamples(t, base)
+			if len(got) != tc.series || !slices.Equal(got, want) {
+				t.Fatalf("%d series, want %d equal to the straightforward collector's:\ngot  %q\nwant %q", len(got), tc.series, got, want)
+			}
+			// Independent of both collectors: the fixture's formula.
+			for _, s := range tc.spot {
+				if !slices.Contains(got, s) {
+					t.Errorf("no %s in %q", s, got)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkScrape64CPUs measures one full scrape of a 64-CPU toa_stats:
-// read, parse and build every metric (Gather), summed and per CPU.
+// read, parse and build every metric (Gather), summed and per CPU, and,
+// as the same-run baseline of per CPU, the straightforward collector
+// (constMetricsCollector). Compare perCPU=true with perCPU=baseline:
+//
+//	go test -run '^$' -bench Scrape64CPUs -benchmem -count 5 ./exporter
 func BenchmarkScrape64CPUs(b *testing.B) {
 	root := fixtureTree(b, manyCPUs(64))
-	for _, perCPU := range []bool{false, true} {
-		b.Run(fmt.Sprintf("perCPU=%v", perCPU), func(b *testing.B) {
+	for _, mode := range []string{"false", "true", "baseline"} {
+		b.Run("perCPU="+mode, func(b *testing.B) {
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(newTestCollector(b, root, perCPU))
+			switch mode {
+			case "baseline":
+				reg.MustRegister(constMetricsCollector{path: filepath.Join(root, "net", "toa_stats")})
+			default:
+				reg.MustRegister(newTestCollector(b, root, mode == "true"))
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := reg.Gather(); err != nil {

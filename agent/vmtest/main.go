@@ -10,10 +10,21 @@
 //
 // It runs the agent (itself, re-executed as "agent ARGS...", or the binary
 // given with -agent) through: run with trusted prefixes; status (text and
-// JSON) and metrics showing them; SIGHUP with another trust list, read back
+// JSON) and metrics showing them; TOA traffic from a second network
+// namespace (an edge with a trusted and an untrusted source address, the
+// options written by realip-edge's eBPF sender): options from the trusted
+// source honoured by accept and getpeername, forged ones from the
+// untrusted source ignored (the real peer reported), options of a kind
+// the configuration leaves out not read, the agent's /metrics counting
+// exactly those (realip_toa_syn_recv_sock_untrusted_total and friends),
+// and status and status -json listing an entry (local, proxy, client) for
+// each honoured connection while it is open and none once it is closed;
+// the exposition passing Prometheus' linter (promlint, what promtool
+// check metrics runs); SIGHUP with another trust list and kinds, read back
 // over netlink, with the module not reloaded (same /sys/module/toa inode,
 // .text address, initstate and refcount, no new "loaded" line in the
-// kernel log); SIGHUP with a bad file changing nothing; SIGTERM leaving the
+// kernel log), after which the same traffic shows the edge's addresses
+// swapping roles; SIGHUP with a bad file changing nothing; SIGTERM leaving the
 // module loaded; load adopting it; unload; a copy of toa.ko whose vermagic
 // bytes were patched to another release refused with the promised message;
 // an xz-compressed copy loaded (in the kernel or by the agent,
@@ -30,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +112,7 @@ func main() {
 
 type scenario struct {
 	release string
+	lab     *lab // the edge namespace and the TOA sender, once set up
 	child   *exec.Cmd
 	childCh chan error
 	logPath string
@@ -294,6 +307,9 @@ func (s *scenario) agentLog() string {
 }
 
 func (s *scenario) cleanup() {
+	if s.lab != nil {
+		s.lab.close()
+	}
 	if s.childAlive() {
 		s.child.Process.Kill()
 		<-s.childCh
@@ -462,6 +478,26 @@ func (s *scenario) run() {
 		pass("metrics", "toa_stats and agent metrics served")
 	}
 
+	// --- TOA from a trusted and an untrusted source, with the connections
+	// open: getpeername, the agent's metrics, status and status -json.
+	if s.lab, err = newLab(); err != nil {
+		fail("lab", "%v", err)
+	} else {
+		pass("lab", "edge netns %s (%v) <-> %s (%v), eBPF TOA sender on %s",
+			edgeDev, edgeAddrs, originDev, originAddrs, s.lab.sender.Cgroup())
+		// kinds are 200 and 254: the sender's 253 (IPv6 clients) is not read.
+		s.trafficRound(s.lab, "a", []trustCase{
+			{src: edgeA, client: netip.MustParseAddrPort("192.0.2.7:4000"), want: honoured},
+			{src: edgeV6, client: netip.MustParseAddrPort("192.0.2.8:4001"), want: honoured},
+			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6660"), want: untrusted},
+			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6661"), want: untrusted},
+			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6662"), want: untrusted},
+			{src: edgeV6, client: netip.MustParseAddrPort("[2001:db8::99]:4002"), want: otherKind},
+			{src: edgeB, client: netip.MustParseAddrPort("[2001:db8::66]:6663"), want: otherKind},
+		})
+	}
+	lintScrape()
+
 	// --- SIGHUP with another trust list: config changes, module not reloaded
 	before := moduleIdentity()
 	trustedB := []string{"203.0.113.0/24"}
@@ -491,6 +527,17 @@ func (s *scenario) run() {
 		fail("sighup-params", "parameters/trusted = %q", got)
 	} else {
 		pass("sighup-params", "parameters/trusted=%s", got)
+	}
+
+	// --- the new trust list in force: the edge's addresses swap roles
+	if s.lab != nil {
+		// trusted is 203.0.113.0/24 now, and kind 253 is read.
+		s.trafficRound(s.lab, "b", []trustCase{
+			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.77:7000"), want: honoured},
+			{src: edgeB, client: netip.MustParseAddrPort("[2001:db8::77]:7001"), want: honoured},
+			{src: edgeA, client: netip.MustParseAddrPort("192.0.2.78:7002"), want: untrusted},
+			{src: edgeV6, client: netip.MustParseAddrPort("[2001:db8::78]:7003"), want: untrusted},
+		})
 	}
 
 	// --- SIGHUP with a bad file: nothing changes

@@ -32,6 +32,7 @@ import (
 	"github.com/realip/realip/edge"
 	"github.com/realip/realip/edge/rules"
 	"github.com/realip/realip/edge/toasend"
+	"github.com/realip/realip/exporter"
 )
 
 type flags struct {
@@ -132,6 +133,7 @@ func run(f *flags) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(exporter.NewEdgeTOACollector(edgeTOAStats(srv)))
 	// Before Start logs that the rules are applied: a SIGHUP or SIGTERM
 	// sent from then on must reach waitSignals, not kill the process.
 	sig := make(chan os.Signal, 1)
@@ -146,6 +148,28 @@ func run(f *flags) error {
 		}
 	}
 	return waitSignals(sig, srv, f.drain, log)
+}
+
+// toaStatser is the part of *edge.Server the TOA metrics read.
+type toaStatser interface {
+	TOAStats() (st toasend.Stats, attached bool, err error)
+}
+
+// edgeTOAStats feeds the edge's TOA sender counters to
+// exporter.NewEdgeTOACollector (realip_edge_toa_*): nothing while no toa
+// rule has attached the sender, realip_edge_toa_writer_up 0 while its
+// counters cannot be read.
+func edgeTOAStats(srv toaStatser) func() (exporter.EdgeTOAStats, error) {
+	return func() (exporter.EdgeTOAStats, error) {
+		st, attached, err := srv.TOAStats()
+		switch {
+		case !attached:
+			return exporter.EdgeTOAStats{}, exporter.ErrNoEdgeTOAWriter
+		case err != nil:
+			return exporter.EdgeTOAStats{}, err
+		}
+		return exporter.EdgeTOAStats{Armed: st.Armed, SYN: st.SYN, ACK: st.ACK, NoSpace: st.NoSpace, Failed: st.Failed}, nil
+	}
 }
 
 func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) error {
