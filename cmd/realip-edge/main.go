@@ -39,7 +39,7 @@ type flags struct {
 	rules, groups, metrics, listenIP string
 	check, ppv2Every, verbose        bool
 	idle, udpIdle, dial, drain       time.Duration
-	maxFlows                         int
+	maxFlows, maxConns               int
 	toaKindV4, toaKindV6             uint
 	toaCgroup                        string
 }
@@ -74,6 +74,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
 	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for connections to finish")
 	fs.IntVar(&f.maxFlows, "max-udp-flows", edge.DefaultMaxUDPFlows, "bound on live UDP flows")
+	fs.IntVar(&f.maxConns, "max-tcp-conns", edge.DefaultMaxTCPConns, "bound on TCP connections relayed at once (more are closed and counted as conn_limit)")
 	fs.UintVar(&f.toaKindV4, "toa-kind-v4", 200, "TCP option kind of the TOA for IPv4 clients")
 	fs.UintVar(&f.toaKindV6, "toa-kind-v6", 253, "TCP option kind of the TOA for IPv6 clients")
 	fs.StringVar(&f.toaCgroup, "toa-cgroup", "", "cgroup v2 to attach the TOA sender to (default: this process's own)")
@@ -115,7 +116,7 @@ func run(f *flags) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := edge.Options{
 		RulesPath: f.rules, GroupsPath: f.groups,
-		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows,
+		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows, MaxTCPConns: f.maxConns,
 		PPv2EveryDatagram: f.ppv2Every, Logger: log,
 		TOA: toasend.Options{CgroupPath: f.toaCgroup, KindV4: uint8(f.toaKindV4), KindV6: uint8(f.toaKindV6)},
 	}
