@@ -52,6 +52,7 @@ check: deps vet build race fuzz vmtest
 
 # toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md).
 vmtest:
+	REALIP_VMTEST=6.1 $(GO) test -count=1 -timeout 20m -run TestSelftest ./vmtest/
 	vmtest/toa.sh $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
 
 bench:

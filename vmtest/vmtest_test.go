@@ -14,6 +14,9 @@ import (
 // QEMU, load/check/unload it and test a netns + veth pair in the guest.
 // It is opt-in because the first run downloads ~100 MiB per kernel (and
 // makes a sid chroot); give go test a -timeout of 30m or more for it.
+// `make vmtest` runs it on 6.1 in its own step (REALIP_VMTEST=6.1), so
+// the harness proves itself in every CI run without a QEMU boot competing
+// with the parallel package tests of `go test ./...`.
 func TestSelftest(t *testing.T) {
 	aliases := strings.Fields(os.Getenv("REALIP_VMTEST"))
 	if len(aliases) == 0 {

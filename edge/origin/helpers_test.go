@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/realip/realip/edge/rules"
+	"github.com/realip/realip/internal/testenv"
 )
 
 // hostsOf turns IP addresses and domain names into origins.
@@ -171,7 +172,7 @@ func listenOrigins(t *testing.T, n int) *origins {
 				ok = false
 				if errors.Is(err, errNoLoopback) {
 					o.closeAll()
-					t.Skip(err)
+					testenv.SkipOrFail(t, "%v", err)
 				}
 			}
 		}
