@@ -8,8 +8,8 @@ FUZZTIME ?= 10s
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
 	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
-# whole matrix (5.10 6.1 6.12 sid).
-KVERS ?= 6.1 sid
+# whole matrix (5.10 6.1 6.12 sid), `make vmtest KVER=6.12` for one.
+KVERS ?= $(or $(KVER),6.1 sid)
 # Kernel packages and the sid build chroot are cached outside the clone, so
 # CI runs on the same machine reuse them.
 export REALIP_CACHE ?= /var/cache/realip/vmtest
