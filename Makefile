@@ -6,7 +6,8 @@ FUZZTIME ?= 10s
 # Debian packages the tests use as real peers and the VM bench needs;
 # installed by `make deps` (root).
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
-	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus
+	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus \
+	gcc-aarch64-linux-gnu binutils kmod
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
 # whole matrix (5.10 6.1 6.12 sid), `make vmtest KVER=6.12` for one.
 KVERS ?= $(or $(KVER),6.1 sid)
@@ -53,7 +54,7 @@ check: deps vet build race fuzz vmtest
 # toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md).
 vmtest:
 	REALIP_VMTEST=6.1 $(GO) test -count=1 -timeout 20m -run TestSelftest ./vmtest/
-	vmtest/toa.sh $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
+	vmtest/toa.sh --arm64 $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
 
 bench:
 	bench/listener.sh
