@@ -88,6 +88,7 @@ type EdgeTOAStats struct {
 	Armed   uint64 // sockets that connected with an address to send
 	SYN     uint64 // SYN segments written with the option (retransmissions too)
 	ACK     uint64 // handshake ACKs written with the option
+	Data    uint64 // first data segments written with the option
 	NoSpace uint64 // segments with no room left for the option
 	Failed  uint64 // errors writing the option or arming the socket
 }
@@ -113,7 +114,7 @@ func NewEdgeTOACollector(stats func() (EdgeTOAStats, error)) *EdgeTOACollector {
 		armed: prometheus.NewDesc("realip_edge_toa_sockets_armed_total",
 			"Edge sockets that connected with a client address to send as TOA.", nil, nil),
 		options: prometheus.NewDesc("realip_edge_toa_options_written_total",
-			"TOA options written, by segment (syn, ack).", []string{"segment"}, nil),
+			"TOA options written, by segment (syn, ack, data: the first data segment).", []string{"segment"}, nil),
 		noSpace: prometheus.NewDesc("realip_edge_toa_no_space_total",
 			"Segments that had no room left for the TOA option.", nil, nil),
 		failed: prometheus.NewDesc("realip_edge_toa_errors_total",
@@ -144,6 +145,7 @@ func (c *EdgeTOACollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.armed, prometheus.CounterValue, float64(s.Armed))
 	ch <- prometheus.MustNewConstMetric(c.options, prometheus.CounterValue, float64(s.SYN), "syn")
 	ch <- prometheus.MustNewConstMetric(c.options, prometheus.CounterValue, float64(s.ACK), "ack")
+	ch <- prometheus.MustNewConstMetric(c.options, prometheus.CounterValue, float64(s.Data), "data")
 	ch <- prometheus.MustNewConstMetric(c.noSpace, prometheus.CounterValue, float64(s.NoSpace))
 	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed))
 }

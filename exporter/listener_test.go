@@ -103,12 +103,13 @@ func TestEdgeTOACollector(t *testing.T) {
 		if statsErr != nil {
 			return EdgeTOAStats{}, statsErr
 		}
-		return EdgeTOAStats{Armed: 10, SYN: 12, ACK: 10, NoSpace: 1, Failed: 2}, nil
+		return EdgeTOAStats{Armed: 10, SYN: 12, ACK: 10, Data: 9, NoSpace: 1, Failed: 2}, nil
 	})
 	want := `
-# HELP realip_edge_toa_options_written_total TOA options written, by segment (syn, ack).
+# HELP realip_edge_toa_options_written_total TOA options written, by segment (syn, ack, data: the first data segment).
 # TYPE realip_edge_toa_options_written_total counter
 realip_edge_toa_options_written_total{segment="ack"} 10
+realip_edge_toa_options_written_total{segment="data"} 9
 realip_edge_toa_options_written_total{segment="syn"} 12
 # HELP realip_edge_toa_writer_up 1 when the edge's TOA writer counters could be read, else 0.
 # TYPE realip_edge_toa_writer_up gauge
@@ -118,7 +119,7 @@ realip_edge_toa_writer_up 1
 		"realip_edge_toa_options_written_total", "realip_edge_toa_writer_up"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 6 {
+	if n := testutil.CollectAndCount(c); n != 7 {
 		t.Errorf("%d metrics", n)
 	}
 	statsErr = errors.New("closed")

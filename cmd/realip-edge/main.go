@@ -169,7 +169,7 @@ func edgeTOAStats(srv toaStatser) func() (exporter.EdgeTOAStats, error) {
 		case err != nil:
 			return exporter.EdgeTOAStats{}, err
 		}
-		return exporter.EdgeTOAStats{Armed: st.Armed, SYN: st.SYN, ACK: st.ACK, NoSpace: st.NoSpace, Failed: st.Failed}, nil
+		return exporter.EdgeTOAStats{Armed: st.Armed, SYN: st.SYN, ACK: st.ACK, Data: st.Data, NoSpace: st.NoSpace, Failed: st.Failed}, nil
 	}
 }
 

@@ -34,16 +34,17 @@ func TestEdgeTOAStats(t *testing.T) {
 # TYPE realip_edge_toa_writer_up gauge
 realip_edge_toa_writer_up 0
 `},
-		{name: "attached", src: fakeTOA{attached: true, st: toasend.Stats{Armed: 5, SYN: 6, ACK: 5, NoSpace: 1, Failed: 2}}, want: `
+		{name: "attached", src: fakeTOA{attached: true, st: toasend.Stats{Armed: 5, SYN: 6, ACK: 5, Data: 4, NoSpace: 1, Failed: 2}}, want: `
 # HELP realip_edge_toa_errors_total Errors writing the TOA option or arming a socket.
 # TYPE realip_edge_toa_errors_total counter
 realip_edge_toa_errors_total 2
 # HELP realip_edge_toa_no_space_total Segments that had no room left for the TOA option.
 # TYPE realip_edge_toa_no_space_total counter
 realip_edge_toa_no_space_total 1
-# HELP realip_edge_toa_options_written_total TOA options written, by segment (syn, ack).
+# HELP realip_edge_toa_options_written_total TOA options written, by segment (syn, ack, data: the first data segment).
 # TYPE realip_edge_toa_options_written_total counter
 realip_edge_toa_options_written_total{segment="ack"} 5
+realip_edge_toa_options_written_total{segment="data"} 4
 realip_edge_toa_options_written_total{segment="syn"} 6
 # HELP realip_edge_toa_sockets_armed_total Edge sockets that connected with a client address to send as TOA.
 # TYPE realip_edge_toa_sockets_armed_total counter

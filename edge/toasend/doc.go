@@ -64,14 +64,19 @@
 // that carries the ACK stays within the path MTU.
 //
 // The handshake ACK is normally a pure ACK: Go's non-blocking connect
-// returns after the kernel sent it, so data written after Dial goes out
-// without the option. When a write is already waiting on a blocking
+// returns after the kernel sent it, so the first data follows in its own
+// segment. The receiver reads the option from whichever segment completes
+// its handshake, and that can be this data segment: when the ACK and the
+// data reach the origin on different CPUs (veth and loopback hand each
+// segment to the sending CPU's backlog) or out of order on the path, the
+// data may arrive first. So the option also goes on the first segment with
+// payload; pure ACKs in between (a server that talks first) and everything
+// after carry nothing. When a write is already waiting on a blocking
 // connect() (not something net.Dialer does), Linux sends the ACK with the
-// first data instead and the option rides on that data segment. If that
-// first write is larger than one segment, it leaves as one GSO packet and
-// every segment the NIC or the stack cuts from it carries the option.
-// Receivers read it from the segment that completes the handshake either
-// way, and with SYN cookies on the origin that segment is the only source.
+// first data and that one segment carries it. A first write larger than
+// one segment leaves as one GSO packet, and every segment cut from it
+// carries the option. With SYN cookies on the origin, the segment that
+// completes the handshake is the only source.
 //
 // # Regenerating the eBPF object
 //

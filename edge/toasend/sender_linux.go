@@ -149,7 +149,7 @@ func (s *Sender) tag(fd int, v *toaToaClient) error {
 
 // Flags the program sets in a socket's stored value.
 const (
-	flagDone       = 0x01 // the handshake ACK went out
+	flagDone       = 0x01 // the first data segment went out: no more options
 	flagSYNWritten = 0x02
 	flagACKWritten = 0x04
 )
@@ -191,7 +191,7 @@ func (s *Sender) Stats() (Stats, error) {
 	if s.objs == nil {
 		return Stats{}, ErrClosed
 	}
-	var out [5]uint64
+	var out [6]uint64
 	for i := range out {
 		var perCPU []uint64
 		if err := s.objs.ToaStats.Lookup(uint32(i), &perCPU); err != nil {
@@ -201,7 +201,7 @@ func (s *Sender) Stats() (Stats, error) {
 			out[i] += n
 		}
 	}
-	return Stats{Armed: out[0], SYN: out[1], ACK: out[2], NoSpace: out[3], Failed: out[4]}, nil
+	return Stats{Armed: out[0], SYN: out[1], ACK: out[2], NoSpace: out[3], Failed: out[4], Data: out[5]}, nil
 }
 
 // Close detaches the program from the cgroup and unloads it. Sockets

@@ -16,11 +16,18 @@
  * finds no storage and is left alone.
  *
  *   TCP_CONNECT_CB     tagged socket: ask for the header option callbacks
- *   HDR_OPT_LEN_CB     reserve 8 or 20 bytes on the SYN, and on segments
- *                      until the handshake ACK carried the option
- *   WRITE_HDR_OPT_CB   write it on the SYN (retransmissions too) and on
- *                      the first non-SYN segment (the ACK that completes
- *                      the handshake), then stop the callbacks
+ *   HDR_OPT_LEN_CB     reserve 8 or 20 bytes on the SYN, on the first
+ *                      non-SYN segment (the ACK that completes the
+ *                      handshake) and on the first segment with payload
+ *   WRITE_HDR_OPT_CB   write it there (SYN retransmissions too), then stop
+ *                      the callbacks
+ *
+ * Why the first data segment too: the receiver reads the option from the
+ * segment that completes its handshake, and that is not always the ACK.
+ * When the ACK and the first data segment reach the origin on different
+ * CPUs (veth, loopback, reordering on the path), the data segment can
+ * complete the handshake first; it must carry the option as well. Pure
+ * ACKs sent in between (a server that talks first) carry nothing.
  *
  * Needs Linux 5.10+ (BPF TCP header options, skops->sk, socket storage
  * from sockops). Regenerate the Go bindings with `go generate` (doc.go).
@@ -34,9 +41,11 @@
 #define TOA_LEN_V6 20
 
 /* toa_client.flags, set by this program (user space stores 0) */
-#define TOA_DONE        0x01 /* the handshake ACK went out: no more options */
+#define TOA_DONE        0x01 /* the first data segment went out (or found no room): no more options */
 #define TOA_SYN_WRITTEN 0x02 /* a SYN carried the option */
 #define TOA_ACK_WRITTEN 0x04 /* the handshake ACK carried the option */
+#define TOA_DATA_WRITTEN 0x08 /* the first data segment carried it */
+#define TOA_DATA_NEXT   0x10 /* the segment being written has payload */
 
 /* Per-socket state, filled by user space before connect(). */
 struct toa_client {
@@ -60,6 +69,7 @@ enum toa_stat {
 	TOA_STAT_ACK,      /* handshake ACKs written with the option */
 	TOA_STAT_NO_SPACE, /* segments with no room left for the option */
 	TOA_STAT_FAILED,   /* store or callback-flag failures */
+	TOA_STAT_DATA,     /* first data segments written with the option */
 	TOA_STAT_MAX,
 };
 
@@ -144,23 +154,33 @@ int toa_sockops(struct bpf_sock_ops *skops)
 
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
 		/*
-		 * Called for each outgoing segment, and with no segment
-		 * (skb_tcp_flags 0) when the kernel works out the current
-		 * MSS. Reserving there too keeps a first data segment that
-		 * carries the handshake ACK within the MSS.
+		 * Called for each outgoing segment (skb_len is its payload),
+		 * and with no segment (skb_tcp_flags 0) when the kernel works
+		 * out the current MSS. Reserving there too keeps the first
+		 * data segment within the MSS.
 		 */
 		syn = skops->skb_tcp_flags & TCPHDR_SYN;
 		if (!syn && (c->flags & TOA_DONE))
 			break;
-		if (!bpf_reserve_hdr_opt(skops, c->family == 6 ? TOA_LEN_V6 : TOA_LEN_V4, 0) ||
-		    !skops->skb_tcp_flags)
+		if (skops->skb_tcp_flags && !syn && (c->flags & TOA_ACK_WRITTEN) &&
+		    !skops->skb_len)
+			break; /* a pure ACK after the handshake ACK */
+		if (!bpf_reserve_hdr_opt(skops, c->family == 6 ? TOA_LEN_V6 : TOA_LEN_V4, 0)) {
+			/* tell WRITE_HDR_OPT_CB what it writes on */
+			if (skops->skb_tcp_flags && !syn && skops->skb_len)
+				c->flags |= TOA_DATA_NEXT;
+			else if (skops->skb_tcp_flags)
+				c->flags &= ~TOA_DATA_NEXT;
+			break;
+		}
+		if (!skops->skb_tcp_flags)
 			break;
 		count(TOA_STAT_NO_SPACE);
 		if (syn)
 			break; /* a retransmitted SYN may still have room */
 		/*
-		 * No room on the handshake ACK: give up rather than put the
-		 * option on a later segment.
+		 * No room on the handshake ACK or the first data segment:
+		 * give up rather than put the option on a later segment.
 		 */
 		c->flags |= TOA_DONE;
 		stop_callbacks(skops);
@@ -176,12 +196,18 @@ int toa_sockops(struct bpf_sock_ops *skops)
 			c->flags |= TOA_SYN_WRITTEN;
 			count(TOA_STAT_SYN);
 		} else {
-			c->flags |= TOA_ACK_WRITTEN;
-			count(TOA_STAT_ACK);
+			if (!(c->flags & TOA_ACK_WRITTEN)) {
+				c->flags |= TOA_ACK_WRITTEN;
+				count(TOA_STAT_ACK);
+			}
+			if (c->flags & TOA_DATA_NEXT) {
+				c->flags |= TOA_DATA_WRITTEN;
+				count(TOA_STAT_DATA);
+			}
 		}
-		if (syn)
+		if (syn || !(c->flags & TOA_DATA_NEXT))
 			break;
-		/* The handshake ACK went out: nothing after it carries it. */
+		/* The first data segment went out: nothing after it carries it. */
 		c->flags |= TOA_DONE;
 		stop_callbacks(skops);
 		break;

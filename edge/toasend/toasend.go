@@ -32,6 +32,10 @@ type Stats struct {
 	SYN uint64
 	// ACK counts handshake ACKs written with the option.
 	ACK uint64
+	// Data counts first data segments written with the option: the
+	// receiver reads it from whichever of the ACK and the first data
+	// segment completes its handshake.
+	Data uint64
 	// NoSpace counts segments that had no room left for the option (for
 	// example the SYN of an IPv6 client signed with TCP-MD5).
 	NoSpace uint64

@@ -170,9 +170,9 @@ func unknownOptions(s segment) []tcpOption {
 }
 
 // checkFlow checks the client's segments of one connection: with want set,
-// every SYN and the first segment after the SYNs carry exactly want and
-// nothing else unusual, and no later segment carries any option Linux does
-// not write itself. With want nil no segment carries one. It returns the
+// every SYN, the first segment after the SYNs and the first segment with
+// payload carry exactly want and nothing else unusual, and no other segment
+// carries any option Linux does not write itself. With want nil no segment carries one. It returns the
 // handshake-completing segment.
 func checkFlow(t *testing.T, segs []segment, want []byte) segment {
 	t.Helper()
@@ -203,9 +203,20 @@ func checkFlow(t *testing.T, segs []segment, want []byte) segment {
 			t.Errorf("segment %v: want exactly the TOA option %x:%s", s, want, dump())
 		}
 	}
+	// The first segment with payload carries the option too (it may
+	// complete the receiver's handshake); when the handshake ACK itself
+	// had payload, that was it.
+	firstData := ack.payload > 0
 	data := 0
 	for _, s := range rest {
-		if opts := unknownOptions(s); len(opts) > 0 {
+		opts := unknownOptions(s)
+		switch {
+		case want != nil && !firstData && s.payload > 0:
+			firstData = true
+			if len(opts) != 1 || string(opts[0].raw) != string(want) {
+				t.Errorf("first data segment %v: want exactly the TOA option %x:%s", s, want, dump())
+			}
+		case len(opts) > 0:
 			t.Errorf("segment after the handshake carries %v:%s", opts, dump())
 		}
 		data += s.payload
@@ -322,9 +333,9 @@ func TestWire(t *testing.T) {
 					}
 				})
 			}
-			if st := res.Stats; st.Armed != uint64(tagged) || st.ACK != uint64(tagged) ||
+			if st := res.Stats; st.Armed != uint64(tagged) || st.ACK != uint64(tagged) || st.Data != uint64(tagged) ||
 				st.SYN < uint64(tagged) || st.NoSpace != 0 || st.Failed != 0 {
-				t.Errorf("Stats = %+v, want %d armed sockets with an option on SYN and ACK", st, tagged)
+				t.Errorf("Stats = %+v, want %d armed sockets with an option on SYN, ACK and first data segment", st, tagged)
 			}
 			if res.Other != (Stats{}) {
 				t.Errorf("second Sender in the same cgroup touched sockets: %+v", res.Other)
@@ -504,8 +515,16 @@ func TestNoRoomOnSYN(t *testing.T) {
 		if opts := unknownOptions(f[i]); len(opts) != 1 || string(opts[0].raw) != string(want) {
 			t.Errorf("handshake ACK %v: want exactly the TOA option %x", f[i], want)
 		}
+		firstData := f[i].payload > 0
 		for _, s := range f[i+1:] {
-			if opts := unknownOptions(s); len(opts) != 0 {
+			opts := unknownOptions(s)
+			switch {
+			case !firstData && s.payload > 0:
+				firstData = true
+				if len(opts) != 1 || string(opts[0].raw) != string(want) {
+					t.Errorf("first data segment %v: want exactly the TOA option %x", s, want)
+				}
+			case len(opts) != 0:
 				t.Errorf("segment after the handshake carries %v", opts)
 			}
 		}
@@ -513,8 +532,8 @@ func TestNoRoomOnSYN(t *testing.T) {
 			t.Errorf("Carried() = %v, %v; want false, true", d.CarriedSYN, d.CarriedACK)
 		}
 	})
-	if st := res.Stats; st.Armed != 2 || st.ACK != 2 || st.SYN != 1 || st.NoSpace != 1 || st.Failed != 0 {
-		t.Errorf("Stats = %+v, want 2 armed, 1 SYN, 2 ACKs, 1 no space", st)
+	if st := res.Stats; st.Armed != 2 || st.ACK != 2 || st.Data != 2 || st.SYN != 1 || st.NoSpace != 1 || st.Failed != 0 {
+		t.Errorf("Stats = %+v, want 2 armed, 1 SYN, 2 ACKs, 2 first data segments, 1 no space", st)
 	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()

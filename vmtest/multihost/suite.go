@@ -154,7 +154,7 @@ func suite(c *checker, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	checkEdgeMetrics(c, l, total+2*n)
+	checkEdgeMetrics(c, l, edge, total+2*n)
 	return nil
 }
 
@@ -357,18 +357,16 @@ func rogue(c *checker, l *lab) error {
 	return nil
 }
 
-// The load phase's protocol is server-speaks-first: the origin greets,
-// then the client sends its own address, then the origin answers "ok". With
-// -client-first the client writes right after connect() instead, and the
-// edge relays that data right behind its handshake ACK. On veth, the ACK
-// (sent from the softirq that took the SYN-ACK) and the data (sent by the
-// edge's writing thread) enter different CPUs' backlogs, so the origin may
-// complete the handshake from the data segment, which carries no option
-// (the sender writes it on the SYN and the handshake ACK only), before or
-// while the ACK is processed: that connection then shows the edge. Seen
-// about once in several thousand connections under TCG; packet reordering
-// on a real network does the same. toa.ko cannot recover it from the ACK
-// alone (the SYN would have to be kept), so the CI run does not race on it.
+// The load phase's protocol is client-speaks-first by default: the client
+// sends its own address right after connect() and the origin answers "ok",
+// so the edge relays that data right behind its handshake ACK. On veth, the
+// ACK (sent from the softirq that took the SYN-ACK) and the data (sent by
+// the edge's writing thread) enter different CPUs' backlogs, so the origin
+// may complete the handshake from the data segment before the ACK arrives.
+// realip's sender therefore writes the option on the first data segment as
+// well (edge/toasend); before it did, about one connection in a few hundred
+// showed the edge here. -server-first makes the origin greet first instead,
+// so that only the ACK can complete the handshake.
 
 // A connection of the load phase, as the origin holds it.
 type held struct {
@@ -761,7 +759,7 @@ func churn(targets []netip.AddrPort, clientFirst bool, stop chan struct{}, ok, f
 
 // checkEdgeMetrics reads realip-edge's metrics from inside the edge host:
 // no connection went to the origin without the option.
-func checkEdgeMetrics(c *checker, l *lab, atLeast int) {
+func checkEdgeMetrics(c *checker, l *lab, edge *proc, atLeast int) {
 	hc := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
@@ -775,7 +773,13 @@ func checkEdgeMetrics(c *checker, l *lab, atLeast int) {
 	}}
 	resp, err := hc.Get("http://127.0.0.1:9300/metrics")
 	if err != nil {
-		c.check(false, "edge metrics", "%v", err)
+		state := "running"
+		select {
+		case <-edge.done:
+			state = fmt.Sprintf("exited (%v)", edge.err)
+		default:
+		}
+		c.check(false, "edge metrics", "%v; realip-edge %s, its output:\n%s", err, state, edge.Output())
 		return
 	}
 	defer resp.Body.Close()

@@ -259,8 +259,11 @@ func checkFreedInLog(c *checker) error {
 	for _, line := range strings.Split(string(b), "\n") {
 		if i := strings.Index(line, "toa: unloaded, "); i >= 0 {
 			var freed, alloc uint64
-			fmt.Sscanf(line[i:], "toa: unloaded, %d of %d entries freed", &freed, &alloc)
-			c.check(freed == alloc && alloc > 0, "unload freed every entry: %d of %d", freed, alloc)
+			if _, err := fmt.Sscanf(line[i:], "toa: unloaded, %d of %d entries freed", &freed, &alloc); err != nil {
+				c.check(false, "unload line %q: %v", line[i:], err)
+				return nil
+			}
+			c.check(freed == alloc && alloc > 0, "unload freed every entry: %d of %d (line %q)", freed, alloc, line[i:])
 			return nil
 		}
 	}
