@@ -1,7 +1,10 @@
 package edge
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -35,33 +38,55 @@ func tcpPair(t *testing.T) (dialed, accepted *net.TCPConn) {
 	return c, s
 }
 
+// counter is an adder for the tests.
+type counter struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (c *counter) Add(f float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n += int64(f)
+}
+
+func (c *counter) get() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
 // relayed is a relay between a client and an origin over loopback.
 type relayed struct {
 	client, origin  *net.TCPConn // the test's ends
-	done            chan struct{}
-	mu              sync.Mutex
-	toOrigin, toClt int64
+	conn            *relayConn
+	done            chan struct{} // closed by onEnd
+	toOrigin, toClt counter
 }
 
-// startRelay runs relay(edgeClient, edgeUpstream, idle) in a goroutine,
-// with client -- edgeClient and edgeUpstream -- origin as loopback pairs.
+// startRelay relays edgeClient -- edgeUpstream through table (a new one
+// with a running sweeper for idle when table is nil), with client --
+// edgeClient and edgeUpstream -- origin as loopback pairs.
 func startRelay(t *testing.T, idle time.Duration) *relayed {
+	t.Helper()
+	table := newConnTable(idle)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go table.sweep(ctx)
+	return startRelayIn(t, table)
+}
+
+func startRelayIn(t *testing.T, table *connTable) *relayed {
 	t.Helper()
 	client, edgeClient := tcpPair(t)
 	edgeUp, origin := tcpPair(t)
 	r := &relayed{client: client, origin: origin, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		relay(edgeClient, edgeUp, idle, func(toOrigin bool, n int64) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if toOrigin {
-				r.toOrigin += n
-			} else {
-				r.toClt += n
-			}
-		})
-	}()
+	r.conn = &relayConn{client: edgeClient, upstream: edgeUp, toOrigin: &r.toOrigin, toClient: &r.toClt}
+	r.conn.onEnd = func() { close(r.done) }
+	if !table.add(r.conn) {
+		t.Fatal("the connection table refused a connection")
+	}
+	go r.conn.run()
 	t.Cleanup(func() {
 		client.Close()
 		origin.Close()
@@ -87,9 +112,7 @@ func (r *relayed) wait(t *testing.T) {
 }
 
 func (r *relayed) counts() (toOrigin, toClient int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.toOrigin, r.toClt
+	return r.toOrigin.get(), r.toClt.get()
 }
 
 // send writes msg on from and reads exactly msg on to.
@@ -192,49 +215,212 @@ func TestRelayIdleTimeout(t *testing.T) {
 // closed by the idle timeout. The trickle (a byte every 5ms) is 50 times
 // faster than the idle timeout (250ms) and lasts 6 idle periods; only a
 // stall of a quarter second between two writes could make a correct relay
-// close it.
-//
-// It fails with relay.go as written: pipe updates `last` only when io.Copy
-// returns, and io.Copy over a *net.TCPConn (splice) keeps going until the
-// 1 MiB chunk is full, EOF, or the read deadline. A trickle never fills a
-// chunk, so `last` stays at the start of the copy; when the silent
-// direction's deadline fires (at about the same time as the busy one's),
-// it sees no progress for `idle` and aborts a connection that is moving
-// bytes.
+// close it. After a burst the trickle flows inside a splice that reports
+// nothing to user space until its chunk is full: the sweeper must see it
+// all the same.
 func TestRelayOneWayTrickleIsNotIdle(t *testing.T) {
 	t.Parallel()
 	const idle = 250 * time.Millisecond
 	const total = 6 * idle
 	for _, dir := range []string{"download", "upload"} {
-		t.Run(dir, func(t *testing.T) {
-			t.Parallel()
-			r := startRelay(t, idle)
-			from, to := r.origin, r.client
-			if dir == "upload" {
-				from, to = to, from
-			}
-			to.SetDeadline(time.Now().Add(total + waitTimeout))
-			from.SetDeadline(time.Now().Add(total + waitTimeout))
-			writeErr := make(chan error, 1)
-			n := 0
-			go func() {
-				defer close(writeErr)
-				for start := time.Now(); time.Since(start) < total; n++ {
-					if _, err := from.Write([]byte{'.'}); err != nil {
+		for _, burst := range []int{0, 4 * smallBuf} {
+			t.Run(fmt.Sprintf("%s after %d bytes", dir, burst), func(t *testing.T) {
+				t.Parallel()
+				r := startRelay(t, idle)
+				from, to := r.origin, r.client
+				if dir == "upload" {
+					from, to = to, from
+				}
+				to.SetDeadline(time.Now().Add(total + waitTimeout))
+				from.SetDeadline(time.Now().Add(total + waitTimeout))
+				writeErr := make(chan error, 1)
+				n := 0
+				go func() {
+					defer close(writeErr)
+					if _, err := from.Write(make([]byte, burst)); err != nil {
 						writeErr <- err
 						return
 					}
-					time.Sleep(5 * time.Millisecond)
+					n += burst
+					for start := time.Now(); time.Since(start) < total; n++ {
+						if _, err := from.Write([]byte{'.'}); err != nil {
+							writeErr <- err
+							return
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+					from.CloseWrite()
+				}()
+				got, err := io.ReadAll(to)
+				if werr := <-writeErr; werr != nil || err != nil {
+					t.Fatalf("the relay cut a connection that moved a byte every 5ms (idle %v) after %d bytes: write %v, read %v", idle, len(got), werr, err)
 				}
-				from.CloseWrite()
-			}()
-			got, err := io.ReadAll(to)
-			if werr := <-writeErr; werr != nil || err != nil {
-				t.Fatalf("the relay cut a connection that moved a byte every 5ms (idle %v) after %d bytes: write %v, read %v", idle, len(got), werr, err)
+				if len(got) != n {
+					t.Errorf("received %d bytes, sent %d", len(got), n)
+				}
+			})
+		}
+	}
+}
+
+// TestRelayBytes: every byte arrives, in order, and is counted, whatever
+// the size of the writes: below, at and above the small-read buffer (where
+// a direction switches to splice) and across several splice chunks, both
+// ways at once.
+func TestRelayBytes(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{1, smallBuf - 1, smallBuf, smallBuf + 1, 3*relayChunk + 12345} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			r := startRelay(t, time.Minute)
+			var wg sync.WaitGroup
+			stream := func(from, to *net.TCPConn, msg []byte) {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					if _, err := from.Write(msg); err != nil {
+						t.Errorf("write: %v", err)
+					}
+					from.CloseWrite()
+				}()
+				go func() {
+					defer wg.Done()
+					got, err := io.ReadAll(to)
+					if err != nil || !bytes.Equal(got, msg) {
+						t.Errorf("received %d bytes (%v), want the %d sent", len(got), err, len(msg))
+					}
+				}()
 			}
-			if len(got) != n {
-				t.Errorf("received %d bytes, sent %d", len(got), n)
+			stream(r.client, r.origin, pattern(size, 1))
+			stream(r.origin, r.client, pattern(size, 7))
+			wg.Wait()
+			r.wait(t)
+			if toOrigin, toClient := r.counts(); toOrigin != int64(size) || toClient != int64(size) {
+				t.Errorf("counted %d bytes to the origin and %d to the client, want %d each", toOrigin, toClient, size)
 			}
 		})
+	}
+}
+
+func pattern(n, step int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * step / 3)
+	}
+	return b
+}
+
+// TestConnTableSweep: in one table, the sweeper resets the connections idle
+// both ways and leaves the busy ones, whichever way they are busy.
+func TestConnTableSweep(t *testing.T) {
+	t.Parallel()
+	const idle = 200 * time.Millisecond
+	table := newConnTable(idle)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go table.sweep(ctx)
+	cases := []struct {
+		name string
+		busy func(r *relayed) *net.TCPConn // the end that writes, nil for none
+		half bool                          // the client half-closed first
+	}{
+		{name: "idle"},
+		{name: "idle after a half-close", half: true},
+		{name: "busy upload", busy: func(r *relayed) *net.TCPConn { return r.client }},
+		{name: "busy download", busy: func(r *relayed) *net.TCPConn { return r.origin }},
+		{name: "busy download after a half-close", half: true, busy: func(r *relayed) *net.TCPConn { return r.origin }},
+	}
+	relays := make([]*relayed, len(cases))
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	for i, tc := range cases {
+		r := startRelayIn(t, table)
+		relays[i] = r
+		if tc.half {
+			r.client.CloseWrite()
+			readEOF(t, r.origin, tc.name+": half-close")
+		}
+		if tc.busy == nil {
+			continue
+		}
+		from := tc.busy(r)
+		to := r.client
+		if from == r.client {
+			to = r.origin
+		}
+		writers.Add(2)
+		go func() { defer writers.Done(); io.Copy(io.Discard, to) }()
+		go func() {
+			defer writers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				if _, err := from.Write([]byte{'.'}); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * idle)
+	for i, tc := range cases {
+		r := relays[i]
+		select {
+		case <-r.done:
+			if tc.busy != nil {
+				t.Errorf("%s: closed as idle", tc.name)
+			}
+		default:
+			if tc.busy == nil {
+				// Give a loaded machine more time before failing.
+				select {
+				case <-r.done:
+				case <-time.After(waitTimeout):
+					t.Errorf("%s: still open %v after going idle", tc.name, waitTimeout)
+				}
+			}
+		}
+	}
+	close(stop)
+	for _, r := range relays {
+		r.client.Close()
+		r.origin.Close()
+	}
+	writers.Wait()
+}
+
+// TestConnTableCloseAll: closeAll (the end of a drain) closes every
+// connection in the table, their relays end and leave it, and the table
+// refuses connections afterwards.
+func TestConnTableCloseAll(t *testing.T) {
+	t.Parallel()
+	table := newConnTable(time.Hour)
+	var relays []*relayed
+	for range 5 {
+		r := startRelayIn(t, table)
+		send(t, r.client, r.origin, "hello")
+		relays = append(relays, r)
+	}
+	relays[0].client.CloseWrite() // one half-closed: still relayed, still cut
+	readEOF(t, relays[0].origin, "half-close")
+	if n := table.len(); n != len(relays) {
+		t.Fatalf("table holds %d connections, want %d", n, len(relays))
+	}
+	table.closeAll()
+	for i, r := range relays {
+		r.wait(t)
+		for _, end := range []*net.TCPConn{r.client, r.origin} {
+			if _, err := io.ReadAll(end); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("relay %d: an end still open after closeAll", i)
+			}
+		}
+	}
+	if n := table.len(); n != 0 {
+		t.Errorf("table holds %d connections after their relays ended, want 0", n)
+	}
+	if table.add(&relayConn{}) {
+		t.Error("the table took a connection after closeAll")
 	}
 }

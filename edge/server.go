@@ -21,15 +21,17 @@ var ErrTOAUnavailable = errors.New("IPMODE toa cannot be served on this machine"
 
 // Server relays the forwarding ports of a rules file to their origins.
 type Server struct {
-	opts    Options
-	metrics *metrics
-	ctx     context.Context
-	cancel  context.CancelFunc
-	flows   atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
-	conns   atomic.Int64   // relayed TCP connections, bounded by MaxTCPConns
-	loops   sync.WaitGroup // serveTCP and serveUDP goroutines
-	active  sync.WaitGroup // TCP connections and UDP flows, for draining
-	tuples  tupleSet       // address pairs of the UDP flows' upstream sockets
+	opts     Options
+	metrics  *metrics
+	ctx      context.Context
+	cancel   context.CancelFunc
+	flows    atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
+	conns    atomic.Int64   // relayed TCP connections, bounded by MaxTCPConns
+	tcpConns *connTable     // relayed TCP connections, for idle sweeps and drain
+	sweeper  sync.Once      // starts tcpConns' sweeper with the first TCP port
+	loops    sync.WaitGroup // serveTCP and serveUDP goroutines
+	active   sync.WaitGroup // TCP connections and UDP flows, for draining
+	tuples   tupleSet       // address pairs of the UDP flows' upstream sockets
 
 	mu    sync.Mutex      // serialises Start, Reload and Shutdown; guards below
 	shut  bool            // Shutdown began
@@ -62,13 +64,14 @@ func New(opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts:    opts,
-		metrics: newMetrics(opts.Registerer),
-		ctx:     ctx,
-		cancel:  cancel,
-		rules:   map[string]*ruleState{},
-		tcp:     map[uint16]*tcpPort{},
-		udp:     map[uint16]*udpPort{},
+		opts:     opts,
+		metrics:  newMetrics(opts.Registerer),
+		ctx:      ctx,
+		cancel:   cancel,
+		tcpConns: newConnTable(opts.IdleTimeout),
+		rules:    map[string]*ruleState{},
+		tcp:      map[uint16]*tcpPort{},
+		udp:      map[uint16]*udpPort{},
 	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(newOriginCollector(s)); err != nil {
@@ -279,7 +282,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("edge: drain: %w", ctx.Err())
 	}
-	s.cancel() // cuts what is left and stops the origin pools
+	s.cancel()            // cuts the UDP flows left, stops the sweeper and the origin pools
+	s.tcpConns.closeAll() // and the TCP connections
 	s.mu.Lock()
 	for _, rs := range s.rules {
 		rs.close(nil)

@@ -81,6 +81,9 @@ func (s *Server) commitTCP(want map[uint16]binding, opened map[uint16]*tcpPort) 
 		p.close()
 		delete(s.tcp, port)
 	}
+	if len(opened) > 0 {
+		s.sweeper.Do(func() { go s.tcpConns.sweep(s.ctx) })
+	}
 	for port, p := range opened {
 		b := want[port]
 		p.bind.Store(&b)
@@ -110,45 +113,59 @@ func (s *Server) serveTCP(p *tcpPort) {
 	}
 }
 
-// handleTCP relays one client connection to an origin.
+// handleTCP relays one client connection to an origin. It returns when
+// the client-to-origin direction is done; the relay's other goroutine may
+// finish the connection after it.
 func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
-	defer s.active.Done()
 	m := b.rs.metrics
 	if s.conns.Add(1) > int64(s.opts.MaxTCPConns) {
-		s.conns.Add(-1)
 		m.fail("conn_limit")
 		client.SetLinger(0)
 		client.Close()
+		s.endTCP(nil)
 		return
 	}
-	defer s.conns.Add(-1)
 	m.connections.Inc()
 	m.active.Inc()
-	defer m.active.Dec()
 
-	src, dst := unmapped(client.RemoteAddr()), unmapped(client.LocalAddr())
+	src := unmapped(client.RemoteAddr())
 	upstream, err := s.dialOrigin(b, src)
 	if err != nil {
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", src, "err", err)
 		client.SetLinger(0)
 		client.Close()
+		s.endTCP(m)
 		return
 	}
-	if hdr, err := tcpHeader(b.rs.rule.IPMode, src, dst); err != nil || len(hdr) > 0 && !writeAll(upstream, hdr) {
-		m.fail("header_write")
+	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
+		hdr, err := tcpHeader(mode, src, unmapped(client.LocalAddr()))
+		if err != nil || !writeAll(upstream, hdr) {
+			m.fail("header_write")
+			client.Close()
+			upstream.Close()
+			s.endTCP(m)
+			return
+		}
+	}
+	c := &relayConn{client: client, upstream: upstream, toOrigin: m.toOrigin, toClient: m.toClient}
+	c.onEnd = func() { s.endTCP(m) }
+	if !s.tcpConns.add(c) { // draining is over
 		client.Close()
 		upstream.Close()
+		s.endTCP(m)
 		return
 	}
-	stop := context.AfterFunc(s.ctx, func() { client.Close(); upstream.Close() })
-	defer stop()
-	relay(client, upstream, s.opts.IdleTimeout, func(toOrigin bool, n int64) {
-		if toOrigin {
-			m.toOrigin.Add(float64(n))
-		} else {
-			m.toClient.Add(float64(n))
-		}
-	})
+	c.run()
+}
+
+// endTCP is the bookkeeping of a connection that ended; m is nil for one
+// refused by the connection bound.
+func (s *Server) endTCP(m *ruleMetrics) {
+	if m != nil {
+		m.active.Dec()
+	}
+	s.conns.Add(-1)
+	s.active.Done()
 }
 
 // dialOrigin connects to the first candidate origin that answers, marking
@@ -166,6 +183,9 @@ func (s *Server) dialOrigin(b *binding, client netip.AddrPort) (*net.TCPConn, er
 	}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
+		// Not Dialer.DialTCP: given no local address it binds to an
+		// unspecified one, a port search per connection that also loses
+		// connect's sharing of ephemeral ports between destinations.
 		c, err := d.DialContext(s.ctx, "tcp", netip.AddrPortFrom(addr, b.originPort).String())
 		if err == nil {
 			b.rs.pool.MarkUp(addr)
