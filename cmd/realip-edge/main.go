@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/realip/realip/edge"
+	"github.com/realip/realip/edge/origin"
 	"github.com/realip/realip/edge/rules"
 	"github.com/realip/realip/edge/toasend"
 	"github.com/realip/realip/exporter"
@@ -39,6 +40,7 @@ type flags struct {
 	rules, groups, metrics, listenIP string
 	check, ppv2Every, verbose        bool
 	idle, udpIdle, dial, drain       time.Duration
+	checkEvery                       time.Duration
 	maxFlows, maxConns               int
 	toaKindV4, toaKindV6             uint
 	toaCgroup                        string
@@ -73,6 +75,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.udpIdle, "udp-idle", edge.DefaultUDPIdle, "expire UDP flows idle this long")
 	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
 	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for connections to finish")
+	fs.DurationVar(&f.checkEvery, "check-every", origin.DefaultCheckEvery, "period of the TCP health checks of origins (the first runs at start)")
 	fs.IntVar(&f.maxFlows, "max-udp-flows", edge.DefaultMaxUDPFlows, "bound on live UDP flows")
 	fs.IntVar(&f.maxConns, "max-tcp-conns", edge.DefaultMaxTCPConns, "bound on TCP connections relayed at once (more are closed and counted as conn_limit)")
 	fs.UintVar(&f.toaKindV4, "toa-kind-v4", 200, "TCP option kind of the TOA for IPv4 clients")
@@ -118,7 +121,8 @@ func run(f *flags) error {
 		RulesPath: f.rules, GroupsPath: f.groups,
 		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows, MaxTCPConns: f.maxConns,
 		PPv2EveryDatagram: f.ppv2Every, Logger: log,
-		TOA: toasend.Options{CgroupPath: f.toaCgroup, KindV4: uint8(f.toaKindV4), KindV6: uint8(f.toaKindV6)},
+		TOA:    toasend.Options{CgroupPath: f.toaCgroup, KindV4: uint8(f.toaKindV4), KindV6: uint8(f.toaKindV6)},
+		Origin: origin.Options{CheckEvery: f.checkEvery},
 	}
 	if f.listenIP != "" {
 		ip, err := netip.ParseAddr(f.listenIP)

@@ -196,7 +196,11 @@ func (p *proc) Output() string {
 func start(ns *vmnet.NS, name, cgroupDir string, argv ...string) (*proc, error) {
 	p := &proc{name: name, cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: Linux sends it when the *thread* that forked the child
+	// ends, and a Go thread ends whenever a goroutine that locked it exits
+	// locked, long before this program does. (That killed realip-edge in
+	// the middle of a run.) The VM powers off at the end anyway.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if cgroupDir != "" {
 		f, err := os.Open(cgroupDir)
 		if err != nil {
