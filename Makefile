@@ -17,7 +17,7 @@ export REALIP_CACHE ?= /var/cache/realip/vmtest
 
 COMMANDS := $(notdir $(wildcard cmd/*)) $(addprefix example-,$(notdir $(wildcard examples/*)))
 
-.PHONY: all build test race vet fuzz deps check bench demo vmtest clean
+.PHONY: all build test race vet fuzz deps check bench demo vmtest packages packages-test clean
 
 all: build
 
@@ -49,12 +49,22 @@ deps:
 
 # Everything CI runs: dependencies, static checks, unit and integration
 # tests under the race detector, and a short run of every fuzz target.
-check: deps vet build race fuzz vmtest
+check: deps vet build race fuzz vmtest packages-test
 
 # toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md).
 vmtest:
 	REALIP_VMTEST=6.1 $(GO) test -count=1 -timeout 20m -run TestSelftest ./vmtest/
 	vmtest/toa.sh --arm64 $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
+
+# deb and rpm packages (toa-dkms, realip-agent, realip-edge; amd64 and arm64)
+# into dist/, built with nfpm from packaging/ (its own Go module).
+packages:
+	cd packaging && $(GO) run ./build -out ../dist
+
+# Build, inspect, lintian, rpm into a scratch root, install here with DKMS
+# building toa.ko for the 6.1 headers, then under systemd in QEMU (root).
+packages-test:
+	test/packaging/run.sh
 
 bench:
 	bench/listener.sh

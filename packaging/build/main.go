@@ -1,0 +1,265 @@
+// Command build makes realip's deb and rpm packages with nfpm: toa-dkms
+// (the kernel module's source for DKMS), realip-agent and realip-edge.
+//
+//	cd packaging && go run ./build [flags]      (make packages)
+//
+//	-out DIR        where the packages go (default ../dist)
+//	-version V      package version (default: from git describe, see version.go)
+//	-arch LIST      GOARCHes of the binary packages (default amd64,arm64)
+//	-format LIST    deb,rpm (default both)
+//	-pkg LIST       toa-dkms,realip-agent,realip-edge (default all)
+//
+// The Go binaries are built with CGO_ENABLED=0 and -trimpath from the
+// repository's main module (..); the package definitions are the nfpm
+// configurations in nfpm/, the maintainer scripts the templates in
+// scripts/ (see packaging/README.md). It prints the path of
+// every package made, one a line, on stdout; what it does goes to stderr.
+//
+// This is its own module so that the library's go.mod does not pull in
+// nfpm's dependencies.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/goreleaser/nfpm/v2"
+	_ "github.com/goreleaser/nfpm/v2/deb" // registers the deb packager
+	_ "github.com/goreleaser/nfpm/v2/rpm" // registers the rpm packager
+)
+
+// packages are the packages made, each from nfpm/NAME.yaml; binaries name
+// the commands under cmd/ that it ships (none: an arch "all" package).
+type pkgDef struct {
+	name     string
+	binaries []string
+	unit     string
+}
+
+var packages = []pkgDef{
+	{name: "toa-dkms"},
+	{name: "realip-agent", binaries: []string{"realip-agent"}, unit: "realip-agent.service"},
+	{name: "realip-edge", binaries: []string{"realip-edge"}, unit: "realip-edge.service"},
+}
+
+// defaultMaintainer is the Maintainer field; REALIP_MAINTAINER overrides it.
+const defaultMaintainer = "realip maintainers <maintainers@realip.dev>"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "packaging/build:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	out := flag.String("out", "../dist", "output folder")
+	version := flag.String("version", "", "package version (default: from git describe)")
+	archList := flag.String("arch", "amd64,arm64", "GOARCHes of the binary packages")
+	formatList := flag.String("format", "deb,rpm", "package formats")
+	pkgList := flag.String("pkg", "", "packages to make (default all)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+
+	pkgDir, err := packagingDir()
+	if err != nil {
+		return err
+	}
+	repo := filepath.Dir(pkgDir)
+	gi, err := describe(repo)
+	if err != nil && *version == "" {
+		return err
+	}
+	if *version != "" {
+		if err := checkVersion(*version); err != nil {
+			return err
+		}
+		gi.Version = *version
+	}
+	if gi.Time.IsZero() {
+		gi.Time = time.Now().UTC().Truncate(time.Second)
+	}
+	if gi.Dirty {
+		logf("warning: the work tree has uncommitted changes; the packages say version %s all the same", gi.Version)
+	}
+
+	archs := split(*archList)
+	for _, a := range archs {
+		if a != "amd64" && a != "arm64" {
+			return fmt.Errorf("-arch %q: amd64 and arm64 are supported", a)
+		}
+	}
+	formats := split(*formatList)
+	for _, f := range formats {
+		if f != "deb" && f != "rpm" {
+			return fmt.Errorf("-format %q: deb and rpm are supported", f)
+		}
+	}
+	var want []string
+	if *pkgList != "" {
+		want = split(*pkgList)
+		for _, w := range want {
+			if !slices.ContainsFunc(packages, func(p pkgDef) bool { return p.name == w }) {
+				return fmt.Errorf("-pkg %q: no such package", w)
+			}
+		}
+	}
+
+	outDir, err := filepath.Abs(*out)
+	if err != nil {
+		return err
+	}
+	stage := filepath.Join(outDir, ".stage")
+	if err := os.RemoveAll(stage); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		return err
+	}
+	maintainer := os.Getenv("REALIP_MAINTAINER")
+	if maintainer == "" {
+		maintainer = defaultMaintainer
+	}
+	s := &stager{repo: repo, pkgDir: pkgDir, stage: stage, info: gi, maintainer: maintainer}
+
+	logf("version %s (commit %.12s)", gi.Version, gi.Commit)
+	var made []string
+	for _, p := range packages {
+		if want != nil && !slices.Contains(want, p.name) {
+			continue
+		}
+		pkgArchs := archs
+		if len(p.binaries) == 0 {
+			pkgArchs = []string{"all"}
+		}
+		for _, arch := range pkgArchs {
+			for _, b := range p.binaries {
+				if err := s.buildBinary(b, arch); err != nil {
+					return err
+				}
+			}
+		}
+		if err := s.stagePackage(p.name, p.unit, p.binaries, pkgArchs); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		for _, arch := range pkgArchs {
+			for _, format := range formats {
+				path, err := makePackage(filepath.Join(pkgDir, "nfpm", p.name+".yaml"), format, arch, outDir, map[string]string{
+					"VERSION":    gi.Version,
+					"ARCH":       arch,
+					"STAGE":      stage,
+					"PKG":        pkgDir,
+					"REPO":       repo,
+					"MAINTAINER": maintainer,
+				}, gi.Time)
+				if err != nil {
+					return fmt.Errorf("%s %s %s: %w", p.name, arch, format, err)
+				}
+				made = append(made, path)
+			}
+		}
+	}
+	for _, m := range made {
+		fmt.Println(m)
+	}
+	return nil
+}
+
+// makePackage makes one package from an nfpm configuration, with vars as
+// its ${...} variables (an unknown one is an error), and returns its path.
+func makePackage(config, format, arch, outDir string, vars map[string]string, mtime time.Time) (string, error) {
+	// The whole file is expanded first: nfpm expands only some fields
+	// (not the scripts' paths, nor contents without expand: true).
+	raw, err := os.ReadFile(config)
+	if err != nil {
+		return "", err
+	}
+	var unknown []string
+	text := os.Expand(string(raw), func(k string) string {
+		v, ok := vars[k]
+		if !ok {
+			unknown = append(unknown, k)
+		}
+		return v
+	})
+	if len(unknown) > 0 {
+		return "", fmt.Errorf("%s: unknown variables %q", config, unknown)
+	}
+	// Nothing is left to expand; nfpm asks for its signing passphrases
+	// (unsigned here) and gets "".
+	cfg, err := nfpm.ParseWithEnvMapping(strings.NewReader(text), func(string) string { return "" })
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", config, err)
+	}
+	info, err := cfg.Get(format)
+	if err != nil {
+		return "", err
+	}
+	info = nfpm.WithDefaults(info)
+	info.MTime = mtime
+	if err := nfpm.Validate(info); err != nil {
+		return "", err
+	}
+	pkgr, err := nfpm.Get(format)
+	if err != nil {
+		return "", err
+	}
+	target := filepath.Join(outDir, pkgr.ConventionalFileName(info))
+	tmp := target + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return "", err
+	}
+	info.Target = target
+	err = pkgr.Package(info, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, target)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	logf("made %s", target)
+	return target, nil
+}
+
+// packagingDir finds packaging/ (this module's root) from the working
+// directory up (`go run ./build` runs in packaging/).
+func packagingDir() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "nfpm", "realip-agent.yaml")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("run from the packaging folder (no nfpm/realip-agent.yaml above %s)", wd)
+		}
+	}
+}
+
+func split(s string) []string {
+	var r []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			r = append(r, f)
+		}
+	}
+	return r
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "packaging/build: "+format+"\n", args...)
+}

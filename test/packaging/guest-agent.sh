@@ -1,0 +1,215 @@
+#!/bin/bash
+# guest-agent.sh - the realip-agent package under real systemd, run inside
+# the VM by test/packaging/run.sh through vmtest/sysvm.sh (not by hand):
+#
+#   vmtest/sysvm.sh --env V1=... --env V2=... 6.1 -- \
+#       realip-agent_V1-1_amd64.deb realip-agent_V2-1_amd64.deb \
+#       toa.ko:/lib/modules/KVER/updates/dkms/toa.ko test/packaging/guest-agent.sh \
+#       --cmd /test/guest-agent.sh
+#
+# toa.ko is the module DKMS built on the host from the toa-dkms package for
+# this kernel's headers. The script installs version V1 of the package with
+# dpkg (its postinst enables and starts the service under systemd), checks
+# the service, its hardening as the kernel sees it, the module it loaded,
+# `realip-agent status`, `systemctl reload`, `systemctl stop`, the
+# modules-load.d/modprobe.d entries, an upgrade to V2 that keeps the edited
+# configuration, removal (only the configuration stays) and purge (nothing
+# stays). It prints one line per check and "N passed, N failed"; exit 1 if
+# any failed.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export DEBIAN_FRONTEND=noninteractive SYSTEMD_PAGER='' SYSTEMD_COLORS=0
+: "${V1:?} ${V2:?}"
+unit=realip-agent.service
+kver=$(uname -r)
+passed=0 failed=0
+
+ok() {
+	passed=$((passed + 1))
+	echo "ok   - $*"
+}
+bad() {
+	failed=$((failed + 1))
+	echo "FAIL - $*"
+}
+# check DESCRIPTION COMMAND...: one check, by the command's status.
+check() {
+	local d=$1
+	shift
+	if "$@"; then ok "$d"; else bad "$d"; fi
+}
+# eq DESCRIPTION GOT WANT
+eq() {
+	if [[ $2 == "$3" ]]; then ok "$1: $2"; else bad "$1: got '$2', want '$3'"; fi
+}
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+	local n=$(($1 * 10))
+	shift
+	while ((n-- > 0)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# prefix TEXT: print stdin with TEXT before each line.
+prefix() {
+	local l
+	while IFS= read -r l; do printf '%s%s\n' "$1" "$l"; done
+}
+loaded() { [[ -d /sys/module/toa ]] && grep -q '^toa ' /proc/modules; }
+active() { [[ $(systemctl is-active "$unit") == active ]]; }
+mainpid() { systemctl show -p MainPID --value "$unit"; }
+loads_logged() { dmesg | grep -c 'toa: realip TOA .* loaded' || true; }
+# snapshot: the files of the root file system that packages own or make,
+# without what changes by itself (logs, dpkg's own database, caches).
+snapshot() {
+	find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
+		-o -path /test -o -path /var/log -o -path /var/lib/dpkg -o -path /var/cache \
+		-o -path /var/tmp -o -path /var/lib/systemd/random-seed -o -path /etc/machine-id \
+		-o -path /var/lib/systemd/timers -o -path /var/lib/systemd/journal \) -prune -o -print | sort
+}
+
+echo "guest: kernel $kver, PID 1 $(cat /proc/1/comm), upgrade $V1 -> $V2"
+eq "PID 1" "$(cat /proc/1/comm)" systemd
+check "DKMS-built toa.ko is in updates/dkms" test -f "/lib/modules/$kver/updates/dkms/toa.ko"
+check "modprobe knows it (depmod)" sh -c "modinfo -F vermagic toa | grep -q '^$kver '"
+check "toa is not loaded before the package is installed" sh -c '! grep -q "^toa " /proc/modules'
+snapshot >/tmp/before
+
+# --- install V1 under running systemd: the postinst enables and starts it.
+echo "guest: dpkg -i realip-agent $V1"
+if dpkg -i "/test/realip-agent_${V1}-1_amd64.deb" >/tmp/dpkg.log 2>&1; then
+	ok "dpkg -i realip-agent $V1"
+else
+	bad "dpkg -i realip-agent $V1: $(cat /tmp/dpkg.log)"
+fi
+eq "enabled by the postinst" "$(systemctl is-enabled "$unit")" enabled
+check "started by the postinst and active (Type=notify: module loaded and configured)" wait_for 30 active
+check "toa loaded" loaded
+check "the agent loaded the DKMS module" sh -c "journalctl -u $unit -o cat | grep -q 'loaded the toa module.*path=/lib/modules/$kver/updates/dkms/toa.ko'"
+eq "module version (sysfs)" "$(cat /sys/module/toa/version 2>/dev/null)" "$(modinfo -F version toa)"
+
+# --- hardening, as the kernel applies it to the running process
+pid=$(mainpid)
+status=/proc/$pid/status
+eq "bounding set = CAP_NET_ADMIN|CAP_SYS_MODULE" "$(awk '/^CapBnd:/ {print $2}' "$status")" 0000000000011000
+eq "effective set" "$(awk '/^CapEff:/ {print $2}' "$status")" 0000000000011000
+eq "no_new_privs" "$(awk '/^NoNewPrivs:/ {print $2}' "$status")" 1
+eq "seccomp filter mode" "$(awk '/^Seccomp:/ {print $2}' "$status")" 2
+check "own mount namespace" test "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/1/ns/mnt)"
+check "/usr read-only for the service (ProtectSystem=strict)" sh -c "! nsenter -t $pid -m touch /usr/.realip-probe 2>/dev/null"
+check "/etc read-only for the service" sh -c "! nsenter -t $pid -m touch /etc/realip/.probe 2>/dev/null"
+check "/home hidden (ProtectHome)" sh -c "nsenter -t $pid -m sh -c 'test ! -e /root/.profile'"
+for p in ProtectSystem=strict ProtectHome=yes PrivateTmp=yes PrivateDevices=yes \
+	ProtectKernelTunables=yes ProtectKernelModules=no ProtectControlGroups=yes \
+	RestrictNamespaces=yes MemoryDenyWriteExecute=yes LockPersonality=yes; do
+	eq "systemctl show ${p%%=*}" "${p%%=*}=$(systemctl show -p "${p%%=*}" --value "$unit")" "$p"
+done
+# systemd prints the families sorted
+eq "systemctl show RestrictAddressFamilies" "$(systemctl show -p RestrictAddressFamilies --value "$unit" | tr ' ' '\n' | sort | xargs)" \
+	"AF_INET AF_INET6 AF_NETLINK AF_UNIX"
+systemd-analyze security --no-pager "$unit" 2>/dev/null | tail -n 1 | prefix "guest: systemd-analyze security: "
+if out=$(systemd-analyze verify "$unit" 2>&1) && [[ -z $out ]]; then ok "systemd-analyze verify $unit: clean"; else bad "systemd-analyze verify $unit: $out"; fi
+
+# --- realip-agent status
+if out=$(realip-agent status 2>&1); then ok "realip-agent status exits 0"; else bad "realip-agent status: $out"; fi
+prefix "guest:   | " <<<"$out"
+check "status: module loaded, netlink control" grep -Eq '^module: +toa .*live' <<<"$out"
+check "status: netlink control" grep -Eq '^control: +netlink realip_toa' <<<"$out"
+check "status -json: loaded" sh -c "realip-agent status -json | grep -q '\"loaded\": true'"
+eq "modules loaded so far" "$(loads_logged)" 1
+
+# --- systemctl reload pushes an edited configuration, no module reload
+sed -i 's|^trusted: \[\]$|trusted:\n  - 198.51.100.0/24\n  - 2001:db8::/32|' /etc/realip/agent.yaml
+check "agent.yaml edited" grep -q '^  - 198.51.100.0/24$' /etc/realip/agent.yaml
+check "realip-agent check accepts it" realip-agent check -config /etc/realip/agent.yaml
+pid=$(mainpid)
+check "systemctl reload" systemctl reload "$unit"
+check "the module trusts 198.51.100.0/24 and 2001:db8::/32 (read back over netlink)" \
+	wait_for 10 sh -c "realip-agent status | grep -q '198.51.100.0/24, 2001:db8::/32'"
+check "the module's parameter says so too" grep -q '198.51.100.0/24' /sys/module/toa/parameters/trusted
+eq "same agent process" "$(mainpid)" "$pid"
+eq "module not reloaded" "$(loads_logged)" 1
+check "journal: configuration reloaded" sh -c "journalctl -u $unit -o cat | grep -q 'configuration reloaded'"
+
+# --- a bad file: refused whole, the settings in force stay
+cp /etc/realip/agent.yaml /tmp/agent.yaml.good
+echo 'kinds: [300]' >>/etc/realip/agent.yaml
+systemctl reload "$unit"
+check "a bad file is refused (journal names the field)" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -q 'configuration not applied.*kinds'"
+check "still active after a bad reload" active
+check "trust unchanged after a bad reload" sh -c "realip-agent status | grep -q '198.51.100.0/24'"
+cp /tmp/agent.yaml.good /etc/realip/agent.yaml
+
+# --- systemctl stop leaves the module loaded
+check "systemctl stop" systemctl stop "$unit"
+eq "stopped" "$(systemctl is-active "$unit")" inactive
+check "the module stays loaded after stop" loaded
+check "and keeps its trust" sh -c "realip-agent status | grep -q '198.51.100.0/24'"
+
+# --- modules-load.d and modprobe.d: the module comes back without the agent
+check "/etc/modules-load.d/toa.conf names toa" grep -qx toa /etc/modules-load.d/toa.conf
+check "/etc/modprobe.d/toa.conf sets the kinds" grep -qx 'options toa kinds=200,253,254' /etc/modprobe.d/toa.conf
+check "realip-agent unload" realip-agent unload
+check "unloaded" sh -c '! grep -q "^toa " /proc/modules'
+check "systemd-modules-load loads it again" systemctl restart systemd-modules-load.service
+check "loaded by systemd-modules-load" loaded
+eq "with the kinds of modprobe.d" "$(cat /sys/module/toa/parameters/kinds)" 200,253,254
+realip-agent modprobe-conf >/tmp/toa.conf && cp /tmp/toa.conf /etc/modprobe.d/toa.conf
+check "realip-agent modprobe-conf writes the trust into modprobe.d" grep -q 'trusted=198.51.100.0/24' /etc/modprobe.d/toa.conf
+realip-agent unload >/dev/null
+systemctl restart systemd-modules-load.service
+check "a boot-time load trusts what agent.yaml says" grep -q '198.51.100.0/24' /sys/module/toa/parameters/trusted
+check "systemctl start adopts the loaded module" sh -c "systemctl start $unit && journalctl -u $unit -o cat | grep -q 'adopted the loaded toa module'"
+check "active again" wait_for 10 active
+
+# --- upgrade V1 -> V2 keeps the edited configuration and restarts the agent
+pid=$(mainpid)
+cp /etc/realip/agent.yaml /tmp/agent.yaml.edited
+cp /etc/modprobe.d/toa.conf /tmp/modprobe.edited
+echo "guest: dpkg -i realip-agent $V2 (upgrade)"
+if dpkg -i "/test/realip-agent_${V2}-1_amd64.deb" </dev/null >/tmp/dpkg.log 2>&1; then
+	ok "dpkg -i realip-agent $V2 (upgrade, no prompt)"
+else
+	bad "upgrade: $(cat /tmp/dpkg.log)"
+fi
+eq "installed version" "$(dpkg-query -W -f='${Version}' realip-agent)" "$V2-1"
+check "edited agent.yaml kept" cmp -s /etc/realip/agent.yaml /tmp/agent.yaml.edited
+check "edited modprobe.d/toa.conf kept" cmp -s /etc/modprobe.d/toa.conf /tmp/modprobe.edited
+check "no .dpkg-new/.dpkg-dist left" sh -c '! ls /etc/realip /etc/modprobe.d /etc/modules-load.d | grep -q dpkg-'
+check "active after the upgrade" wait_for 30 active
+check "restarted by the upgrade" test "$(mainpid)" != "$pid"
+check "the new agent adopted the module" sh -c "journalctl -u $unit -o cat | grep -c 'adopted the loaded toa module' | grep -qx 2"
+check "trust survived the upgrade" sh -c "realip-agent status | grep -q '198.51.100.0/24'"
+
+# --- remove: service stopped, program gone, configuration kept
+echo "guest: dpkg -r realip-agent"
+check "dpkg -r realip-agent" sh -c 'dpkg -r realip-agent >/tmp/dpkg.log 2>&1'
+eq "unit stopped by the prerm" "$(systemctl is-active "$unit")" inactive
+eq "dpkg state" "$(dpkg-query -W -f='${db:Status-Abbrev}' realip-agent)" "rc "
+check "program gone" test ! -e /usr/bin/realip-agent
+check "unit file gone" test ! -e /lib/systemd/system/realip-agent.service
+check "edited agent.yaml kept on remove" cmp -s /etc/realip/agent.yaml /tmp/agent.yaml.edited
+check "the module stays loaded (servers keep their addresses)" loaded
+snapshot >/tmp/after-remove
+left=$(comm -13 /tmp/before /tmp/after-remove)
+prefix "guest: left after remove: " <<<"$left"
+unexpected=$(grep -vE '^(/etc/realip|/etc/realip/agent\.yaml|/etc/modules-load\.d/toa\.conf|/etc/modprobe\.d/toa\.conf|/etc/systemd/system/multi-user\.target\.wants/realip-agent\.service|/etc/systemd/system/realip-agent\.service|/var/lib/systemd/deb-systemd-helper-masked|/var/lib/systemd/deb-systemd-helper-(enabled|masked)(/.*)?realip-agent\.service(\.dsh-also)?)$' <<<"$left" | grep . || true)
+eq "after remove only configuration and deb-systemd-helper state remain (unexpected: ${unexpected:-none})" "$unexpected" ""
+check "the enable link is inert (points to a removed unit file or is masked)" sh -c \
+	"! systemctl is-enabled $unit 2>/dev/null | grep -qx enabled"
+
+# --- purge: nothing stays
+echo "guest: dpkg -P realip-agent"
+check "dpkg -P realip-agent" sh -c 'dpkg -P realip-agent >/tmp/dpkg.log 2>&1'
+check "dpkg forgot it" sh -c '! dpkg-query -W realip-agent 2>/dev/null'
+snapshot >/tmp/after-purge
+diff=$(diff /tmp/before /tmp/after-purge)
+eq "after purge the file system is as before the install (diff: ${diff:-none})" "$diff" ""
+
+# --- the module unloads cleanly at the end (the console is checked for oopses)
+check "rmmod toa" rmmod toa
+
+echo "guest-agent: $passed passed, $failed failed"
+((failed == 0))
