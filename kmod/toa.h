@@ -15,7 +15,9 @@
 
 #include "compat.h"
 
+#ifndef TOA_VERSION /* set by Kbuild from TOA_VERSION= (DKMS: the package version) */
 #define TOA_VERSION "0.1.0"
+#endif
 
 /* An address and port; IPv4 is kept IPv4-mapped, family tells which. */
 struct toa_addr {
@@ -26,8 +28,10 @@ struct toa_addr {
 
 /* What the module knows about one connection that carried TOA. */
 struct toa_entry {
-	struct hlist_node node;
+	struct hlist_node node;    /* in the table by socket */
+	struct hlist_node by_addr; /* in the table by (net, local, client) */
 	const struct sock *sk;
+	const struct net *net;  /* sk's namespace: compared, never dereferenced */
 	struct toa_addr client; /* from the option */
 	struct toa_addr proxy;  /* the packet's source: the edge */
 	struct toa_addr local;  /* the packet's destination */
@@ -109,9 +113,11 @@ void toa_table_exit(void);
 int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 		     const struct toa_addr *proxy, const struct toa_addr *local);
 bool toa_table_lookup(const struct sock *sk, struct toa_entry *out);
+bool toa_table_find(const struct net *net, const struct toa_addr *local,
+		    const struct toa_addr *client, struct toa_entry *out);
 void toa_table_remove(const struct sock *sk);
 typedef int (*toa_table_visit_fn)(const struct toa_entry *e, void *arg);
-int toa_table_walk(long *pos, toa_table_visit_fn fn, void *arg);
+int toa_table_walk(const struct net *net, long *pos, toa_table_visit_fn fn, void *arg);
 long toa_table_count(void);
 
 /* toa_hooks.c */

@@ -192,38 +192,16 @@ static int toa_dump_entries(struct sk_buff *msg, struct netlink_callback *cb)
 	struct dump_ctx ctx = { .msg = msg, .cb = cb };
 	long pos = cb->args[0];
 
-	toa_table_walk(&pos, dump_one, &ctx);
+	toa_table_walk(sock_net(cb->skb->sk), &pos, dump_one, &ctx);
 	cb->args[0] = pos;
 	return msg->len;
 }
 
-struct find_ctx {
-	struct toa_addr local, client;
-	struct toa_entry found;
-	bool ok;
-};
-
-static bool same_addr(const struct toa_addr *a, const struct toa_addr *b)
-{
-	return a->port == b->port && ipv6_addr_equal(&a->addr, &b->addr);
-}
-
-static int find_one(const struct toa_entry *e, void *arg)
-{
-	struct find_ctx *ctx = arg;
-
-	if (!same_addr(&e->local, &ctx->local) || !same_addr(&e->client, &ctx->client))
-		return 0;
-	ctx->found = *e;
-	ctx->ok = true;
-	return 1;
-}
-
 static int toa_get_entry(struct sk_buff *skb, struct genl_info *info)
 {
-	struct find_ctx *ctx;
+	struct toa_addr local, client;
+	struct toa_entry *found;
 	struct sk_buff *msg;
-	long pos = 0;
 	void *hdr;
 	int err;
 
@@ -231,28 +209,32 @@ static int toa_get_entry(struct sk_buff *skb, struct genl_info *info)
 		GENL_SET_ERR_MSG(info, "toa: GET_ENTRY needs LOCAL and CLIENT");
 		return -EINVAL;
 	}
-	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
-	if (!ctx)
+	found = kzalloc(sizeof(*found), GFP_KERNEL);
+	if (!found)
 		return -ENOMEM;
-	get_addr(info->attrs[TOA_A_LOCAL], &ctx->local);
-	get_addr(info->attrs[TOA_A_CLIENT], &ctx->client);
-	toa_table_walk(&pos, find_one, ctx);
+	get_addr(info->attrs[TOA_A_LOCAL], &local);
+	get_addr(info->attrs[TOA_A_CLIENT], &client);
 	err = -ENOENT;
-	if (ctx->ok) {
+	if (toa_table_find(genl_info_net(info), &local, &client, found)) {
 		err = -ENOMEM;
 		msg = new_reply(info, TOA_CMD_GET_ENTRY, &hdr);
 		if (msg)
-			err = finish_reply(msg, hdr, info, put_entry(msg, &ctx->found));
+			err = finish_reply(msg, hdr, info, put_entry(msg, found));
 	}
-	kfree(ctx);
+	kfree(found);
 	return err;
 }
 
+/*
+ * GET_ENTRY answers a server about a connection it names by its local
+ * address and client, in the caller's namespace only; the dump of every
+ * entry (all clients of all servers) needs CAP_NET_ADMIN, as SET_CONFIG.
+ */
 static const struct genl_small_ops toa_ops[] = {
 	{ .cmd = TOA_CMD_GET_CONFIG, .doit = toa_get_config },
 	{ .cmd = TOA_CMD_SET_CONFIG, .doit = toa_set_config, .flags = GENL_ADMIN_PERM },
 	{ .cmd = TOA_CMD_GET_STATS, .doit = toa_get_stats },
-	{ .cmd = TOA_CMD_GET_ENTRIES, .dumpit = toa_dump_entries },
+	{ .cmd = TOA_CMD_GET_ENTRIES, .dumpit = toa_dump_entries, .flags = GENL_ADMIN_PERM },
 	{ .cmd = TOA_CMD_GET_ENTRY, .doit = toa_get_entry },
 };
 

@@ -1,13 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * toa_table.c - the entries of the connections that carried TOA, keyed by
- * their socket. Readers (getname, the destroy hook) look up under RCU;
- * writers take the bucket's lock. An entry lives from the handshake until
- * the socket is destroyed, or until the module is unloaded.
+ * their socket, and a second time by (namespace, local address, client) for
+ * the netlink GET_ENTRY of a user-space server that only knows those.
+ * Readers (getname, the destroy hook, netlink) look up under RCU; writers
+ * take the socket's bucket lock, then the address bucket's lock. An entry
+ * lives from the handshake until the socket is destroyed, or until the
+ * module is unloaded.
  */
 #include <linux/hash.h>
+#include <linux/jhash.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <net/ipv6.h>
+#include <net/net_namespace.h>
+#include <net/sock.h>
 
 #include "toa.h"
 
@@ -19,7 +26,8 @@ struct toa_bucket {
 	struct hlist_head head;
 };
 
-static struct toa_bucket *toa_buckets;
+static struct toa_bucket *toa_buckets;      /* by socket */
+static struct toa_bucket *toa_addr_buckets; /* by (net, local, client) */
 static atomic_long_t toa_entries = ATOMIC_LONG_INIT(0);
 
 static struct toa_bucket *bucket_of(const struct sock *sk)
@@ -27,16 +35,43 @@ static struct toa_bucket *bucket_of(const struct sock *sk)
 	return &toa_buckets[hash_ptr(sk, TOA_HASH_BITS)];
 }
 
-int toa_table_init(void)
+static struct toa_bucket *addr_bucket_of(const struct net *net, const struct toa_addr *local,
+					 const struct toa_addr *client)
 {
+	u32 h = jhash2(local->addr.s6_addr32, 4, (__force u32)local->port);
+
+	h = jhash2(client->addr.s6_addr32, 4, h ^ (__force u32)client->port);
+	return &toa_addr_buckets[hash_32(h ^ hash_ptr(net, 32), TOA_HASH_BITS)];
+}
+
+static bool same_addr(const struct toa_addr *a, const struct toa_addr *b)
+{
+	return a->port == b->port && ipv6_addr_equal(&a->addr, &b->addr);
+}
+
+static struct toa_bucket *buckets_alloc(void)
+{
+	struct toa_bucket *b;
 	unsigned int i;
 
-	toa_buckets = kvcalloc(TOA_BUCKETS, sizeof(*toa_buckets), GFP_KERNEL);
-	if (!toa_buckets)
-		return -ENOMEM;
+	b = kvcalloc(TOA_BUCKETS, sizeof(*b), GFP_KERNEL);
+	if (!b)
+		return NULL;
 	for (i = 0; i < TOA_BUCKETS; i++) {
-		spin_lock_init(&toa_buckets[i].lock);
-		INIT_HLIST_HEAD(&toa_buckets[i].head);
+		spin_lock_init(&b[i].lock);
+		INIT_HLIST_HEAD(&b[i].head);
+	}
+	return b;
+}
+
+int toa_table_init(void)
+{
+	toa_buckets = buckets_alloc();
+	toa_addr_buckets = buckets_alloc();
+	if (!toa_buckets || !toa_addr_buckets) {
+		kvfree(toa_buckets);
+		kvfree(toa_addr_buckets);
+		return -ENOMEM;
 	}
 	return 0;
 }
@@ -46,9 +81,15 @@ static void free_entry(struct rcu_head *head)
 	kfree(container_of(head, struct toa_entry, rcu));
 }
 
+/* drop_entry unlinks e; the caller holds its socket bucket's lock. */
 static void drop_entry(struct toa_entry *e)
 {
+	struct toa_bucket *ab = addr_bucket_of(e->net, &e->local, &e->client);
+
 	hlist_del_rcu(&e->node);
+	spin_lock(&ab->lock);
+	hlist_del_rcu(&e->by_addr);
+	spin_unlock(&ab->lock);
 	atomic_long_dec(&toa_entries);
 	toa_count(TOA_IP6_ADDRESS_FREE);
 	call_rcu(&e->rcu, free_entry);
@@ -69,6 +110,7 @@ void toa_table_exit(void)
 	}
 	rcu_barrier(); /* every free_entry callback has run */
 	kvfree(toa_buckets);
+	kvfree(toa_addr_buckets);
 }
 
 /*
@@ -78,7 +120,7 @@ void toa_table_exit(void)
 int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 		     const struct toa_addr *proxy, const struct toa_addr *local)
 {
-	struct toa_bucket *b = bucket_of(sk);
+	struct toa_bucket *b = bucket_of(sk), *ab;
 	struct toa_entry *e, *old;
 	unsigned long flags;
 
@@ -88,6 +130,7 @@ int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 		return -ENOMEM;
 	}
 	e->sk = sk;
+	e->net = sock_net(sk);
 	e->client = *client;
 	e->proxy = *proxy;
 	e->local = *local;
@@ -100,6 +143,10 @@ int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 		}
 	}
 	hlist_add_head_rcu(&e->node, &b->head);
+	ab = addr_bucket_of(e->net, &e->local, &e->client);
+	spin_lock(&ab->lock);
+	hlist_add_head_rcu(&e->by_addr, &ab->head);
+	spin_unlock(&ab->lock);
 	atomic_long_inc(&toa_entries);
 	spin_unlock_irqrestore(&b->lock, flags);
 	return 0;
@@ -116,6 +163,31 @@ bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
 	rcu_read_lock();
 	hlist_for_each_entry_rcu(e, &bucket_of(sk)->head, node) {
 		if (e->sk == sk) {
+			*out = *e;
+			found = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/*
+ * toa_table_find copies into out the entry of the connection in net whose
+ * local address is local and whose client (as getpeername() reports it) is
+ * client.
+ */
+bool toa_table_find(const struct net *net, const struct toa_addr *local,
+		    const struct toa_addr *client, struct toa_entry *out)
+{
+	struct toa_entry *e;
+	bool found = false;
+
+	if (!atomic_long_read(&toa_entries))
+		return false;
+	rcu_read_lock();
+	hlist_for_each_entry_rcu(e, &addr_bucket_of(net, local, client)->head, by_addr) {
+		if (e->net == net && same_addr(&e->local, local) && same_addr(&e->client, client)) {
 			*out = *e;
 			found = true;
 			break;
@@ -151,12 +223,13 @@ long toa_table_count(void)
 }
 
 /*
- * toa_table_walk calls fn for the entries from position *pos on (a running
- * index over all buckets) until fn returns non-zero, which it returns with
- * *pos at the entry that stopped it; 0 when every entry was visited. Used by
- * the netlink dump, which resumes where its last message filled up.
+ * toa_table_walk calls fn for the entries of net from position *pos on (a
+ * running index over all buckets) until fn returns non-zero, which it
+ * returns with *pos at the entry that stopped it; 0 when every entry was
+ * visited. Used by the netlink dump, which resumes where its last message
+ * filled up.
  */
-int toa_table_walk(long *pos, toa_table_visit_fn fn, void *arg)
+int toa_table_walk(const struct net *net, long *pos, toa_table_visit_fn fn, void *arg)
 {
 	struct toa_entry *e;
 	long idx = 0;
@@ -166,6 +239,8 @@ int toa_table_walk(long *pos, toa_table_visit_fn fn, void *arg)
 	rcu_read_lock();
 	for (i = 0; i < TOA_BUCKETS && !ret; i++) {
 		hlist_for_each_entry_rcu(e, &toa_buckets[i].head, node) {
+			if (e->net != net)
+				continue;
 			if (idx++ < *pos)
 				continue;
 			ret = fn(e, arg);

@@ -134,7 +134,10 @@ func (c *Client) Stats() ([]Stat, uint64, error) {
 	return decodeStats(msgs[0].Data)
 }
 
-// Entries lists the live entries.
+// Entries lists the live entries of the connections in the network
+// namespace the Client was dialed in. The module allows it to
+// CAP_NET_ADMIN only (it lists every server's clients); Lookup needs no
+// privilege.
 func (c *Client) Entries() ([]Entry, error) {
 	msgs, err := c.execute(cmdGetEntries, netlink.Dump, nil)
 	if err != nil {
@@ -152,7 +155,9 @@ func (c *Client) Entries() ([]Entry, error) {
 }
 
 // Lookup returns the entry of the connection between local and client (as
-// getpeername reports the client once the module rewrote it).
+// getpeername reports the client once the module rewrote it), in the
+// network namespace the Client was dialed in. The module finds it by
+// address (a hash lookup), so its cost does not grow with the connections.
 func (c *Client) Lookup(local, client netip.AddrPort) (Entry, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.Bytes(attrLocal, encodeAddr(local))

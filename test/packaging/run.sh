@@ -397,6 +397,7 @@ step_host() {
 	eq "dkms status" "$(dkms status -m toa)" "toa/$V1, $KVER, x86_64: installed"
 	check "DKMS installed toa.ko in updates/dkms" test -f "/lib/modules/$KVER/updates/dkms/toa.ko"
 	check "its vermagic is $KVER's" sh -c "modinfo -F vermagic /lib/modules/$KVER/updates/dkms/toa.ko | grep -q '^$KVER '"
+	eq "its version is the package's" "$(modinfo -F version "/lib/modules/$KVER/updates/dkms/toa.ko" 2>&1)" "$V1"
 	check "a kernel without headers was skipped with a message" grep -q "kernel 0.0.0-realip-test-noheaders has no headers" <<<"$out"
 	check "realip-agent enabled (deb-systemd-helper, without a running systemd)" \
 		test -L /etc/systemd/system/multi-user.target.wants/realip-agent.service

@@ -632,8 +632,10 @@ func loadAndUnload(c *checker, l *lab, cfg *config) (int, error) {
 		}
 	}
 	c.check(wrong == 0, "load: getpeername() on every connection", "%d of %d wrong%s", wrong, len(hs), firstWrong)
-	ctl, err := toactl.Dial()
-	if err != nil {
+	// The module answers about the namespace of the asking socket: the
+	// origin's entries from inside the origin, none from the edge's.
+	var ctl *toactl.Client
+	if err := l.origin.Do(func() (err error) { ctl, err = toactl.Dial(); return err }); err != nil {
 		return len(hs), err
 	}
 	entries, err := ctl.Entries()
@@ -642,6 +644,18 @@ func loadAndUnload(c *checker, l *lab, cfg *config) (int, error) {
 	if err != nil || serr != nil {
 		return len(hs), errors.Join(err, serr)
 	}
+	var other []toactl.Entry
+	oerr := l.edge.Do(func() error {
+		ectl, err := toactl.Dial()
+		if err != nil {
+			return err
+		}
+		defer ectl.Close()
+		other, err = ectl.Entries()
+		return err
+	})
+	c.check(oerr == nil && len(other) == 0, "load: netlink entries per namespace",
+		"the edge's namespace sees %d of the origin's %d entries (%v)", len(other), len(entries), oerr)
 	byConn := map[[2]netip.AddrPort]toactl.Entry{}
 	for _, e := range entries {
 		byConn[[2]netip.AddrPort{e.Local, e.Client}] = e
