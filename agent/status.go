@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -124,7 +125,10 @@ func (a *Agent) statusControl(st *Status) *toactl.Config {
 	}
 	st.LiveEntries = live
 	ents, err := c.Entries()
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		errs = append(errs, errors.New("entries: listing them needs CAP_NET_ADMIN (run as root)"))
+	case err != nil:
 		errs = append(errs, fmt.Errorf("entries: %w", err))
 	}
 	for _, e := range ents {

@@ -84,8 +84,11 @@ func (c *relayConn) abort() {
 	c.upstream.Close()
 }
 
-// cut closes both connections the ordinary way (drain).
+// cut closes both connections the ordinary way (drain): marked aborted
+// first, so that the error the first Close wakes a direction with does not
+// turn the second one into a reset.
 func (c *relayConn) cut() {
+	c.aborted.Store(true)
 	c.client.Close()
 	c.upstream.Close()
 }

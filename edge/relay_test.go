@@ -212,15 +212,15 @@ func TestRelayIdleTimeout(t *testing.T) {
 
 // TestRelayOneWayTrickleIsNotIdle: a connection that carries a steady
 // trickle of bytes in one direction only is busy, not idle, and must not be
-// closed by the idle timeout. The trickle (a byte every 5ms) is 50 times
-// faster than the idle timeout (250ms) and lasts 6 idle periods; only a
-// stall of a quarter second between two writes could make a correct relay
+// closed by the idle timeout. The trickle (a byte every 5ms) is 200 times
+// faster than the idle timeout (1s) and lasts 6 idle periods; only a
+// stall of a second between two writes could make a correct relay
 // close it. After a burst the trickle flows inside a splice that reports
 // nothing to user space until its chunk is full: the sweeper must see it
 // all the same.
 func TestRelayOneWayTrickleIsNotIdle(t *testing.T) {
 	t.Parallel()
-	const idle = 250 * time.Millisecond
+	const idle = time.Second
 	const total = 6 * idle
 	for _, dir := range []string{"download", "upload"} {
 		for _, burst := range []int{0, 4 * smallBuf} {
@@ -314,7 +314,7 @@ func pattern(n, step int) []byte {
 // both ways and leaves the busy ones, whichever way they are busy.
 func TestConnTableSweep(t *testing.T) {
 	t.Parallel()
-	const idle = 200 * time.Millisecond
+	const idle = time.Second
 	table := newConnTable(idle)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
