@@ -113,6 +113,7 @@ void toa_table_exit(void);
 int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 		     const struct toa_addr *proxy, const struct toa_addr *local);
 bool toa_table_lookup(const struct sock *sk, struct toa_entry *out);
+bool toa_table_has(const struct sock *sk);
 bool toa_table_find(const struct net *net, const struct toa_addr *local,
 		    const struct toa_addr *client, struct toa_entry *out);
 void toa_table_remove(const struct sock *sk);

@@ -196,10 +196,27 @@ static int user_room(void)
 static int getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct getname_data *d = toa_ri_data(ri);
+	struct sock *sk;
 
 	d->sock = (struct socket *)toa_arg(regs, 0);
 	d->uaddr = (struct sockaddr *)toa_arg(regs, 1);
 	d->peer = (int)toa_arg(regs, 2);
+	/*
+	 * Decide here whether the call can need a rewrite: returning non-zero
+	 * skips the return half of the probe, so getsockname(), other
+	 * protocols and TCP sockets without an entry (nearly every call on a
+	 * busy machine) cost one lookup and no return trampoline, and use no
+	 * kretprobe instance (a call that finds none free is missed).
+	 */
+	sk = d->sock ? d->sock->sk : NULL;
+	if (!d->peer || !d->uaddr || !sk || sk->sk_protocol != IPPROTO_TCP) {
+		toa_count(TOA_GETNAME_TOA_BYPASS);
+		return 1;
+	}
+	if (!toa_table_has(sk)) {
+		toa_count(TOA_GETNAME_TOA_EMPTY);
+		return 1;
+	}
 	return 0;
 }
 
@@ -251,14 +268,10 @@ static int getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct toa_entry e;
 	struct sock *sk;
 
-	if (ret < 0 || !d->sock || !d->uaddr)
+	if (ret < 0)
 		return 0;
-	sk = d->sock->sk;
-	if (!d->peer || !sk || sk->sk_protocol != IPPROTO_TCP) {
-		toa_count(TOA_GETNAME_TOA_BYPASS);
-		return 0;
-	}
-	if (!toa_table_lookup(sk, &e) || !entry_matches(sk, &e)) {
+	sk = d->sock->sk; /* getname_entry checked sock, sk, peer and uaddr */
+	if (!sk || !toa_table_lookup(sk, &e) || !entry_matches(sk, &e)) {
 		toa_count(TOA_GETNAME_TOA_EMPTY);
 		return 0;
 	}

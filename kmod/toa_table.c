@@ -172,6 +172,25 @@ bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
 	return found;
 }
 
+/* toa_table_has reports whether sk has an entry. */
+bool toa_table_has(const struct sock *sk)
+{
+	struct toa_entry *e;
+	bool found = false;
+
+	if (!atomic_long_read(&toa_entries))
+		return false;
+	rcu_read_lock();
+	hlist_for_each_entry_rcu(e, &bucket_of(sk)->head, node) {
+		if (e->sk == sk) {
+			found = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
 /*
  * toa_table_find copies into out the entry of the connection in net whose
  * local address is local and whose client (as getpeername() reports it) is
