@@ -152,7 +152,7 @@ int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 	return 0;
 }
 
-/* toa_table_lookup copies the entry of sk into out. */
+/* toa_table_lookup copies the entry of sk into out, if out is not NULL. */
 bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
 {
 	struct toa_entry *e;
@@ -163,7 +163,8 @@ bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
 	rcu_read_lock();
 	hlist_for_each_entry_rcu(e, &bucket_of(sk)->head, node) {
 		if (e->sk == sk) {
-			*out = *e;
+			if (out)
+				*out = *e;
 			found = true;
 			break;
 		}
@@ -175,20 +176,7 @@ bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
 /* toa_table_has reports whether sk has an entry. */
 bool toa_table_has(const struct sock *sk)
 {
-	struct toa_entry *e;
-	bool found = false;
-
-	if (!atomic_long_read(&toa_entries))
-		return false;
-	rcu_read_lock();
-	hlist_for_each_entry_rcu(e, &bucket_of(sk)->head, node) {
-		if (e->sk == sk) {
-			found = true;
-			break;
-		}
-	}
-	rcu_read_unlock();
-	return found;
+	return toa_table_lookup(sk, NULL);
 }
 
 /*
