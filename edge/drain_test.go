@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -25,33 +23,7 @@ func TestShutdownDrain(t *testing.T) {
 	}{{"connection ends in time", false}, {"straggler cut", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			origin, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer origin.Close()
-			go func() {
-				for {
-					c, err := origin.Accept()
-					if err != nil {
-						return
-					}
-					go func() { defer c.Close(); io.Copy(c, c) }()
-				}
-			}()
-			port := freePort(t, "tcp")
-			path := filepath.Join(t.TempDir(), "rules.txt")
-			rule := fmt.Sprintf("tcp:%d 127.0.0.1 %d off off\n", port, origin.Addr().(*net.TCPAddr).Port)
-			if err := os.WriteFile(path, []byte(rule), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			s, err := New(Options{RulesPath: path, ListenIP: netip.MustParseAddr("127.0.0.1")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Start(); err != nil {
-				t.Fatal(err)
-			}
+			s, port := startEchoEdge(t, Options{})
 			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), waitTimeout)
 			if err != nil {
 				t.Fatal(err)

@@ -187,34 +187,8 @@ func TestReloadUnderTraffic(t *testing.T) {
 // checks that one more is closed at once and counted as conn_limit, and
 // that a slot freed by a closed connection serves the next client.
 func TestMaxTCPConns(t *testing.T) {
-	origin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer origin.Close()
-	go func() {
-		for {
-			c, err := origin.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	port := freePort(t, "tcp")
-	path := filepath.Join(t.TempDir(), "rules.txt")
-	rule := fmt.Sprintf("tcp:%d 127.0.0.1 %d off off\n", port, origin.Addr().(*net.TCPAddr).Port)
-	if err := os.WriteFile(path, []byte(rule), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	s, err := New(Options{RulesPath: path, ListenIP: netip.MustParseAddr("127.0.0.1"), MaxTCPConns: 2, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s, port := startEchoEdge(t, Options{MaxTCPConns: 2, Registerer: reg})
 	// A cleanup, not a defer: it runs after the clients' cleanups close
 	// their connections, which a drain waits for.
 	t.Cleanup(func() {
@@ -299,4 +273,41 @@ func gatheredErrors(t *testing.T, g prometheus.Gatherer, reason string) float64 
 		}
 	}
 	return sum
+}
+
+// startEchoEdge starts a Server on 127.0.0.1 with one TCP rule ("off"
+// mode) to a TCP echo origin, with opts for everything but the files and
+// the address; it returns the server and its forwarding port. The caller
+// shuts the server down; the origin closes with the test.
+func startEchoEdge(t *testing.T, opts Options) (*Server, uint16) {
+	t.Helper()
+	origin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Close() })
+	go func() {
+		for {
+			c, err := origin.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	port := freePort(t, "tcp")
+	opts.RulesPath = filepath.Join(t.TempDir(), "rules.txt")
+	opts.ListenIP = netip.MustParseAddr("127.0.0.1")
+	rule := fmt.Sprintf("tcp:%d 127.0.0.1 %d off off\n", port, origin.Addr().(*net.TCPAddr).Port)
+	if err := os.WriteFile(opts.RulesPath, []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return s, port
 }
