@@ -24,34 +24,8 @@ unit=realip-agent.service
 kver=$(uname -r)
 passed=0 failed=0
 
-ok() {
-	passed=$((passed + 1))
-	echo "ok   - $*"
-}
-bad() {
-	failed=$((failed + 1))
-	echo "FAIL - $*"
-}
-# check DESCRIPTION COMMAND...: one check, by the command's status.
-check() {
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-# eq DESCRIPTION GOT WANT
-eq() {
-	if [[ $2 == "$3" ]]; then ok "$1: $2"; else bad "$1: got '$2', want '$3'"; fi
-}
-# wait_for SECONDS COMMAND...: poll until COMMAND succeeds.
-wait_for() {
-	local n=$(($1 * 10))
-	shift
-	while ((n-- > 0)); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
+# shellcheck source=test/packaging/checks.sh
+. "$(dirname "$0")/checks.sh"
 # prefix TEXT: print stdin with TEXT before each line.
 prefix() {
 	local l

@@ -18,31 +18,8 @@ export DEBIAN_FRONTEND=noninteractive SYSTEMD_PAGER='' SYSTEMD_COLORS=0
 : "${V1:?}"
 unit=realip-edge.service
 passed=0 failed=0
-ok() {
-	passed=$((passed + 1))
-	echo "ok   - $*"
-}
-bad() {
-	failed=$((failed + 1))
-	echo "FAIL - $*"
-}
-check() {
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-eq() {
-	if [[ $2 == "$3" ]]; then ok "$1: $2"; else bad "$1: got '$2', want '$3'"; fi
-}
-wait_for() {
-	local n=$(($1 * 10))
-	shift
-	while ((n-- > 0)); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
+# shellcheck source=test/packaging/checks.sh
+. "$(dirname "$0")/checks.sh"
 active() { [[ $(systemctl is-active "$unit") == active ]]; }
 mainpid() { systemctl show -p MainPID --value "$unit"; }
 # listening PORT: a TCP socket listens on PORT (from /proc, no iproute2 here).

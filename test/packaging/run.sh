@@ -43,22 +43,8 @@ die() {
 	printf '%s: error: %s\n' "$PROG" "$*" >&2
 	exit 1
 }
-ok() {
-	passed=$((passed + 1))
-	echo "ok   - $*"
-}
-bad() {
-	failed=$((failed + 1))
-	echo "FAIL - $*"
-}
-check() {
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-eq() {
-	if [[ $2 == "$3" ]]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi
-}
+# shellcheck source=test/packaging/checks.sh
+. "$REPO/test/packaging/checks.sh"
 # same DESCRIPTION GOT WANT: multi-line values, a diff when they differ.
 same() {
 	if [[ $2 == "$3" ]]; then
@@ -455,7 +441,8 @@ step_vm() {
 		"$OUT/realip-agent_${V1}-1_amd64.deb" "$OUT/v2/realip-agent_${V2}-1_amd64.deb" \
 		"$OUT/realip-edge_${V1}-1_amd64.deb" "$OUT/example-whoami" "$OUT/example-probe" \
 		"$ko:/lib/modules/$KVER/updates/dkms/toa.ko" \
-		"$REPO/test/packaging/guest-agent.sh" "$REPO/test/packaging/guest-edge.sh"; then
+		"$REPO/test/packaging/guest-agent.sh" "$REPO/test/packaging/guest-edge.sh" \
+		"$REPO/test/packaging/checks.sh"; then
 		ok "vm: systemd guest on $KVER passed ($(since "$t0")s)"
 	else
 		bad "vm: systemd guest on $KVER failed (console: $OUT/vm.log)"
