@@ -311,8 +311,8 @@ var toaRowHelp = map[string]string{
 	"syn_recv_sock_no_toa":     "Handshakes completed without a TOA option.",
 	"getname_toa_ok":           "getpeername()/accept() calls answered with the TOA client address.",
 	"getname_toa_mismatch":     "getpeername() calls whose buffer could not hold the TOA address family.",
-	"getname_toa_bypass":       "getname calls passed through unchanged (own address, or not TCP).",
-	"getname_toa_empty":        "getpeername() calls on TCP sockets the module holds no TOA entry for.",
+	"getname_toa_bypass":       "getname calls on taken-over sockets passed through unchanged (own address, or an error).",
+	"getname_toa_empty":        "getpeername()/accept() calls on taken-over sockets of connections without TOA.",
 	"ip6_address_alloc":        "TOA address entries allocated.",
 	"ip6_address_free":         "TOA address entries freed.",
 	"syn_recv_sock_untrusted":  "TOA options ignored because the sender is not a trusted prefix.",
@@ -320,4 +320,5 @@ var toaRowHelp = map[string]string{
 	"syn_recv_sock_from_syn":   "TOA addresses taken from the SYN because the handshake ACK had none.",
 	"alloc_failed":             "TOA entries that could not be allocated.",
 	"probe_missed":             "Kernel probe hits missed (the module could not see those handshakes).",
+	"listeners_taken_over":     "TCP listening sockets whose getname the module took over (at listen(), or at their first TOA handshake).",
 }

@@ -99,7 +99,7 @@ func TestParseSeedSample(t *testing.T) {
 func TestCollectSeedSample(t *testing.T) {
 	c := newTestCollector(t, "testdata/seed", false)
 	want := `
-# HELP realip_toa_getname_toa_empty_total getpeername() calls on TCP sockets the module holds no TOA entry for. Summed over CPUs.
+# HELP realip_toa_getname_toa_empty_total getpeername()/accept() calls on taken-over sockets of connections without TOA. Summed over CPUs.
 # TYPE realip_toa_getname_toa_empty_total counter
 realip_toa_getname_toa_empty_total 25654
 # HELP realip_toa_ip6_address_alloc_total TOA address entries allocated. Summed over CPUs.
@@ -147,7 +147,7 @@ realip_toa_syn_recv_sock_toa_total 1723
 func TestCollectOneCPU(t *testing.T) {
 	c := newTestCollector(t, "testdata/onecpu", false)
 	want := `
-# HELP realip_toa_getname_toa_bypass_total getname calls passed through unchanged (own address, or not TCP). Summed over CPUs.
+# HELP realip_toa_getname_toa_bypass_total getname calls on taken-over sockets passed through unchanged (own address, or an error). Summed over CPUs.
 # TYPE realip_toa_getname_toa_bypass_total counter
 realip_toa_getname_toa_bypass_total 11
 # HELP realip_toa_ip6_addresses_in_use TOA address entries held by the module: ip6_address_alloc minus ip6_address_free.
@@ -160,7 +160,7 @@ realip_toa_ip6_addresses_in_use 2
 	}
 	pc := newTestCollector(t, "testdata/onecpu", true)
 	want = `
-# HELP realip_toa_getname_toa_bypass_total getname calls passed through unchanged (own address, or not TCP). Per CPU.
+# HELP realip_toa_getname_toa_bypass_total getname calls on taken-over sockets passed through unchanged (own address, or an error). Per CPU.
 # TYPE realip_toa_getname_toa_bypass_total counter
 realip_toa_getname_toa_bypass_total{cpu="0"} 11
 `

@@ -17,6 +17,8 @@
 #include <linux/version.h>
 #include <linux/kprobes.h>
 #include <linux/ptrace.h>
+#include <linux/rcupdate.h>
+#include <linux/rcupdate_wait.h>
 
 #if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)
 #error "toa.ko needs Linux 5.10 or later"
@@ -27,6 +29,23 @@ static inline unsigned long toa_arg(struct pt_regs *regs, unsigned int n)
 {
 	return regs_get_kernel_argument(regs, n);
 }
+
+/*
+ * toa_sync_tasks waits until no task can be running, or about to run, code
+ * it reached through a function pointer it read before the call (the
+ * module's getname, on unload). With preemption that is what tasks RCU is
+ * for (a task preempted between loading the pointer and the call holds it
+ * up); without preemption an ordinary grace period is enough, since the
+ * module's getname never sleeps. Debian's amd64 kernels from 6.1 on are
+ * preemptible (PREEMPT_DYNAMIC); 5.10 and the arm64 6.1 and 6.12 are not.
+ */
+#if defined(CONFIG_TASKS_RCU)
+#define toa_sync_tasks() synchronize_rcu_tasks()
+#elif defined(CONFIG_PREEMPTION)
+#error "toa.ko needs CONFIG_TASKS_RCU on a preemptible kernel"
+#else
+#define toa_sync_tasks() synchronize_rcu()
+#endif
 
 /* The handler's view of a kretprobe's per-instance data. */
 #define toa_ri_data(ri) ((void *)(ri)->data)

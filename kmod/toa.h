@@ -56,6 +56,7 @@ enum toa_counter {
 	TOA_SYN_RECV_SOCK_FROM_SYN,
 	TOA_ALLOC_FAILED,
 	TOA_PROBE_MISSED,
+	TOA_LISTENERS_TAKEN_OVER,
 	TOA_NR_COUNTERS,
 };
 
@@ -112,8 +113,7 @@ int toa_table_init(void);
 void toa_table_exit(void);
 int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 		     const struct toa_addr *proxy, const struct toa_addr *local);
-bool toa_table_lookup(const struct sock *sk, struct toa_entry *out);
-bool toa_table_has(const struct sock *sk);
+bool toa_table_lookup(const struct sock *sk, struct toa_addr *client, struct toa_addr *proxy);
 bool toa_table_find(const struct net *net, const struct toa_addr *local,
 		    const struct toa_addr *client, struct toa_entry *out);
 void toa_table_remove(const struct sock *sk);
@@ -125,6 +125,17 @@ long toa_table_count(void);
 int toa_hooks_init(void);
 void toa_hooks_exit(void);
 unsigned long toa_hooks_missed(void);
+bool toa_getname_answer(struct socket *sock, struct sockaddr *uaddr, int peer, int *len);
+
+/* toa_ops.c */
+int toa_ops_init(void);
+void toa_ops_free(void);
+void toa_ops_exit(void);
+void toa_ops_listen(struct socket *sock);
+void toa_ops_adopt_listener(const struct sock *listener);
+void toa_ops_before_ulp(struct sock *sk);
+void toa_ops_mptcp_accepted(struct socket *sock, struct socket *newsock);
+bool toa_ops_have_mptcp(void);
 
 /* toa_proc.c */
 int toa_proc_init(void);

@@ -7,10 +7,20 @@
  *  - tcp_v4_syn_recv_sock / tcp_v6_syn_recv_sock (kretprobes): the child
  *    socket of a completed handshake is the return value; the segment that
  *    completed it (the handshake ACK, also with syncookies) is the second
- *    argument, the request the third. The option is taken from the ACK, or
- *    from the SYN when the listener saved it (TCP_SAVE_SYN).
- *  - inet_getname / inet6_getname (kretprobes): getpeername() and accept()
- *    get the client instead of the edge.
+ *    argument, the request the third, the listener the first. The option is
+ *    taken from the ACK, or from the SYN when the listener saved it
+ *    (TCP_SAVE_SYN).
+ *  - inet_listen, mptcp_listen (kprobes): a TCP or MPTCP listener gets the
+ *    module's getname (see toa_ops.c); so does a TCP one that predates the
+ *    module, at its first TOA handshake. getpeername() and accept() on the
+ *    sockets it accepts then get the client instead of the edge
+ *    (toa_getname_answer).
+ *  - mptcp_stream_accept (kretprobe): a socket accepted on an MPTCP
+ *    listener that fell back to TCP gets the module's getname again (the
+ *    MPTCP layer gives it the kernel's TCP table); an MPTCP listener that
+ *    predates the module is taken over.
+ *  - tcp_set_ulp (kprobe): a socket gets the kernel's getname back before an
+ *    upper-layer protocol copies its ops (toa_ops.c).
  *  - tcp_v4_destroy_sock (kprobe): every TCP socket, IPv4 or IPv6, passes
  *    here when it is destroyed; its entry is freed.
  */
@@ -30,15 +40,15 @@
 /* Enough instances for every CPU to be inside a hook a few times over. */
 #define TOA_MAXACTIVE_PER_CPU 16
 
-struct syn_recv_data {
-	struct sk_buff *skb;
-	struct request_sock *req;
+struct accept_data {
+	struct socket *sock;
+	struct socket *newsock;
 };
 
-struct getname_data {
-	struct socket *sock;
-	struct sockaddr *uaddr;
-	int peer;
+struct syn_recv_data {
+	const struct sock *listener;
+	struct sk_buff *skb;
+	struct request_sock *req;
 };
 
 static void addr_from_v4(struct toa_addr *a, __be32 ip, __be16 port)
@@ -92,8 +102,12 @@ static int saved_syn_option(const struct request_sock *req, const struct toa_con
 	return toa_parse_options((const u8 *)(th + 1), len, cfg, client);
 }
 
-/* record handles a completed handshake: child is the new socket. */
-static void record(const struct sock *child, struct sk_buff *skb, struct request_sock *req)
+/*
+ * record handles a completed handshake on listener: child is the new
+ * socket.
+ */
+static void record(const struct sock *listener, const struct sock *child, struct sk_buff *skb,
+		   struct request_sock *req)
 {
 	const struct toa_config *cfg;
 	struct toa_addr client, proxy, local;
@@ -130,12 +144,16 @@ static void record(const struct sock *child, struct sk_buff *skb, struct request
 	}
 	if (toa_table_insert(child, &client, &proxy, &local) == 0)
 		toa_count(TOA_SYN_RECV_SOCK_TOA);
+	/* Before the child is queued for accept(). */
+	if (listener)
+		toa_ops_adopt_listener(listener);
 }
 
 static int syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct syn_recv_data *d = toa_ri_data(ri);
 
+	d->listener = (const struct sock *)toa_arg(regs, 0);
 	d->skb = (struct sk_buff *)toa_arg(regs, 1);
 	d->req = (struct request_sock *)toa_arg(regs, 2);
 	return 0;
@@ -147,7 +165,7 @@ static int syn_recv4_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct sock *child = (struct sock *)regs_return_value(regs);
 
 	if (child && d->skb)
-		record(child, d->skb, d->req);
+		record(d->listener, child, d->skb, d->req);
 	return 0;
 }
 
@@ -158,7 +176,7 @@ static int syn_recv6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 
 	/* An IPv4 segment on an IPv6 listener went through the IPv4 hook. */
 	if (child && d->skb && d->skb->protocol != htons(ETH_P_IP))
-		record(child, d->skb, d->req);
+		record(d->listener, child, d->skb, d->req);
 	return 0;
 }
 
@@ -193,33 +211,6 @@ static int user_room(void)
 	return len;
 }
 
-static int getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
-{
-	struct getname_data *d = toa_ri_data(ri);
-	struct sock *sk;
-
-	d->sock = (struct socket *)toa_arg(regs, 0);
-	d->uaddr = (struct sockaddr *)toa_arg(regs, 1);
-	d->peer = (int)toa_arg(regs, 2);
-	/*
-	 * Decide here whether the call can need a rewrite: returning non-zero
-	 * skips the return half of the probe, so getsockname(), other
-	 * protocols and TCP sockets without an entry (nearly every call on a
-	 * busy machine) cost one lookup and no return trampoline, and use no
-	 * kretprobe instance (a call that finds none free is missed).
-	 */
-	sk = d->sock ? d->sock->sk : NULL;
-	if (!d->peer || !d->uaddr || !sk || sk->sk_protocol != IPPROTO_TCP) {
-		toa_count(TOA_GETNAME_TOA_BYPASS);
-		return 1;
-	}
-	if (!toa_table_has(sk)) {
-		toa_count(TOA_GETNAME_TOA_EMPTY);
-		return 1;
-	}
-	return 0;
-}
-
 static int put_sin(struct sockaddr *uaddr, const struct toa_addr *a)
 {
 	struct sockaddr_in *sin = (struct sockaddr_in *)uaddr;
@@ -243,52 +234,68 @@ static int put_sin6(struct sockaddr *uaddr, const struct toa_addr *a)
 }
 
 /*
- * entry_matches checks that the entry still describes sk: its peer must be
- * the proxy the option came from. It guards against an entry left by a
+ * entry_matches checks that an entry still describes sk: its peer must be
+ * proxy, where the option came from. It guards against an entry left by a
  * socket whose destruction was missed (a reset racing the handshake) being
  * read for a new socket at the same address.
  */
-static bool entry_matches(const struct sock *sk, const struct toa_entry *e)
+static bool entry_matches(const struct sock *sk, const struct toa_addr *proxy)
 {
-	if (sk->sk_dport != e->proxy.port)
+	if (sk->sk_dport != proxy->port)
 		return false;
-	if (e->proxy.family == AF_INET)
-		return sk->sk_daddr == e->proxy.addr.s6_addr32[3];
+	if (proxy->family == AF_INET)
+		return sk->sk_daddr == proxy->addr.s6_addr32[3];
 #if IS_ENABLED(CONFIG_IPV6)
-	return ipv6_addr_equal(&sk->sk_v6_daddr, &e->proxy.addr);
+	return ipv6_addr_equal(&sk->sk_v6_daddr, &proxy->addr);
 #else
 	return false;
 #endif
 }
 
-static int getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+/*
+ * peer_connected is the condition under which the kernel's getname answers
+ * a peer query (else it says ENOTCONN, and is left to say so).
+ */
+static bool peer_connected(const struct sock *sk, int peer)
 {
-	struct getname_data *d = toa_ri_data(ri);
-	long ret = (long)regs_return_value(regs);
-	struct toa_entry e;
-	struct sock *sk;
+	if (!inet_sk(sk)->inet_dport)
+		return false;
+	return !(((1 << sk->sk_state) & (TCPF_CLOSE | TCPF_SYN_SENT)) && peer == 1);
+}
 
-	if (ret < 0)
-		return 0;
-	sk = d->sock->sk; /* getname_entry checked sock, sk, peer and uaddr */
-	if (!sk || !toa_table_lookup(sk, &e) || !entry_matches(sk, &e)) {
-		toa_count(TOA_GETNAME_TOA_EMPTY);
-		return 0;
+/*
+ * toa_getname_answer is the module's getname on the sockets of listeners it
+ * took over (toa_ops.c): a peer query on a connection that carried TOA is
+ * answered with the client, and *len is what getname returns. False for
+ * every other call, which the kernel's getname answers: the module's answer
+ * replaces the kernel's whole, so the kernel's is not computed first.
+ */
+bool toa_getname_answer(struct socket *sock, struct sockaddr *uaddr, int peer, int *len)
+{
+	struct toa_addr client, proxy;
+	struct sock *sk = sock->sk;
+
+	if (!peer || !sk || !peer_connected(sk, peer)) {
+		toa_count(TOA_GETNAME_TOA_BYPASS);
+		return false;
 	}
-	if (d->uaddr->sa_family == AF_INET6) {
-		ret = put_sin6(d->uaddr, &e.client);
-	} else if (e.client.family == AF_INET) {
-		ret = put_sin(d->uaddr, &e.client);
+	if (!toa_table_lookup(sk, &client, &proxy) || !entry_matches(sk, &proxy)) {
+		toa_count(TOA_GETNAME_TOA_EMPTY);
+		return false;
+	}
+	if (sk->sk_family == AF_INET6) {
+		*len = put_sin6(uaddr, &client);
+	} else if (client.family == AF_INET) {
+		*len = put_sin(uaddr, &client);
 	} else if (user_room() >= (int)sizeof(struct sockaddr_in6)) {
 		/* An IPv6 client on an IPv4 socket, and room for it (NAT64). */
-		ret = put_sin6(d->uaddr, &e.client);
+		*len = put_sin6(uaddr, &client);
 	} else {
 		toa_count(TOA_GETNAME_TOA_MISMATCH);
-		return 0;
+		return false;
 	}
-	regs_set_return_value(regs, ret);
 	toa_count(TOA_GETNAME_TOA_OK);
-	return 0;
+	return true;
 }
 
 static int destroy_pre(struct kprobe *kp, struct pt_regs *regs)
@@ -311,22 +318,60 @@ static struct kretprobe syn_recv6_probe = {
 	.data_size = sizeof(struct syn_recv_data),
 };
 
-static struct kretprobe getname4_probe = {
-	.kp.symbol_name = "inet_getname",
-	.entry_handler = getname_entry,
-	.handler = getname_ret,
-	.data_size = sizeof(struct getname_data),
-};
-
-static struct kretprobe getname6_probe = {
-	.kp.symbol_name = "inet6_getname",
-	.entry_handler = getname_entry,
-	.handler = getname_ret,
-	.data_size = sizeof(struct getname_data),
-};
-
 static struct kretprobe *toa_kretprobes[] = {
-	&syn_recv4_probe, &syn_recv6_probe, &getname4_probe, &getname6_probe,
+	&syn_recv4_probe, &syn_recv6_probe,
+};
+
+static int mptcp_accept_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct accept_data *d = toa_ri_data(ri);
+
+	d->sock = (struct socket *)toa_arg(regs, 0);
+	d->newsock = (struct socket *)toa_arg(regs, 1);
+	return 0;
+}
+
+static int mptcp_accept_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct accept_data *d = toa_ri_data(ri);
+
+	if ((long)regs_return_value(regs) == 0)
+		toa_ops_mptcp_accepted(d->sock, d->newsock);
+	return 0;
+}
+
+static struct kretprobe mptcp_accept_probe = {
+	.kp.symbol_name = "mptcp_stream_accept",
+	.entry_handler = mptcp_accept_entry,
+	.handler = mptcp_accept_ret,
+	.data_size = sizeof(struct accept_data),
+};
+
+static int listen_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	toa_ops_listen((struct socket *)toa_arg(regs, 0));
+	return 0;
+}
+
+static int ulp_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	toa_ops_before_ulp((struct sock *)toa_arg(regs, 0));
+	return 0;
+}
+
+static struct kprobe listen_probe = {
+	.symbol_name = "inet_listen",
+	.pre_handler = listen_pre,
+};
+
+static struct kprobe mptcp_listen_probe = {
+	.symbol_name = "mptcp_listen",
+	.pre_handler = listen_pre,
+};
+
+static struct kprobe ulp_probe = {
+	.symbol_name = "tcp_set_ulp",
+	.pre_handler = ulp_pre,
 };
 
 static struct kprobe destroy_probe = {
@@ -334,41 +379,111 @@ static struct kprobe destroy_probe = {
 	.pre_handler = destroy_pre,
 };
 
+/* mptcp_hooks_init hooks MPTCP listeners, where the kernel has them. */
+static int mptcp_hooks_init(void)
+{
+	int err;
+
+	if (!toa_ops_have_mptcp())
+		return 0;
+	/* A thread blocked in accept() holds an instance until it returns. */
+	mptcp_accept_probe.maxactive = 4 * TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
+	err = register_kretprobe(&mptcp_accept_probe);
+	if (err) {
+		pr_err("toa: kretprobe on %s: %d\n", mptcp_accept_probe.kp.symbol_name, err);
+		return err;
+	}
+	err = register_kprobe(&mptcp_listen_probe);
+	if (err) {
+		pr_err("toa: kprobe on %s: %d\n", mptcp_listen_probe.symbol_name, err);
+		unregister_kretprobe(&mptcp_accept_probe);
+		return err;
+	}
+	return 0;
+}
+
+static void mptcp_hooks_exit(void)
+{
+	if (!toa_ops_have_mptcp())
+		return;
+	unregister_kprobe(&mptcp_listen_probe);
+	unregister_kretprobe(&mptcp_accept_probe);
+}
+
 /*
  * The destroy hook goes in first and comes out last, so no entry can be
- * created for a socket whose destruction would be missed.
+ * created for a socket whose destruction would be missed; the ULP hook
+ * goes in before anything can take a socket over and comes out after the
+ * module's getname is gone from every table.
  */
 int toa_hooks_init(void)
 {
 	unsigned int i;
 	int err;
 
+	err = toa_ops_init();
+	if (err)
+		return err;
 	err = register_kprobe(&destroy_probe);
 	if (err) {
 		pr_err("toa: kprobe on %s: %d\n", destroy_probe.symbol_name, err);
-		return err;
+		goto out_ops;
+	}
+	err = register_kprobe(&ulp_probe);
+	if (err) {
+		pr_err("toa: kprobe on %s: %d\n", ulp_probe.symbol_name, err);
+		goto out_destroy;
 	}
 	for (i = 0; i < ARRAY_SIZE(toa_kretprobes); i++)
 		toa_kretprobes[i]->maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
 	err = register_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
 	if (err) {
-		pr_err("toa: kretprobes (tcp_v{4,6}_syn_recv_sock, inet{,6}_getname): %d\n", err);
-		unregister_kprobe(&destroy_probe);
-		return err;
+		pr_err("toa: kretprobes on tcp_v{4,6}_syn_recv_sock: %d\n", err);
+		goto out_ulp;
+	}
+	/* From here on sockets may hold the module's tables. */
+	err = mptcp_hooks_init();
+	if (err)
+		goto out_syn_recv;
+	err = register_kprobe(&listen_probe);
+	if (err) {
+		pr_err("toa: kprobe on %s: %d\n", listen_probe.symbol_name, err);
+		mptcp_hooks_exit();
+		goto out_syn_recv;
 	}
 	return 0;
+
+out_syn_recv:
+	unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
+	toa_ops_exit();
+	unregister_kprobe(&ulp_probe);
+	unregister_kprobe(&destroy_probe);
+	return err;
+out_ulp:
+	unregister_kprobe(&ulp_probe);
+out_destroy:
+	unregister_kprobe(&destroy_probe);
+out_ops:
+	toa_ops_free();
+	return err;
 }
 
 void toa_hooks_exit(void)
 {
+	unregister_kprobe(&listen_probe);
+	mptcp_hooks_exit();
 	unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
+	toa_ops_exit();
+	unregister_kprobe(&ulp_probe);
 	unregister_kprobe(&destroy_probe);
 }
 
 /* toa_hooks_missed is how many hook runs were missed for lack of instances. */
 unsigned long toa_hooks_missed(void)
 {
-	unsigned long n = destroy_probe.nmissed;
+	unsigned long n = destroy_probe.nmissed + listen_probe.nmissed + ulp_probe.nmissed +
+			  mptcp_listen_probe.nmissed + mptcp_accept_probe.nmissed +
+			  mptcp_accept_probe.kp.nmissed;
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(toa_kretprobes); i++)

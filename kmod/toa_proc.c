@@ -27,6 +27,7 @@ const char *const toa_counter_names[TOA_NR_COUNTERS] = {
 	[TOA_SYN_RECV_SOCK_FROM_SYN] = "syn_recv_sock_from_syn",
 	[TOA_ALLOC_FAILED] = "alloc_failed",
 	[TOA_PROBE_MISSED] = "probe_missed",
+	[TOA_LISTENERS_TAKEN_OVER] = "listeners_taken_over",
 };
 
 DEFINE_PER_CPU(struct toa_stats, toa_stats);

@@ -152,8 +152,8 @@ int toa_table_insert(const struct sock *sk, const struct toa_addr *client,
 	return 0;
 }
 
-/* toa_table_lookup copies the entry of sk into out, if out is not NULL. */
-bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
+/* toa_table_lookup copies the client and proxy of sk's entry, if it has one. */
+bool toa_table_lookup(const struct sock *sk, struct toa_addr *client, struct toa_addr *proxy)
 {
 	struct toa_entry *e;
 	bool found = false;
@@ -163,20 +163,14 @@ bool toa_table_lookup(const struct sock *sk, struct toa_entry *out)
 	rcu_read_lock();
 	hlist_for_each_entry_rcu(e, &bucket_of(sk)->head, node) {
 		if (e->sk == sk) {
-			if (out)
-				*out = *e;
+			*client = e->client;
+			*proxy = e->proxy;
 			found = true;
 			break;
 		}
 	}
 	rcu_read_unlock();
 	return found;
-}
-
-/* toa_table_has reports whether sk has an entry. */
-bool toa_table_has(const struct sock *sk)
-{
-	return toa_table_lookup(sk, NULL);
 }
 
 /*
