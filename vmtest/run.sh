@@ -10,6 +10,8 @@
 #   --cmd CMD  run in the guest by sh -c, in /test (default: /test/run-in-vm)
 #   --kmod M   also load module M (and its dependencies) from the kernel's
 #              own modules at boot; repeatable. veth is always loaded.
+#   --kmod-if-any M  the same, for a module the kernel may not have (a
+#              kernel built without it boots without it)
 #   --env K=V  set in the test's environment; repeatable
 #   --timeout S  seconds before the VM is killed (default 300)
 #   --mem SIZE   guest memory (default 1G); --smp N: CPUs (default 2)
@@ -32,11 +34,12 @@ PROG=run
 . "$(dirname "$0")/lib.sh"
 
 cmd=/test/run-in-vm timeout_s=300 mem=1G smp=2 append='' allow_taint=0x3000 logfile='' verbose=0
-kmods=(veth) envs=()
+kmods=(veth) optional_kmods=() envs=()
 while (($#)); do
 	case $1 in
 	--cmd) cmd=${2:?--cmd needs a value}; shift 2 ;;
 	--kmod) kmods+=("${2:?--kmod needs a value}"); shift 2 ;;
+	--kmod-if-any) optional_kmods+=("${2:?--kmod-if-any needs a value}"); shift 2 ;;
 	--env) envs+=("${2:?--env needs K=V}"); shift 2 ;;
 	--timeout) timeout_s=${2:?}; shift 2 ;;
 	--mem) mem=${2:?}; shift 2 ;;
@@ -107,6 +110,12 @@ moddir=$KDIR/${MODDIR:?} # MODDIR, KVER, VMLINUZ: from vmtest.env
 gmoddir=/lib/modules/$KVER
 declare -A done_mods=()
 load_order=()
+# has_kmod NAME: whether the kernel has NAME, as a module or built in.
+has_kmod() {
+	local pat=${1//[-_]/[-_]}
+	grep -Eq "/${pat}\.ko(\.[a-z]+)?\$" "$moddir/modules.builtin" 2>/dev/null ||
+		[[ -n $(find "$moddir/kernel" -name "$pat.ko" -o -name "$pat.ko.*" | head -n 1) ]]
+}
 # add_kmod NAME: copy NAME.ko (decompressed) and its dependencies.
 add_kmod() {
 	local name=$1 pat file rel dep deps
@@ -135,6 +144,9 @@ add_kmod() {
 }
 for m in "${kmods[@]}"; do
 	add_kmod "$m"
+done
+for m in "${optional_kmods[@]}"; do
+	if has_kmod "$m"; then add_kmod "$m"; fi
 done
 printf '%s\n' "${load_order[@]}" >"$ir/etc/vmtest/modules"
 

@@ -62,6 +62,7 @@ fi
 echo "toa.sh: test programs built in $(since "$t0")s"
 
 status=0
+boot_opts=() # more run.sh options for the next boot
 # boot NAME ALIAS TIMEOUT PATTERN CMD FILE...: one run.sh boot, its
 # result lines prefixed with NAME ALIAS.
 boot() {
@@ -69,7 +70,7 @@ boot() {
 	shift 5
 	log="$work/$alias-$name.log"
 	t=$(now)
-	if "$here/run.sh" --timeout "$timeout" --log "$log" --cmd "$cmd" "$alias" -- "$@"; then
+	if "$here/run.sh" "${boot_opts[@]}" --timeout "$timeout" --log "$log" --cmd "$cmd" "$alias" -- "$@"; then
 		grep -E "$pattern" "$log" | sed "s/^/$name $alias: /"
 		echo "$name $alias: passed in $(since "$t")s"
 	else
@@ -84,7 +85,9 @@ for alias in "$@"; do
 	t=$(now)
 	"$here/build-module.sh" "$alias" "$root/kmod" "$work/toa.ko"
 	echo "toa.sh: toa.ko for $alias built in $(since "$t")s"
+	boot_opts=(--kmod-if-any tls) # toacheck attaches kTLS to a taken-over socket
 	boot toa "$alias" 240 '^(ok|FAIL) ' "/test/toacheck /test/toa.ko" "$work/toacheck" "$work/toa.ko"
+	boot_opts=()
 	if ((multihost)); then
 		cp "$work/toa.ko" "$work/mh/toa.ko"
 		boot multihost "$alias" 600 '^(ok|FAIL|info) ' "/test/multihost -conns $conns" "$work/mh"

@@ -46,6 +46,11 @@ func main() {
 }
 
 func run(c *checker, module string) error {
+	olds, err := openOldListeners()
+	if err != nil {
+		return err
+	}
+	defer closeOldListeners(olds)
 	if err := load(module, "trusted=127.0.0.0/8,::1/128"); err != nil {
 		return err
 	}
@@ -74,6 +79,8 @@ func run(c *checker, module string) error {
 	}
 	checkListener(c, sender)
 	checkUntrusted(c, sender)
+	keep = append(keep, checkOldListeners(c, sender, olds)...)
+	keep = append(keep, checkKTLS(c, sender)...)
 	checkStats(c)
 
 	// Unload while the connections above are still open.
@@ -84,7 +91,11 @@ func run(c *checker, module string) error {
 	for _, k := range keep {
 		k.Close()
 	}
-	return checkFreedInLog(c)
+	if err := checkFreedInLog(c); err != nil {
+		return err
+	}
+	checkKTLSAfterUnload(c)
+	return checkReload(c, sender, module, olds)
 }
 
 func load(path, params string) error {
