@@ -32,12 +32,13 @@ static inline unsigned long toa_arg(struct pt_regs *regs, unsigned int n)
 
 /*
  * toa_sync_tasks waits until no task can be running, or about to run, code
- * it reached through a function pointer it read before the call (the
- * module's getname, on unload). With preemption that is what tasks RCU is
- * for (a task preempted between loading the pointer and the call holds it
- * up); without preemption an ordinary grace period is enough, since the
- * module's getname never sleeps. Debian's amd64 kernels from 6.1 on are
- * preemptible (PREEMPT_DYNAMIC); 5.10 and the arm64 6.1 and 6.12 are not.
+ * that does not sleep and that it reached through a function pointer read
+ * before the call (the module's getname, on unload; where it calls the
+ * kernel's, which may sleep, SRCU covers it: toa_ops.c). With preemption
+ * that is what tasks RCU is for (a task preempted between loading the
+ * pointer and the call holds it up); without preemption an ordinary grace
+ * period is enough. Debian's amd64 kernels from 6.1 on are preemptible
+ * (PREEMPT_DYNAMIC); 5.10 and the arm64 6.1 and 6.12 are not.
  */
 #if defined(CONFIG_TASKS_RCU)
 #define toa_sync_tasks() synchronize_rcu_tasks()

@@ -131,11 +131,13 @@ bool toa_getname_answer(struct socket *sock, struct sockaddr *uaddr, int peer, i
 int toa_ops_init(void);
 void toa_ops_free(void);
 void toa_ops_exit(void);
-void toa_ops_listen(struct socket *sock);
+void toa_ops_listening(struct socket *sock);
 void toa_ops_adopt_listener(const struct sock *listener);
-void toa_ops_before_ulp(struct sock *sk);
+int toa_ops_before_ulp(struct sock *sk);
+void toa_ops_ulp_failed(struct sock *sk, int i);
 void toa_ops_mptcp_accepted(struct socket *sock, struct socket *newsock);
 bool toa_ops_have_mptcp(void);
+void toa_ops_drop_mptcp(void);
 
 /* toa_proc.c */
 int toa_proc_init(void);

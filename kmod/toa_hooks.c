@@ -10,17 +10,18 @@
  *    argument, the request the third, the listener the first. The option is
  *    taken from the ACK, or from the SYN when the listener saved it
  *    (TCP_SAVE_SYN).
- *  - inet_listen, mptcp_listen (kprobes): a TCP or MPTCP listener gets the
- *    module's getname (see toa_ops.c); so does a TCP one that predates the
- *    module, at its first TOA handshake. getpeername() and accept() on the
- *    sockets it accepts then get the client instead of the edge
- *    (toa_getname_answer).
+ *  - inet_csk_listen_start, mptcp_listen (kretprobes): a TCP or MPTCP
+ *    listener gets the module's getname once listen() succeeded (see
+ *    toa_ops.c); so does a TCP one that predates the module, at its first
+ *    TOA handshake. getpeername() and accept() on the sockets it accepts
+ *    then get the client instead of the edge (toa_getname_answer).
  *  - mptcp_stream_accept (kretprobe): a socket accepted on an MPTCP
  *    listener that fell back to TCP gets the module's getname again (the
  *    MPTCP layer gives it the kernel's TCP table); an MPTCP listener that
  *    predates the module is taken over.
- *  - tcp_set_ulp (kprobe): a socket gets the kernel's getname back before an
- *    upper-layer protocol copies its ops (toa_ops.c).
+ *  - tcp_set_ulp (kretprobe): a socket gets the kernel's getname back
+ *    before kTLS or espintcp copies its ops, and again the module's when
+ *    the upper layer was refused (toa_ops.c).
  *  - tcp_v4_destroy_sock (kprobe): every TCP socket, IPv4 or IPv6, passes
  *    here when it is destroyed; its entry is freed.
  */
@@ -322,6 +323,29 @@ static struct kretprobe *toa_kretprobes[] = {
 	&syn_recv4_probe, &syn_recv6_probe,
 };
 
+/* listen_entry keeps the first argument: the sock (inet_csk_listen_start) or socket (mptcp_listen). */
+static int listen_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	*(void **)toa_ri_data(ri) = (void *)toa_arg(regs, 0);
+	return 0;
+}
+
+static int tcp_listen_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct sock *sk = *(struct sock **)toa_ri_data(ri);
+
+	if ((long)regs_return_value(regs) == 0 && sk)
+		toa_ops_listening(READ_ONCE(sk->sk_socket));
+	return 0;
+}
+
+static int mptcp_listen_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	if ((long)regs_return_value(regs) == 0)
+		toa_ops_listening(*(struct socket **)toa_ri_data(ri));
+	return 0;
+}
+
 static int mptcp_accept_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct accept_data *d = toa_ri_data(ri);
@@ -340,6 +364,52 @@ static int mptcp_accept_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	return 0;
 }
 
+struct ulp_data {
+	struct sock *sk;
+	int restored; /* toa_ops_before_ulp's answer */
+};
+
+/*
+ * ulp_entry: tcp_set_ulp(sk, name) is about to attach an upper-layer
+ * protocol; the ones that copy the socket's ops (tls, espintcp) get the
+ * kernel's table. Any other name skips the return half.
+ */
+static int ulp_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct ulp_data *d = toa_ri_data(ri);
+	const char *name = (const char *)toa_arg(regs, 1);
+
+	if (!name || (strncmp(name, "tls", TCP_ULP_NAME_MAX) && strncmp(name, "espintcp", TCP_ULP_NAME_MAX)))
+		return 1;
+	d->sk = (struct sock *)toa_arg(regs, 0);
+	d->restored = toa_ops_before_ulp(d->sk);
+	return d->restored < 0;
+}
+
+/* ulp_ret takes a socket over again when the upper layer was refused. */
+static int ulp_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct ulp_data *d = toa_ri_data(ri);
+
+	if ((long)regs_return_value(regs) != 0)
+		toa_ops_ulp_failed(d->sk, d->restored);
+	return 0;
+}
+
+static struct kretprobe tcp_listen_probe = {
+	.kp.symbol_name = "inet_csk_listen_start",
+	.entry_handler = listen_entry,
+	.handler = tcp_listen_ret,
+	.data_size = sizeof(void *),
+};
+
+static struct kretprobe mptcp_listen_probe = {
+	.kp.symbol_name = "mptcp_listen",
+	.entry_handler = listen_entry,
+	.handler = mptcp_listen_ret,
+	.data_size = sizeof(void *),
+};
+
 static struct kretprobe mptcp_accept_probe = {
 	.kp.symbol_name = "mptcp_stream_accept",
 	.entry_handler = mptcp_accept_entry,
@@ -347,31 +417,15 @@ static struct kretprobe mptcp_accept_probe = {
 	.data_size = sizeof(struct accept_data),
 };
 
-static int listen_pre(struct kprobe *kp, struct pt_regs *regs)
-{
-	toa_ops_listen((struct socket *)toa_arg(regs, 0));
-	return 0;
-}
-
-static int ulp_pre(struct kprobe *kp, struct pt_regs *regs)
-{
-	toa_ops_before_ulp((struct sock *)toa_arg(regs, 0));
-	return 0;
-}
-
-static struct kprobe listen_probe = {
-	.symbol_name = "inet_listen",
-	.pre_handler = listen_pre,
+static struct kretprobe *mptcp_kretprobes[] = {
+	&mptcp_listen_probe, &mptcp_accept_probe,
 };
 
-static struct kprobe mptcp_listen_probe = {
-	.symbol_name = "mptcp_listen",
-	.pre_handler = listen_pre,
-};
-
-static struct kprobe ulp_probe = {
-	.symbol_name = "tcp_set_ulp",
-	.pre_handler = ulp_pre,
+static struct kretprobe ulp_probe = {
+	.kp.symbol_name = "tcp_set_ulp",
+	.entry_handler = ulp_entry,
+	.handler = ulp_ret,
+	.data_size = sizeof(struct ulp_data),
 };
 
 static struct kprobe destroy_probe = {
@@ -379,35 +433,37 @@ static struct kprobe destroy_probe = {
 	.pre_handler = destroy_pre,
 };
 
-/* mptcp_hooks_init hooks MPTCP listeners, where the kernel has them. */
-static int mptcp_hooks_init(void)
+static bool mptcp_hooked;
+
+/*
+ * mptcp_hooks_init hooks MPTCP listeners where the kernel has them; where
+ * it cannot, MPTCP sockets are left alone (and say so), TCP ones are still
+ * served. Before anything can give a socket an MPTCP copy.
+ */
+static void mptcp_hooks_init(void)
 {
 	int err;
 
 	if (!toa_ops_have_mptcp())
-		return 0;
+		return;
 	/* A thread blocked in accept() holds an instance until it returns. */
-	mptcp_accept_probe.maxactive = 4 * TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
-	err = register_kretprobe(&mptcp_accept_probe);
+	mptcp_accept_probe.maxactive = 1024 + TOA_MAXACTIVE_PER_CPU * 4 * num_possible_cpus();
+	mptcp_listen_probe.maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
+	err = register_kretprobes(mptcp_kretprobes, ARRAY_SIZE(mptcp_kretprobes));
 	if (err) {
-		pr_err("toa: kretprobe on %s: %d\n", mptcp_accept_probe.kp.symbol_name, err);
-		return err;
+		pr_warn("toa: kretprobes on mptcp_listen, mptcp_stream_accept: %d; MPTCP sockets (Go's default listeners) will report the edge\n",
+			err);
+		toa_ops_drop_mptcp();
+		return;
 	}
-	err = register_kprobe(&mptcp_listen_probe);
-	if (err) {
-		pr_err("toa: kprobe on %s: %d\n", mptcp_listen_probe.symbol_name, err);
-		unregister_kretprobe(&mptcp_accept_probe);
-		return err;
-	}
-	return 0;
+	mptcp_hooked = true;
 }
 
 static void mptcp_hooks_exit(void)
 {
-	if (!toa_ops_have_mptcp())
-		return;
-	unregister_kprobe(&mptcp_listen_probe);
-	unregister_kretprobe(&mptcp_accept_probe);
+	if (mptcp_hooked)
+		unregister_kretprobes(mptcp_kretprobes, ARRAY_SIZE(mptcp_kretprobes));
+	mptcp_hooked = false;
 }
 
 /*
@@ -429,38 +485,36 @@ int toa_hooks_init(void)
 		pr_err("toa: kprobe on %s: %d\n", destroy_probe.symbol_name, err);
 		goto out_ops;
 	}
-	err = register_kprobe(&ulp_probe);
+	ulp_probe.maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
+	err = register_kretprobe(&ulp_probe);
 	if (err) {
-		pr_err("toa: kprobe on %s: %d\n", ulp_probe.symbol_name, err);
+		pr_err("toa: kretprobe on %s: %d\n", ulp_probe.kp.symbol_name, err);
 		goto out_destroy;
 	}
+	/* From here on sockets may hold the module's tables. */
+	mptcp_hooks_init();
 	for (i = 0; i < ARRAY_SIZE(toa_kretprobes); i++)
 		toa_kretprobes[i]->maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
 	err = register_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
 	if (err) {
 		pr_err("toa: kretprobes on tcp_v{4,6}_syn_recv_sock: %d\n", err);
-		goto out_ulp;
+		goto out_mptcp;
 	}
-	/* From here on sockets may hold the module's tables. */
-	err = mptcp_hooks_init();
-	if (err)
-		goto out_syn_recv;
-	err = register_kprobe(&listen_probe);
+	tcp_listen_probe.maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
+	err = register_kretprobe(&tcp_listen_probe);
 	if (err) {
-		pr_err("toa: kprobe on %s: %d\n", listen_probe.symbol_name, err);
-		mptcp_hooks_exit();
-		goto out_syn_recv;
+		pr_err("toa: kretprobe on %s: %d\n", tcp_listen_probe.kp.symbol_name, err);
+		unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
+		goto out_mptcp;
 	}
 	return 0;
 
-out_syn_recv:
-	unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
-	toa_ops_exit();
-	unregister_kprobe(&ulp_probe);
+out_mptcp:
+	mptcp_hooks_exit();
+	toa_ops_exit(); /* an MPTCP socket may hold a copy already */
+	unregister_kretprobe(&ulp_probe);
 	unregister_kprobe(&destroy_probe);
 	return err;
-out_ulp:
-	unregister_kprobe(&ulp_probe);
 out_destroy:
 	unregister_kprobe(&destroy_probe);
 out_ops:
@@ -470,23 +524,25 @@ out_ops:
 
 void toa_hooks_exit(void)
 {
-	unregister_kprobe(&listen_probe);
-	mptcp_hooks_exit();
+	unregister_kretprobe(&tcp_listen_probe);
 	unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
+	mptcp_hooks_exit();
 	toa_ops_exit();
-	unregister_kprobe(&ulp_probe);
+	unregister_kretprobe(&ulp_probe);
 	unregister_kprobe(&destroy_probe);
 }
 
 /* toa_hooks_missed is how many hook runs were missed for lack of instances. */
 unsigned long toa_hooks_missed(void)
 {
-	unsigned long n = destroy_probe.nmissed + listen_probe.nmissed + ulp_probe.nmissed +
-			  mptcp_listen_probe.nmissed + mptcp_accept_probe.nmissed +
-			  mptcp_accept_probe.kp.nmissed;
+	struct kretprobe *all[] = {
+		&syn_recv4_probe, &syn_recv6_probe, &tcp_listen_probe, &mptcp_listen_probe,
+		&mptcp_accept_probe, &ulp_probe,
+	};
+	unsigned long n = destroy_probe.nmissed;
 	unsigned int i;
 
-	for (i = 0; i < ARRAY_SIZE(toa_kretprobes); i++)
-		n += toa_kretprobes[i]->nmissed + toa_kretprobes[i]->kp.nmissed;
+	for (i = 0; i < ARRAY_SIZE(all); i++)
+		n += all[i]->nmissed + all[i]->kp.nmissed;
 	return n;
 }

@@ -33,8 +33,11 @@
  */
 #include <linux/net.h>
 #include <linux/netdevice.h>
+#include <linux/kmemleak.h>
 #include <linux/slab.h>
+#include <linux/srcu.h>
 #include <net/sock.h>
+#include <net/inet_connection_sock.h>
 #include <net/inet_common.h>
 #include <net/ipv6.h>
 
@@ -67,13 +70,33 @@ static const struct {
 
 static struct toa_ops_pair toa_ops_pairs[TOA_OPS_N];
 
+/*
+ * The kernel's getname may sleep (lock_sock: always from 6.12, with a
+ * cgroup BPF getpeername program before), which tasks RCU counts as a
+ * quiescent state; a call that passes through to it is therefore also an
+ * SRCU reader, which toa_ops_exit waits for. The module's own answer never
+ * sleeps and is covered by toa_sync_tasks alone.
+ */
+DEFINE_STATIC_SRCU(toa_getname_srcu);
+
+static int pass_through(int (*getname)(struct socket *, struct sockaddr *, int),
+			struct socket *sock, struct sockaddr *uaddr, int peer)
+{
+	int idx, ret;
+
+	idx = srcu_read_lock(&toa_getname_srcu);
+	ret = getname(sock, uaddr, peer);
+	srcu_read_unlock(&toa_getname_srcu, idx);
+	return ret;
+}
+
 static int toa_getname4(struct socket *sock, struct sockaddr *uaddr, int peer)
 {
 	int len;
 
 	if (toa_getname_answer(sock, uaddr, peer, &len))
 		return len;
-	return inet_getname(sock, uaddr, peer);
+	return pass_through(inet_getname, sock, uaddr, peer);
 }
 
 #if IS_ENABLED(CONFIG_IPV6)
@@ -83,7 +106,7 @@ static int toa_getname6(struct socket *sock, struct sockaddr *uaddr, int peer)
 
 	if (toa_getname_answer(sock, uaddr, peer, &len))
 		return len;
-	return inet6_getname(sock, uaddr, peer);
+	return pass_through(inet6_getname, sock, uaddr, peer);
 }
 #endif
 
@@ -139,6 +162,7 @@ static int pair_init(struct toa_ops_pair *p, int family, int protocol, bool requ
 	p->copy = kmemdup(p->orig, sizeof(*p->orig), GFP_KERNEL);
 	if (!p->copy)
 		return -ENOMEM;
+	kmemleak_not_leak(p->copy); /* outlives the module on purpose (toa_ops_exit) */
 	p->copy->getname = module_getname(p->orig->getname);
 	return 0;
 }
@@ -181,7 +205,10 @@ void toa_ops_free(void)
 /*
  * toa_ops_exit makes every copy the kernel's table again and waits until no
  * task can still be running the module's getname; the copies stay
- * allocated, since sockets keep pointing at them.
+ * allocated, since sockets keep pointing at them. The waits, in order:
+ * tasks that read the module's getname before the store are running it
+ * or inside pass_through's SRCU section (nothing before that section
+ * sleeps); then those sections end; then the few instructions after them.
  */
 void toa_ops_exit(void)
 {
@@ -193,6 +220,8 @@ void toa_ops_exit(void)
 		if (p->copy)
 			WRITE_ONCE(p->copy->getname, p->orig->getname);
 	}
+	toa_sync_tasks();
+	synchronize_srcu(&toa_getname_srcu);
 	toa_sync_tasks();
 }
 
@@ -234,16 +263,29 @@ static int adopt(struct socket *sock)
 	return -1;
 }
 
+/*
+ * adopt_listener takes over a listening socket: not one of the kernel's own
+ * (nfsd, dlm, ...: they identify peers by address, and were not asked
+ * about TOA), nor one with an upper-layer protocol.
+ */
 static void adopt_listener(struct socket *sock)
 {
+	struct sock *sk = sock->sk;
+
+	if (!sk || sk->sk_kern_sock)
+		return;
+	if (sk->sk_protocol == IPPROTO_TCP && inet_csk(sk)->icsk_ulp_ops)
+		return;
 	if (adopt(sock) > 0)
 		toa_count(TOA_LISTENERS_TAKEN_OVER);
 }
 
 /*
  * toa_ops_adopt_listener takes over the socket of listener, a TCP listening
- * sock in softirq (a handshake on it just completed). The socket is read
- * under sk_callback_lock, which close() takes to detach it.
+ * sock on which a handshake just completed (softirq, or the socket's owner
+ * processing its backlog). close() detaches the socket under
+ * sk_callback_lock; with bottom halves off this is also an RCU reader, and
+ * sockets are freed only after a grace period.
  */
 void toa_ops_adopt_listener(const struct sock *listener)
 {
@@ -253,15 +295,18 @@ void toa_ops_adopt_listener(const struct sock *listener)
 	sock = READ_ONCE(sk->sk_socket);
 	if (!sock || is_copy(READ_ONCE(sock->ops)))
 		return;
-	read_lock(&sk->sk_callback_lock);
-	sock = sk->sk_socket;
+	read_lock_bh(&sk->sk_callback_lock);
+	sock = READ_ONCE(sk->sk_socket);
 	if (sock)
 		adopt_listener(sock);
-	read_unlock(&sk->sk_callback_lock);
+	read_unlock_bh(&sk->sk_callback_lock);
 }
 
-/* toa_ops_listen takes over sock, on which listen() was called. */
-void toa_ops_listen(struct socket *sock)
+/*
+ * toa_ops_listening takes over sock, whose listen() just succeeded (under
+ * its socket lock, which an upper-layer protocol's setup also takes).
+ */
+void toa_ops_listening(struct socket *sock)
 {
 	if (sock)
 		adopt_listener(sock);
@@ -283,20 +328,50 @@ void toa_ops_mptcp_accepted(struct socket *sock, struct socket *newsock)
 
 /*
  * toa_ops_before_ulp gives sk's socket the kernel's table back before an
- * upper-layer protocol (kTLS, espintcp, MPTCP's subflows) is attached to
- * it, so the upper layer never builds its own table from the module's copy.
+ * upper-layer protocol that copies it (kTLS, espintcp) is attached, so it
+ * never builds its own table from the module's copy. It returns the index
+ * of the table given back, or -1.
  */
-void toa_ops_before_ulp(struct sock *sk)
+int toa_ops_before_ulp(struct sock *sk)
 {
 	struct socket *sock = sk ? READ_ONCE(sk->sk_socket) : NULL;
-	unsigned int i;
+	int i;
 
 	if (!sock)
-		return;
-	for (i = 0; i < TOA_OPS_N; i++) {
+		return -1;
+	for (i = 0; i < (int)TOA_OPS_N; i++) {
 		struct toa_ops_pair *p = &toa_ops_pairs[i];
 
 		if (p->copy && cmpxchg(&sock->ops, (const struct proto_ops *)p->copy, p->orig) == p->copy)
-			break;
+			return i;
+	}
+	return -1;
+}
+
+/* toa_ops_ulp_failed takes sk's socket over again after a refused ULP. */
+void toa_ops_ulp_failed(struct sock *sk, int i)
+{
+	struct socket *sock = READ_ONCE(sk->sk_socket);
+	struct toa_ops_pair *p;
+
+	if (!sock || i < 0 || i >= (int)TOA_OPS_N)
+		return;
+	p = &toa_ops_pairs[i];
+	cmpxchg(&sock->ops, p->orig, (const struct proto_ops *)p->copy);
+}
+
+/*
+ * toa_ops_drop_mptcp stops taking MPTCP sockets over; only before any
+ * hook that could have given one a copy is in place.
+ */
+void toa_ops_drop_mptcp(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < TOA_OPS_N; i++) {
+		if (toa_ops_kinds[i].protocol != IPPROTO_MPTCP)
+			continue;
+		kfree(toa_ops_pairs[i].copy);
+		toa_ops_pairs[i].copy = NULL;
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/realip/realip/edge/toasend"
 	"github.com/realip/realip/toactl"
 )
@@ -485,6 +487,14 @@ func startCheckers(s *loadServer, n int) *peerCheckers {
 					if !ok && p.bad.Add(1) == 1 {
 						p.firstBad.Store(fmt.Sprintf("getpeername on the connection of %s gave %s (%v)", h.want, got, err))
 					}
+					// getsockname() passes through the module's getname to
+					// the kernel's, which may sleep (lock_sock): the unload
+					// must wait for such calls too.
+					if sa, err := unix.Getsockname(h.fd); err != nil || sockPort(sa) != loadOriginPort {
+						if p.bad.Add(1) == 1 {
+							p.firstBad.Store(fmt.Sprintf("getsockname on the connection of %s gave %v (%v)", h.want, sa, err))
+						}
+					}
 				}
 				// Paced: on two emulated CPUs, unpaced threads would starve
 				// the clients and the edge.
@@ -493,6 +503,17 @@ func startCheckers(s *loadServer, n int) *peerCheckers {
 		}()
 	}
 	return p
+}
+
+// sockPort is the port of a socket address, 0 for another kind.
+func sockPort(sa unix.Sockaddr) int {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return 0
 }
 
 func (p *peerCheckers) halt() {
