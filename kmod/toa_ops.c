@@ -1,34 +1,33 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * toa_ops.c - how getpeername() and accept() reach the module: TCP listening
- * sockets are given a copy of their proto_ops (inet_stream_ops or
- * inet6_stream_ops) whose getname is toa_getname4/6; every socket accept()
- * creates from such a listener inherits the copy (accept() hands the new
- * socket its listener's ops). No kernel memory but the socket's own ops
- * pointer is written, and calls on every other socket on the machine do not
- * pass through the module at all: a kretprobe on inet_getname, which this
- * replaces, cost every getpeername() on the machine a trap and a return
- * trampoline.
+ * toa_ops.c - how getpeername() and accept() reach the module: TCP and MPTCP
+ * listening sockets are given a copy of their proto_ops whose getname is
+ * toa_getname4/6; every socket accept() creates from such a listener
+ * inherits the copy (accept() hands the new socket its listener's ops). No
+ * kernel memory but a socket's own ops pointer is written, and calls on
+ * every other socket on the machine do not pass through the module at all
+ * (a kretprobe on inet_getname, which this replaces, cost every
+ * getpeername() on the machine a trap and a return trampoline).
  *
- * A listener is taken over when it calls listen() (a kprobe on inet_listen)
- * or, for one that was listening before the module was loaded, at its first
- * TOA handshake (toa_ops_adopt_listener from the syn_recv_sock hook). An
- * accept() that was already blocked on such a listener at that moment
- * hands out that one connection with the kernel's getname: the edge's
- * address, as without the module.
+ * A listener is taken over when its listen() succeeded (toa_ops_listening)
+ * or, for one that was listening before the module was loaded, at its
+ * first TOA handshake (toa_ops_adopt_listener) or, for MPTCP, its first
+ * accept() (toa_ops_mptcp_accepted). An accept() that was already blocked
+ * on such a listener at that moment hands out that one connection with the
+ * kernel's getname: the edge's address, as without the module.
  *
  * Unloading cannot find every socket that holds a copy (the accepted ones
  * are not tracked), so the copies are made harmless instead of freed: their
  * getname is set back to the kernel's, which makes them byte for byte the
- * original table, and they are left allocated (two tables per load, a few
- * hundred bytes). A later load of the module takes over sockets that hold
- * such a copy as it does sockets that hold the original.
+ * original table, and they are left allocated (up to four tables per load,
+ * a few hundred bytes each). A later load of the module takes over sockets
+ * that hold such a copy as it does sockets that hold the original.
  *
  * Code that copies a socket's ops into its own table would copy the
  * module's getname and outlive it: the kTLS and espintcp upper-layer
- * protocols do that (tls_build_proto for IPv6). A kprobe on tcp_set_ulp
- * gives such a socket the kernel's table back before the upper layer sees
- * it; getpeername() on a kTLS socket then reports the edge, which is why
+ * protocols do that (tls_build_proto for IPv6). Such a socket gets the
+ * kernel's table back before the upper layer sees it (toa_ops_before_ulp);
+ * getpeername() on a kTLS socket then reports the edge, which is why
  * servers read the address at accept(), before they enable kTLS.
  */
 #include <linux/net.h>
