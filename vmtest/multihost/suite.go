@@ -20,8 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/realip/realip/edge/toasend"
 	"github.com/realip/realip/toactl"
 )
@@ -490,9 +488,9 @@ func startCheckers(s *loadServer, n int) *peerCheckers {
 					// getsockname() passes through the module's getname to
 					// the kernel's, which may sleep (lock_sock): the unload
 					// must wait for such calls too.
-					if sa, err := unix.Getsockname(h.fd); err != nil || sockPort(sa) != loadOriginPort {
+					if local, err := localOf(h.fd); err != nil || local.Port() != loadOriginPort {
 						if p.bad.Add(1) == 1 {
-							p.firstBad.Store(fmt.Sprintf("getsockname on the connection of %s gave %v (%v)", h.want, sa, err))
+							p.firstBad.Store(fmt.Sprintf("getsockname on the connection of %s gave %s (%v)", h.want, local, err))
 						}
 					}
 				}
@@ -503,17 +501,6 @@ func startCheckers(s *loadServer, n int) *peerCheckers {
 		}()
 	}
 	return p
-}
-
-// sockPort is the port of a socket address, 0 for another kind.
-func sockPort(sa unix.Sockaddr) int {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return a.Port
-	case *unix.SockaddrInet6:
-		return a.Port
-	}
-	return 0
 }
 
 func (p *peerCheckers) halt() {

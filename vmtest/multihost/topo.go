@@ -298,13 +298,26 @@ func peerOf(fd int) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
+	return sockaddrAddrPort(sa, "getpeername")
+}
+
+// localOf is getsockname(fd), unmapped like peerOf.
+func localOf(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return sockaddrAddrPort(sa, "getsockname")
+}
+
+func sockaddrAddrPort(sa unix.Sockaddr, call string) (netip.AddrPort, error) {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), nil
 	case *unix.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)), nil
 	}
-	return netip.AddrPort{}, fmt.Errorf("getpeername: unexpected %T", sa)
+	return netip.AddrPort{}, fmt.Errorf("%s: unexpected %T", call, sa)
 }
 
 // fdOf is the descriptor of c (valid while c is open).

@@ -118,13 +118,7 @@ func oneConnection(c *checker, s *toasend.Sender, listen, dial string, client ne
 		return nil, err
 	}
 	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	d := net.Dialer{Control: s.Control(client), Timeout: 5 * time.Second}
-	out, err := d.Dial("tcp", net.JoinHostPort(dial, strconv.Itoa(port)))
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	in, err := ln.Accept()
+	in, out, err := toaConn(s, ln, dial, client)
 	if err != nil {
 		return nil, err
 	}
