@@ -59,10 +59,21 @@ type Config struct {
 	Untrusted UntrustedAction
 	// HeaderTimeout bounds how long a TCP peer may take to send its header.
 	HeaderTimeout time.Duration
-	// MaxPending bounds the TCP connections whose header is being read or
-	// that wait for Accept; when it is reached the listener stops accepting
-	// from the kernel until a slot frees (the backlog absorbs the burst).
+	// MaxPending bounds the TCP connections whose header is being waited
+	// for, and separately those admitted that wait for Accept; when either
+	// is reached the listener stops accepting from the kernel until a slot
+	// frees (the backlog absorbs the burst).
 	MaxPending int
+	// NoDeferAccept keeps TCP_DEFER_ACCEPT off. By default a TCP listener
+	// of PROXY headers sets it on Linux: the kernel hands over a
+	// connection once its first bytes arrived, so the header is read
+	// without waiting; a peer that stays silent is handed over a second
+	// after its handshake. A proxy always sends its header first. Set
+	// NoDeferAccept when the listener also serves direct clients (or, with
+	// Optional, trusted peers without a header) of a protocol where the
+	// server speaks first, such as SMTP, FTP or MySQL: they would wait that
+	// second for the greeting. TOA listeners never set it.
+	NoDeferAccept bool
 	// MaxFlows bounds the PROXY v2 UDP flow table; the least recently used
 	// flow is evicted beyond it.
 	MaxFlows int

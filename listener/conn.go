@@ -209,12 +209,12 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.raw.SetWriteDeadli
 // dropped with the connection or stripped, as the policy says.
 func (c *Conn) sniffHeader() error {
 	c.sniff = false
-	br := c.l.readers.Get().(*bufio.Reader)
-	br.Reset(c.raw)
-	defer func() { br.Reset(nil); c.l.readers.Put(br) }()
+	hr := c.l.readers.Get().(*headerReader)
+	hr.reset(c.raw, true) // the caller's read: it waits, under its deadlines
+	defer c.l.putReader(hr)
 
-	_, err := wire.ReadProxyHeader(br) // validated and stripped, never honoured
-	c.keepBuffered(br)
+	_, err := wire.ReadProxyHeader(hr.br) // validated and stripped, never honoured
+	c.keepBuffered(hr.br)
 	if err != nil {
 		switch reason := reasonOf(err); reason {
 		case ReasonMissing, ReasonTruncated:

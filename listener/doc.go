@@ -22,8 +22,12 @@
 // # Behaviour under bad input
 //
 // Accept only returns connections whose header has been read and validated,
-// so RemoteAddr never blocks. Headers are read concurrently, each within
-// [Config.HeaderTimeout], so a slow or silent peer stalls nobody else. A
+// so RemoteAddr never blocks. On a TCP socket Accept takes connections from
+// the kernel in the caller's goroutine and reads a header that is already
+// there at once, as a plain listener would (TCP_DEFER_ACCEPT, set unless
+// [Config.NoDeferAccept], makes that the rule); a header still on its way
+// is read in a goroutine of its own, within [Config.HeaderTimeout], so a
+// slow or silent peer stalls nobody else. A
 // malformed, truncated, forged or checksum-failing header closes that one
 // connection (drops that one datagram) and is counted by reason in [Stats];
 // it is never returned from Accept, because an error from Accept stops

@@ -1,33 +1,48 @@
 package listener
 
 import (
-	"bufio"
 	"errors"
 	"net"
 	"net/netip"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"github.com/realip/realip/wire"
 )
 
 // Listener is a net.Listener whose connections carry the real client
 // address. Create it with New or Listen; it is safe for concurrent use.
+//
+// Accepting runs in one of two modes, chosen by New. When the inner
+// listener can be woken by a deadline (a *net.TCPListener can), Accept
+// takes connections from the kernel in the caller's goroutine, as a plain
+// listener does (accept_direct.go); otherwise a goroutine of the listener
+// accepts ahead of Accept and queues them (accept_loop.go). Either way a
+// header that is already complete is read where the connection was
+// accepted, and only a header still on its way is waited for, in a
+// goroutine of its own.
 type Listener struct {
 	inner   net.Listener
 	pol     *policy
 	toa     toaLookup // set for a TOA listener
 	stats   counters
-	readers sync.Pool // *bufio.Reader of wire.MaxV2HeaderLen bytes
+	readers sync.Pool // *headerReader
 
 	ready chan *Conn    // validated connections, for Accept
-	slots chan struct{} // one per connection between accept and Accept
+	slots chan struct{} // one per header being waited for (awaitHeader)
 	done  chan struct{} // closed by Close
+	once  sync.Once
+	wg    sync.WaitGroup
+
+	// Direct mode: inner's deadline, and the number of callers of Accept
+	// inside inner.Accept, whom a queued connection wakes.
+	deadline deadliner
+	waiting  atomic.Int32
+
+	// Loop mode.
 	fatal chan struct{} // closed when the inner listener failed for good
 	err   error         // the failure, set before fatal is closed
 	errs  chan error    // transient errors of the inner Accept, for Accept
-	once  sync.Once
-	wg    sync.WaitGroup
 
 	mu       sync.Mutex
 	tick     uint64                 // advanced by runClock
@@ -49,8 +64,11 @@ func Listen(network, address string, cfg Config) (*Listener, error) {
 }
 
 // New wraps inner. Protocols may hold wire.PPv1 and wire.PPv2 (both when
-// empty), or wire.TOA alone, which needs realip's toa.ko kernel module. The
-// listener starts accepting from inner at once.
+// empty), or wire.TOA alone, which needs realip's toa.ko kernel module.
+//
+// Unless Config.NoDeferAccept is set, a listener of PROXY headers sets
+// TCP_DEFER_ACCEPT on inner (Linux, TCP sockets): the kernel hands over a
+// connection once its first bytes arrived, so its header is read at once.
 func New(inner net.Listener, cfg Config) (*Listener, error) {
 	pol, err := newPolicy(cfg, wire.PPv1, wire.PPv2, wire.TOA)
 	if err != nil {
@@ -66,8 +84,14 @@ func New(inner net.Listener, cfg Config) (*Listener, error) {
 	return start(inner, pol, toa), nil
 }
 
-// start builds the listener and starts its accept loop.
+// start builds the listener and starts its goroutines.
 func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
+	if toa == nil && !pol.NoDeferAccept {
+		if err := deferAccept(inner); err != nil {
+			// An optimisation only: headers are read either way.
+			pol.Logger.Debug("realip: TCP_DEFER_ACCEPT not set", "addr", inner.Addr(), "err", err)
+		}
+	}
 	l := &Listener{
 		inner: inner,
 		pol:   pol,
@@ -81,36 +105,27 @@ func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
 
 		inFlight: make(map[net.Conn]handshake),
 	}
-	l.readers.New = func() any { return bufio.NewReaderSize(nil, wire.MaxV2HeaderLen) }
-	l.wg.Add(2)
-	go l.acceptLoop()
+	l.readers.New = func() any { return newHeaderReader() }
+	l.wg.Add(1)
 	go l.runClock()
+	if d, ok := inner.(deadliner); ok {
+		l.deadline = d
+		return l
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
 	return l
 }
 
 // Accept returns the next connection whose client address is known. It
 // returns an error only when the inner listener fails or is closed, never
-// because of what a peer sent.
+// because of what a peer sent: a rejected connection is closed, counted
+// and passed over.
 func (l *Listener) Accept() (net.Conn, error) {
-	// A connection already waiting costs a plain receive, not a select
-	// over every channel below.
-	select {
-	case c := <-l.ready:
-		l.stats.accepted[c.via].Add(1)
-		return c, nil
-	default:
+	if l.deadline != nil {
+		return l.acceptDirect()
 	}
-	select {
-	case c := <-l.ready:
-		l.stats.accepted[c.via].Add(1)
-		return c, nil
-	case err := <-l.errs:
-		return nil, err
-	case <-l.fatal:
-		return nil, l.err
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
+	return l.acceptQueued()
 }
 
 // Close stops accepting and closes every connection not yet handed out.
@@ -146,104 +161,98 @@ func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 // Stats returns a snapshot of the counters.
 func (l *Listener) Stats() Stats { return l.stats.snapshot() }
 
-func (l *Listener) acceptLoop() {
-	defer l.wg.Done()
-	var backoff time.Duration
-	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.done:
-			return
-		}
-		raw, err := l.inner.Accept()
-		if err != nil {
-			<-l.slots
-			if !l.acceptFailed(err, &backoff) {
-				return
-			}
-			continue
-		}
-		backoff = 0
-		l.wg.Add(1)
-		go l.serve(raw)
-	}
-}
-
-// acceptFailed hands an error of the inner Accept to a caller of Accept and
-// reports whether accepting should go on (after a backoff).
-func (l *Listener) acceptFailed(err error, backoff *time.Duration) bool {
-	if errors.Is(err, net.ErrClosed) {
-		select {
-		case <-l.done:
-		default:
-			l.err = err
-			close(l.fatal)
-		}
-		return false
-	}
-	select {
-	case l.errs <- err:
-	case <-l.done:
-		return false
-	}
-	*backoff = min(max(2*(*backoff), 5*time.Millisecond), time.Second)
-	select {
-	case <-time.After(*backoff):
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-// serve reads a connection's header (for trusted peers) and delivers it.
-func (l *Listener) serve(raw net.Conn) {
-	defer l.wg.Done()
-	defer func() { <-l.slots }()
+// admit turns a connection just taken from the kernel into one Accept can
+// return, without waiting for anything: a TOA lookup, an untrusted peer,
+// and a header already complete in the socket's buffer (the usual case: a
+// proxy sends its header first, and TCP_DEFER_ACCEPT hands a connection
+// over once it did) are dealt with here. It returns nil when the
+// connection was rejected, or when its header is still on its way: a
+// goroutine of its own then waits for it (awaitHeader) and queues the
+// connection, so a slow or silent peer delays nobody else.
+func (l *Listener) admit(raw net.Conn) *Conn {
 	peer := addrPort(raw.RemoteAddr())
-	var c *Conn
-	if l.toa != nil {
-		c = l.serveTOA(raw)
-	} else if l.pol.trusts(peer.Addr()) {
-		if !l.track(raw) {
-			return
-		}
-		l.stats.pending.Add(1)
-		c = l.handshake(raw, peer)
-		l.stats.pending.Add(-1)
-	} else {
+	switch {
+	case l.toa != nil:
+		return l.serveTOA(raw)
+	case !l.pol.trusts(peer.Addr()):
 		l.stats.untrusted.Add(1)
-		c = newConn(raw, l, peer, peer, wire.None)
+		c := newConn(raw, l, peer, peer, wire.None)
 		c.sniff = true
+		return c
 	}
-	if c == nil {
+	hr := l.readers.Get().(*headerReader)
+	hr.reset(raw, false)
+	h, err := wire.ReadProxyHeader(hr.br)
+	if errors.Is(err, errWouldBlock) {
+		l.handOff(raw, peer, hr)
+		return nil
+	}
+	return l.finish(raw, peer, hr, h, err)
+}
+
+// handOff starts awaitHeader for a connection whose header is incomplete,
+// once one of the MaxPending slots is free; hr holds what arrived so far.
+func (l *Listener) handOff(raw net.Conn, peer netip.AddrPort, hr *headerReader) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		l.putReader(hr)
+		raw.Close()
 		return
 	}
-	select {
-	case l.ready <- c:
-	case <-l.done:
-		raw.Close()
-	}
+	hr.src.wait = true // from now on reads wait, bounded by the clock
+	l.wg.Add(1)
+	go l.awaitHeader(raw, peer, hr)
 }
 
-// handshake reads and checks the header of a trusted peer, whose
-// connection is tracked. It returns nil after closing and counting a
-// rejected connection.
-func (l *Listener) handshake(raw net.Conn, peer netip.AddrPort) *Conn {
-	br := l.readers.Get().(*bufio.Reader)
-	br.Reset(raw)
-	defer func() { br.Reset(nil); l.readers.Put(br) }()
-
-	h, err := wire.ReadProxyHeader(br)
+// awaitHeader finishes a handshake in a goroutine of its own and queues
+// the connection for Accept.
+func (l *Listener) awaitHeader(raw net.Conn, peer netip.AddrPort, hr *headerReader) {
+	defer l.wg.Done()
+	defer func() { <-l.slots }()
+	if !l.track(raw) {
+		l.putReader(hr)
+		return
+	}
+	l.stats.pending.Add(1)
+	h, err := wire.ReadProxyHeader(hr.br)
 	if uerr := l.untrack(raw); uerr != nil && err == nil {
 		err = uerr
 	}
-	c, reason, err := l.classify(raw, peer, h, err, br.Buffered())
+	c := l.finish(raw, peer, hr, h, err)
+	l.stats.pending.Add(-1)
+	if c != nil {
+		l.enqueue(c)
+	}
+}
+
+// enqueue queues c for Accept and wakes a caller waiting in the kernel.
+func (l *Listener) enqueue(c *Conn) {
+	select {
+	case l.ready <- c:
+		l.wakeWaiters()
+	case <-l.done:
+		c.raw.Close()
+	}
+}
+
+// finish turns the outcome of a header read into a connection, keeping
+// what was read beyond the header, or rejects it (nil); hr goes back to
+// the pool.
+func (l *Listener) finish(raw net.Conn, peer netip.AddrPort, hr *headerReader, h *wire.ProxyHeader, err error) *Conn {
+	defer l.putReader(hr)
+	c, reason, err := l.classify(raw, peer, h, err, hr.br.Buffered())
 	if err != nil {
 		l.reject(raw, peer, reason, err)
 		return nil
 	}
-	c.keepBuffered(br)
+	c.keepBuffered(hr.br)
 	return c
+}
+
+func (l *Listener) putReader(hr *headerReader) {
+	hr.reset(nil, true)
+	l.readers.Put(hr)
 }
 
 // classify turns the outcome of a header read into a connection, or into a

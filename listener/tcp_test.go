@@ -38,12 +38,89 @@ func header(t testing.TB, h wire.ProxyHeader, crc bool) []byte {
 
 func newTestListener(t testing.TB, cfg Config) *Listener {
 	t.Helper()
-	l, err := Listen("tcp", "127.0.0.1:0", cfg)
+	return newModeListener(t, cfg, directMode)
+}
+
+// The two accepting modes (tcp.go): tests of admitting, rejecting and
+// backpressure run in both.
+const (
+	directMode = "direct"
+	loopMode   = "loop"
+)
+
+var modes = []string{directMode, loopMode}
+
+// loopOnly hides the inner listener's SetDeadline, which puts a Listener
+// in loop mode.
+type loopOnly struct{ net.Listener }
+
+func newModeListener(t testing.TB, cfg Config, mode string) *Listener {
+	t.Helper()
+	var inner net.Listener
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if mode == loopMode {
+		inner = loopOnly{inner}
+	}
+	l, err := New(inner, cfg)
+	if err != nil {
+		inner.Close()
+		t.Fatal(err)
+	}
+	if got := l.deadline == nil; got != (mode == loopMode) {
+		t.Fatalf("listener not in %s mode", mode)
+	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// acceptor calls Accept in a goroutine for a test's lifetime, as a server
+// does, so that connections are admitted, rejected and counted while the
+// test looks at the counters; next returns what it accepted.
+type acceptor struct {
+	conns chan *Conn
+	errs  chan error
+}
+
+func serveAccepts(t testing.TB, l *Listener) *acceptor {
+	a := &acceptor{conns: make(chan *Conn, 64), errs: make(chan error, 1)}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				a.errs <- err
+				return
+			}
+			a.conns <- c.(*Conn)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		for {
+			select {
+			case c := <-a.conns:
+				c.Close()
+			case <-a.errs:
+				return
+			}
+		}
+	})
+	return a
+}
+
+func (a *acceptor) next(t testing.TB) *Conn {
+	t.Helper()
+	select {
+	case c := <-a.conns:
+		return c
+	case err := <-a.errs:
+		t.Fatalf("Accept: %v", err)
+	case <-time.After(waitLimit):
+		t.Fatal("Accept did not return")
+	}
+	return nil
 }
 
 // dialSend connects to l and writes b (if any), keeping the connection open.
@@ -155,6 +232,7 @@ func TestListenerAccepts(t *testing.T) {
 // returns only the good one and the bad one is counted with reason.
 func expectRejected(t *testing.T, l *Listener, bad, good []byte, reason Reason) {
 	t.Helper()
+	a := serveAccepts(t, l)
 	badConn := dialSend(t, l, bad)
 	if reason != ReasonTimeout && reason != ReasonUntrusted {
 		// The listener closes the bad connection: the peer sees EOF or a reset.
@@ -165,7 +243,7 @@ func expectRejected(t *testing.T, l *Listener, bad, good []byte, reason Reason) 
 	}
 	waitFor(t, func() bool { return l.Stats().Rejected[reason] == 1 })
 	dialSend(t, l, good)
-	if c := acceptOne(t, l); c.Client() != client4 {
+	if c := a.next(t); c.Client() != client4 {
 		t.Fatalf("good connection: client %v", c.Client())
 	}
 }
@@ -202,15 +280,19 @@ func TestListenerRejects(t *testing.T) {
 		{"stalled header", Config{HeaderTimeout: 50 * time.Millisecond}, []byte("PROXY TCP4 192.0.2.7"), ReasonTimeout},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.Trusted = loopback
-			l := newTestListener(t, tt.cfg)
-			good := []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n")
-			if len(tt.cfg.Protocols) == 1 && tt.cfg.Protocols[0] == wire.PPv2 {
-				good = header(t, wire.ProxyHeader{Version: 2, Source: client4, Destination: target4}, false)
-			}
-			expectRejected(t, l, tt.send, good, tt.reason)
-		})
+		for _, mode := range modes {
+			t.Run(tt.name+"/"+mode, func(t *testing.T) {
+				t.Parallel() // the silent peers wait out TCP_DEFER_ACCEPT
+				cfg := tt.cfg
+				cfg.Trusted = loopback
+				l := newModeListener(t, cfg, mode)
+				good := []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n")
+				if len(cfg.Protocols) == 1 && cfg.Protocols[0] == wire.PPv2 {
+					good = header(t, wire.ProxyHeader{Version: 2, Source: client4, Destination: target4}, false)
+				}
+				expectRejected(t, l, tt.send, good, tt.reason)
+			})
+		}
 	}
 }
 
@@ -218,6 +300,7 @@ func TestListenerTruncatedClose(t *testing.T) {
 	v2 := header(t, wire.ProxyHeader{Version: 2, Source: client4, Destination: target4}, false)
 	for i, cut := range [][]byte{[]byte("PROXY TCP4 192.0.2.7"), v2[:20], v2[:5], nil} {
 		l := newTestListener(t, Config{Trusted: loopback})
+		serveAccepts(t, l)
 		c := dialSend(t, l, cut)
 		c.Close()
 		waitFor(t, func() bool { return l.Stats().Rejected[ReasonTruncated] == 1 })
@@ -228,29 +311,64 @@ func TestListenerTruncatedClose(t *testing.T) {
 }
 
 func TestSlowHeaderDoesNotBlockOthers(t *testing.T) {
-	l := newTestListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour})
-	// Ten peers that never finish their header...
-	for range 10 {
-		dialSend(t, l, []byte("PROXY TCP4 "))
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			l := newModeListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour}, mode)
+			a := serveAccepts(t, l)
+			// Ten peers that never finish their header...
+			for range 10 {
+				dialSend(t, l, []byte("PROXY TCP4 "))
+			}
+			waitFor(t, func() bool { return l.Stats().Pending == 10 })
+			// ...do not keep a good one from being accepted.
+			dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n"))
+			if c := a.next(t); c.Client() != client4 {
+				t.Fatalf("client %v", c.Client())
+			}
+		})
 	}
-	waitFor(t, func() bool { return l.Stats().Pending == 10 })
-	// ...do not keep a good one from being accepted.
-	dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n"))
-	if c := acceptOne(t, l); c.Client() != client4 {
-		t.Fatalf("client %v", c.Client())
+}
+
+// TestSlowHeaderCompletesWhileAcceptWaits: a header finished after Accept
+// went back to waiting for the kernel is still handed out (in direct mode
+// the deadline wake-up brings it).
+func TestSlowHeaderCompletesWhileAcceptWaits(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			l := newModeListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour}, mode)
+			a := serveAccepts(t, l)
+			peer := dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 "))
+			waitFor(t, func() bool { return l.Stats().Pending == 1 })
+			time.Sleep(20 * time.Millisecond) // Accept is back in the kernel
+			peer.Write([]byte("198.51.100.1 40000 443\r\nhi"))
+			c := a.next(t)
+			if c.Client() != client4 {
+				t.Fatalf("client %v", c.Client())
+			}
+			if got := readN(t, c, 2); got != "hi" {
+				t.Fatalf("read %q", got)
+			}
+			// And Accept goes on working after the wake-up.
+			dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n"))
+			a.next(t)
+		})
 	}
 }
 
 func TestMaxPendingAppliesBackpressure(t *testing.T) {
-	l := newTestListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour, MaxPending: 2})
-	for range 2 {
-		dialSend(t, l, []byte("PROXY "))
-	}
-	waitFor(t, func() bool { return l.Stats().Pending == 2 })
-	dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n"))
-	time.Sleep(20 * time.Millisecond)
-	if p := l.Stats().Pending; p != 2 {
-		t.Fatalf("pending %d: the listener accepted past MaxPending", p)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			l := newModeListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour, MaxPending: 2}, mode)
+			serveAccepts(t, l)
+			for range 3 {
+				dialSend(t, l, []byte("PROXY "))
+			}
+			waitFor(t, func() bool { return l.Stats().Pending == 2 })
+			time.Sleep(20 * time.Millisecond)
+			if p := l.Stats().Pending; p != 2 {
+				t.Fatalf("pending %d: the listener waited for more than MaxPending headers", p)
+			}
+		})
 	}
 }
 
@@ -346,27 +464,28 @@ func TestPassThroughCopies(t *testing.T) {
 }
 
 func TestCloseInterruptsHandshakes(t *testing.T) {
-	l, err := Listen("tcp", "127.0.0.1:0", Config{Trusted: loopback, HeaderTimeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := dialSend(t, l, []byte("PROXY "))
-	waitFor(t, func() bool { return l.Stats().Pending == 1 })
-	done := make(chan error, 1)
-	go func() { _, err := l.Accept(); done <- err }()
-	closed := make(chan struct{})
-	go func() { l.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(waitLimit):
-		t.Fatal("Close waited for a header")
-	}
-	if err := <-done; !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Accept after Close: %v", err)
-	}
-	peer.SetReadDeadline(time.Now().Add(waitLimit))
-	if _, err := peer.Read(make([]byte, 1)); err == nil {
-		t.Fatal("pending connection left open")
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			l := newModeListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour}, mode)
+			done := make(chan error, 1)
+			go func() { _, err := l.Accept(); done <- err }()
+			peer := dialSend(t, l, []byte("PROXY "))
+			waitFor(t, func() bool { return l.Stats().Pending == 1 })
+			closed := make(chan struct{})
+			go func() { l.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(waitLimit):
+				t.Fatal("Close waited for a header")
+			}
+			if err := <-done; !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Accept after Close: %v", err)
+			}
+			peer.SetReadDeadline(time.Now().Add(waitLimit))
+			if _, err := peer.Read(make([]byte, 1)); err == nil {
+				t.Fatal("pending connection left open")
+			}
+		})
 	}
 }
 

@@ -67,6 +67,9 @@ func TestTOAPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := newTOAListener(t, tt.cfg, tt.lookup)
+			if tt.drop {
+				serveAccepts(t, l)
+			}
 			peer := dialSend(t, l, nil)
 			if tt.drop {
 				waitFor(t, func() bool { return l.Stats().Rejected[tt.dropped] == 1 })
