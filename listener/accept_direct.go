@@ -7,17 +7,33 @@ import (
 	"time"
 )
 
-// Direct mode, for inner listeners that a deadline can wake (*net.TCPListener,
-// *net.UnixListener): Accept takes connections from the kernel in the
+// Direct mode, for the standard library's listeners, whose Accept a
+// deadline interrupts: Accept takes connections from the kernel in the
 // caller's goroutine and admits them there, as a plain listener would,
 // with no goroutine or hand-off between CPUs per connection. A connection
 // whose header is still on its way is finished by awaitHeader and queued;
 // a caller blocked in inner.Accept at that moment is woken by a deadline
-// in the past (wakeWaiters) and takes it from the queue.
+// in the past (wakeWaiters) and takes it from the queue. The listener owns
+// inner's deadline: one set on inner by its owner is cleared at the first
+// wake-up.
 
-// deadliner is an inner listener whose Accept a deadline can interrupt.
+// deadliner is an inner listener whose Accept a deadline interrupts.
 type deadliner interface {
 	SetDeadline(t time.Time) error
+}
+
+// wakeable returns inner when it is a listener whose Accept does nothing
+// but wait for the kernel, so that a deadline is sure to interrupt it;
+// nil for any other listener (a wrapper may block where no deadline
+// reaches), which gets loop mode.
+func wakeable(inner net.Listener) deadliner {
+	switch ln := inner.(type) {
+	case *net.TCPListener:
+		return ln
+	case *net.UnixListener:
+		return ln
+	}
+	return nil
 }
 
 // acceptDirect is Accept in direct mode.
@@ -29,6 +45,11 @@ func (l *Listener) acceptDirect() (net.Conn, error) {
 		select {
 		case c := <-l.ready:
 			l.waiting.Add(-1)
+			if len(l.ready) > 0 {
+				// Another caller may have gone back to the kernel after
+				// this one cleared the deadline that would have woken it.
+				l.wakeWaiters()
+			}
 			l.stats.accepted[c.via].Add(1)
 			return c, nil
 		default:
@@ -51,7 +72,9 @@ func (l *Listener) acceptDirect() (net.Conn, error) {
 // woken reports whether err is the wake-up of wakeWaiters, and clears the
 // deadline. A wake-up that comes while the deadline is being cleared is
 // not lost: its connection was queued before, and the queue is looked at
-// before the next wait.
+// before the next wait (and a caller that takes a connection while more
+// are queued wakes the others again). When clearing fails, inner was
+// closed: the next inner.Accept says so.
 func (l *Listener) woken(err error) bool {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
@@ -61,7 +84,8 @@ func (l *Listener) woken(err error) bool {
 		return false
 	default:
 	}
-	return l.deadline.SetDeadline(time.Time{}) == nil
+	_ = l.deadline.SetDeadline(time.Time{})
+	return true
 }
 
 // acceptErr is what Accept returns for an error of inner.Accept: the

@@ -55,17 +55,20 @@ func (l *Listener) expireHandshakes() {
 	}
 }
 
-// track registers a connection in handshake, for the clock and for Close;
-// it closes the connection and returns false when the listener is closed.
+// track registers a connection in handshake, for the clock and for Close,
+// and counts its goroutine in l.wg; it closes nothing and returns false
+// when the listener is closed. Both happen under l.mu, which Close takes
+// after closing done: a connection tracked here is closed by Close, and
+// the l.wg.Add comes before Close's wait.
 func (l *Listener) track(raw net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
 	case <-l.done:
-		raw.Close()
 		return false
 	default:
 		l.inFlight[raw] = handshake{born: l.tick}
+		l.wg.Add(1)
 		return true
 	}
 }

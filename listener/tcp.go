@@ -14,7 +14,7 @@ import (
 // address. Create it with New or Listen; it is safe for concurrent use.
 //
 // Accepting runs in one of two modes, chosen by New. When the inner
-// listener can be woken by a deadline (a *net.TCPListener can), Accept
+// listener is a *net.TCPListener or *net.UnixListener, Accept
 // takes connections from the kernel in the caller's goroutine, as a plain
 // listener does (accept_direct.go); otherwise a goroutine of the listener
 // accepts ahead of Accept and queues them (accept_loop.go). Either way a
@@ -108,7 +108,7 @@ func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
 	l.readers.New = func() any { return newHeaderReader() }
 	l.wg.Add(1)
 	go l.runClock()
-	if d, ok := inner.(deadliner); ok {
+	if d := wakeable(inner); d != nil {
 		l.deadline = d
 		return l
 	}
@@ -182,6 +182,12 @@ func (l *Listener) admit(raw net.Conn) *Conn {
 	}
 	hr := l.readers.Get().(*headerReader)
 	hr.reset(raw, false)
+	if hr.src.wait {
+		// No way to read without waiting (a wrapped conn, or not unix):
+		// every header is waited for in its own goroutine.
+		l.handOff(raw, peer, hr)
+		return nil
+	}
 	h, err := wire.ReadProxyHeader(hr.br)
 	if errors.Is(err, errWouldBlock) {
 		l.handOff(raw, peer, hr)
@@ -192,17 +198,22 @@ func (l *Listener) admit(raw net.Conn) *Conn {
 
 // handOff starts awaitHeader for a connection whose header is incomplete,
 // once one of the MaxPending slots is free; hr holds what arrived so far.
+// The connection is tracked (for the clock and Close) before the
+// goroutine starts, and counted in l.wg under the lock that Close takes
+// after closing done, so Close never misses it.
 func (l *Listener) handOff(raw net.Conn, peer netip.AddrPort, hr *headerReader) {
 	select {
-	case l.slots <- struct{}{}:
 	case <-l.done:
-		l.putReader(hr)
-		raw.Close()
-		return
+	case l.slots <- struct{}{}:
+		if l.track(raw) {
+			hr.src.wait = true // from now on reads wait, bounded by the clock
+			go l.awaitHeader(raw, peer, hr)
+			return
+		}
+		<-l.slots
 	}
-	hr.src.wait = true // from now on reads wait, bounded by the clock
-	l.wg.Add(1)
-	go l.awaitHeader(raw, peer, hr)
+	l.putReader(hr)
+	raw.Close()
 }
 
 // awaitHeader finishes a handshake in a goroutine of its own and queues
@@ -210,10 +221,6 @@ func (l *Listener) handOff(raw net.Conn, peer netip.AddrPort, hr *headerReader) 
 func (l *Listener) awaitHeader(raw net.Conn, peer netip.AddrPort, hr *headerReader) {
 	defer l.wg.Done()
 	defer func() { <-l.slots }()
-	if !l.track(raw) {
-		l.putReader(hr)
-		return
-	}
 	l.stats.pending.Add(1)
 	h, err := wire.ReadProxyHeader(hr.br)
 	if uerr := l.untrack(raw); uerr != nil && err == nil {

@@ -80,17 +80,19 @@ func newModeListener(t testing.TB, cfg Config, mode string) *Listener {
 // does, so that connections are admitted, rejected and counted while the
 // test looks at the counters; next returns what it accepted.
 type acceptor struct {
-	conns chan *Conn
-	errs  chan error
+	conns   chan *Conn
+	stopped chan struct{} // closed when Accept failed; err is then set
+	err     error
 }
 
 func serveAccepts(t testing.TB, l *Listener) *acceptor {
-	a := &acceptor{conns: make(chan *Conn, 64), errs: make(chan error, 1)}
+	a := &acceptor{conns: make(chan *Conn, 64), stopped: make(chan struct{})}
 	go func() {
+		defer close(a.stopped)
 		for {
 			c, err := l.Accept()
 			if err != nil {
-				a.errs <- err
+				a.err = err
 				return
 			}
 			a.conns <- c.(*Conn)
@@ -98,11 +100,12 @@ func serveAccepts(t testing.TB, l *Listener) *acceptor {
 	}()
 	t.Cleanup(func() {
 		l.Close()
+		<-a.stopped
 		for {
 			select {
 			case c := <-a.conns:
 				c.Close()
-			case <-a.errs:
+			default:
 				return
 			}
 		}
@@ -115,8 +118,8 @@ func (a *acceptor) next(t testing.TB) *Conn {
 	select {
 	case c := <-a.conns:
 		return c
-	case err := <-a.errs:
-		t.Fatalf("Accept: %v", err)
+	case <-a.stopped:
+		t.Fatalf("Accept: %v", a.err)
 	case <-time.After(waitLimit):
 		t.Fatal("Accept did not return")
 	}
@@ -355,6 +358,94 @@ func TestSlowHeaderCompletesWhileAcceptWaits(t *testing.T) {
 	}
 }
 
+// TestConcurrentAcceptCallers: headers finished together while several
+// goroutines wait in Accept all reach a caller. Each caller takes one
+// connection per round and waits for the next round, as a busy server
+// would, so a connection left queued while the other callers went back
+// to the kernel stays there and fails the round.
+func TestConcurrentAcceptCallers(t *testing.T) {
+	const callers, rounds = 3, 100
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			l := newModeListener(t, Config{Trusted: loopback, HeaderTimeout: time.Hour}, mode)
+			got := make(chan *Conn, callers)
+			next := make(chan struct{}, callers)
+			for range callers {
+				go func() {
+					for {
+						c, err := l.Accept()
+						if err != nil {
+							return
+						}
+						got <- c.(*Conn)
+						<-next
+					}
+				}()
+			}
+			for round := range rounds {
+				peers := make([]net.Conn, callers)
+				for i := range peers {
+					peers[i] = dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 "))
+				}
+				waitFor(t, func() bool { return l.Stats().Pending == callers })
+				for _, p := range peers {
+					p.Write([]byte("198.51.100.1 40000 443\r\n"))
+				}
+				for i := range callers {
+					select {
+					case c := <-got:
+						c.Close()
+					case <-time.After(waitLimit):
+						t.Fatalf("round %d: %d of %d finished headers accepted", round, i, callers)
+					}
+				}
+				for _, p := range peers {
+					p.Close()
+				}
+				for range callers {
+					next <- struct{}{}
+				}
+			}
+		})
+	}
+}
+
+// hiddenFD wraps a listener's connections so that they have no file
+// descriptor to read without waiting (as a logging or metrics wrapper).
+type hiddenFD struct{ net.Listener }
+
+func (h hiddenFD) Accept() (net.Conn, error) {
+	c, err := h.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
+}
+
+// TestConnWithoutFD: a connection that cannot be read without waiting has
+// its header waited for in a goroutine, under HeaderTimeout, like any slow
+// header: a silent peer neither blocks Accept nor escapes the timeout.
+func TestConnWithoutFD(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(hiddenFD{inner}, Config{Trusted: loopback, HeaderTimeout: 100 * time.Millisecond, NoDeferAccept: true})
+	if err != nil {
+		inner.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	a := serveAccepts(t, l)
+	dialSend(t, l, nil) // silent
+	dialSend(t, l, []byte("PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\nhi"))
+	c := a.next(t)
+	if c.Client() != client4 || readN(t, c, 2) != "hi" {
+		t.Fatalf("client %v", c.Client())
+	}
+	waitFor(t, func() bool { return l.Stats().Rejected[ReasonTimeout] == 1 })
+}
+
 func TestMaxPendingAppliesBackpressure(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
@@ -590,6 +681,7 @@ func TestClockExpiresOnlyOverdueHandshakes(t *testing.T) {
 	if !l.track(a) {
 		t.Fatal("track refused on an open listener")
 	}
+	defer l.wg.Done() // track counted a goroutine; the test stands in for it
 	for i := 0; i < handshakeTicks; i++ {
 		l.expireHandshakes()
 	}
