@@ -373,6 +373,21 @@ func scrape(t *testing.T, h *netns.Host, addr string) string {
 	return string(body)
 }
 
+// scrapeUntil scrapes until done accepts the text or ioTimeout passes, and
+// returns the last text. A relay counts a datagram or byte after it sent
+// it, so a client can hold a reply before its count is in.
+func scrapeUntil(t *testing.T, h *netns.Host, addr string, done func(text string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		text := scrape(t, h, addr)
+		if done(text) || time.Now().After(deadline) {
+			return text
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // metricValue finds the sample of name whose labels include all of labels
 // (each `key="value"`) in a Prometheus text exposition.
 func metricValue(text, name string, labels ...string) (float64, bool) {

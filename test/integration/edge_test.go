@@ -301,7 +301,10 @@ func TestEdgeSPPReplies(t *testing.T) {
 		raw.next(t)
 	}
 
-	text := scrape(t, l.edge, metricsAddr)
+	text := scrapeUntil(t, l.edge, metricsAddr, func(text string) bool {
+		got, _ := metricValue(text, "realip_edge_udp_datagrams_total", `rule="udp:2003"`, `direction="to_client"`)
+		return got >= 6
+	})
 	for reason, want := range map[string]float64{"spp_reply_without_header": 2, "reply_short": 2} {
 		got, ok := metricValue(text, "realip_edge_errors_total", `rule="udp:2003"`, `reason="`+reason+`"`)
 		if !ok || got != want {
