@@ -20,6 +20,9 @@
 #   realip-edge       rules "... off off" (no header), -listen-ip 127.0.0.1
 #   realip-edge-ppv1  the conn load with a PROXY v1 header (origin strips it):
 #                     the cost of the header; not compared with the baselines
+#   realip-edge-goroutine  realip-edge with -tcp-goroutine-relay (two goroutines
+#                     per connection instead of the epoll loops), TCP loads
+#                     only: what the loops gain; not compared with the baselines
 #   haproxy           2.6, mode tcp, nbthread 2 (no UDP: HAProxy has no UDP proxy)
 #   haproxy-splice    the same with "option splice-auto"
 #   nginx             stream proxy_pass, worker_processes 2, UDP "listen ... udp
@@ -119,8 +122,9 @@ fail_start() {
 	exit 1
 }
 
-start_edge() { # name k mode udp(yes/no) tput(yes/no)
+start_edge() { # name k mode udp(yes/no) tput(yes/no) [realip-edge flag...]
 	local name=$1 k=$2 mode=$3 udp=$4 tput=$5 rules=$work/$1.rules
+	shift 5
 	local tp=- ep=$(port $((10 * k + 1))) up=-
 	: >"$rules"
 	if [[ $tput == yes ]]; then
@@ -134,7 +138,7 @@ start_edge() { # name k mode udp(yes/no) tput(yes/no)
 		up=$(port $((10 * k + 2)))
 		echo "udp:$up 127.0.0.1 $origin_udp off off" >>"$rules"
 	fi
-	"$work/realip-edge" -rules "$rules" -listen-ip 127.0.0.1 -drain-timeout 2s 2>"$work/$name.log" &
+	"$work/realip-edge" -rules "$rules" -listen-ip 127.0.0.1 -drain-timeout 2s "$@" 2>"$work/$name.log" &
 	pids[$name]=$!
 	add_relay "$name" "$tp" "$ep" "$up"
 }
@@ -189,6 +193,7 @@ start_nginx() { # name k
 
 start_edge realip-edge 0 off yes yes
 start_edge realip-edge-ppv1 1 ppv1 no no
+start_edge realip-edge-goroutine 6 off no yes -tcp-goroutine-relay
 start_haproxy haproxy 2 ""
 start_haproxy haproxy-splice 3 "option splice-auto"
 start_nginx nginx 4
@@ -247,9 +252,10 @@ if ((reps > 0)); then
 	echo
 	echo "### realip-edge vs HAProxy and nginx stream on loopback, $cores CPUs shared by relay, load generator and origin"
 	echo "### median [min .. max] over $reps rounds of $dur; relay CPU = cores busy; CPU/op = relay CPU time per unit; gen CPU = load generator's cores"
-	"$load" report -edge realip-edge -base haproxy,haproxy-splice,nginx -variants realip-edge-ppv1 "$out"
+	"$load" report -edge realip-edge -base haproxy,haproxy-splice,nginx -variants realip-edge-ppv1,realip-edge-goroutine "$out"
 	echo
-	echo "(realip-edge-ppv1: realip-edge writing a PROXY v1 header on each connection, the cost of the header; raw results in $out)"
+	echo "(realip-edge-ppv1: realip-edge writing a PROXY v1 header on each connection, the cost of the header;"
+	echo " realip-edge-goroutine: realip-edge relaying TCP with goroutines instead of epoll loops; raw results in $out)"
 fi
 
 [[ -n $profile ]] || exit 0

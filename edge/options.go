@@ -43,6 +43,10 @@ type Options struct {
 	// PPv2EveryDatagram sends the PROXY v2 header on every datagram of a UDP
 	// flow (the specification) instead of the first only (EdgeOne).
 	PPv2EveryDatagram bool
+	// GoroutineRelay relays every TCP connection with the goroutine relay
+	// (relay.go) instead of the epoll loops (Linux; tcploop_linux.go): for
+	// comparison, and as a way out should the loops misbehave.
+	GoroutineRelay bool
 	// TOA configures the TOA sender used by toa rules (kinds, cgroup).
 	TOA toasend.Options
 	// Origin tunes resolution and health checks.

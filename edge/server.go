@@ -28,6 +28,7 @@ type Server struct {
 	flows    atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
 	conns    atomic.Int64   // relayed TCP connections, bounded by MaxTCPConns
 	tcpConns *connTable     // relayed TCP connections, for idle sweeps and drain
+	tcpLoops *tcpLoops      // epoll loops relaying TCP (Linux); nil: goroutines only
 	sweeper  sync.Once      // starts tcpConns' sweeper with the first TCP port
 	loops    sync.WaitGroup // serveTCP and serveUDP goroutines
 	active   sync.WaitGroup // TCP connections and UDP flows, for draining
@@ -72,6 +73,9 @@ func New(opts Options) (*Server, error) {
 		rules:    map[string]*ruleState{},
 		tcp:      map[uint16]*tcpPort{},
 		udp:      map[uint16]*udpPort{},
+	}
+	if !opts.GoroutineRelay {
+		s.tcpLoops = newTCPLoops(s)
 	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(newOriginCollector(s)); err != nil {
@@ -265,7 +269,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shut = true
 	for port, p := range s.tcp {
-		p.close()
+		s.closeTCPPort(p)
 		delete(s.tcp, port)
 	}
 	for port, p := range s.udp {
@@ -284,6 +288,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancel()            // cuts the UDP flows left, stops the sweeper and the origin pools
 	s.tcpConns.closeAll() // and the TCP connections
+	if s.tcpLoops != nil {
+		s.tcpLoops.cutAll()
+		s.tcpLoops.stop()
+	}
 	s.mu.Lock()
 	for _, rs := range s.rules {
 		rs.close(nil)

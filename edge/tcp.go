@@ -78,7 +78,7 @@ func (s *Server) commitTCP(want map[uint16]binding, opened map[uint16]*tcpPort) 
 			p.bind.Store(&b)
 			continue
 		}
-		p.close()
+		s.closeTCPPort(p)
 		delete(s.tcp, port)
 	}
 	if len(opened) > 0 {
@@ -88,8 +88,39 @@ func (s *Server) commitTCP(want map[uint16]binding, opened map[uint16]*tcpPort) 
 		b := want[port]
 		p.bind.Store(&b)
 		s.tcp[port] = p
+		if s.serveTCPInLoops(p) {
+			continue
+		}
 		s.loops.Add(1)
 		go s.serveTCP(p)
+	}
+}
+
+// serveTCPInLoops gives p to the epoll loops; false leaves it to serveTCP
+// (not Linux, GoroutineRelay, or the loops could not start).
+func (s *Server) serveTCPInLoops(p *tcpPort) bool {
+	if s.tcpLoops == nil {
+		return false
+	}
+	err := s.tcpLoops.start()
+	if err == nil {
+		err = s.tcpLoops.addPort(p)
+	}
+	if err != nil {
+		s.opts.Logger.Warn("edge: tcp port relayed by goroutines", "port", p.port, "err", err)
+		return false
+	}
+	return true
+}
+
+// closeTCPPort stops accepting on p; its connections go on. The socket is
+// closed first, so that no connection waits in its backlog for a loop that
+// no longer takes from it (closing resets those); then the loops let go
+// of it, and none is still opening a connection from p when this returns.
+func (s *Server) closeTCPPort(p *tcpPort) {
+	p.close()
+	if s.tcpLoops != nil {
+		s.tcpLoops.removePort(p)
 	}
 }
 

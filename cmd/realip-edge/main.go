@@ -39,6 +39,7 @@ import (
 type flags struct {
 	rules, groups, metrics, listenIP string
 	check, ppv2Every, verbose        bool
+	goroutineRelay                   bool
 	idle, udpIdle, dial, drain       time.Duration
 	checkEvery                       time.Duration
 	maxFlows, maxConns               int
@@ -71,6 +72,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.check, "check", false, "validate the files, print the canonical rules and exit")
 	fs.BoolVar(&f.ppv2Every, "udp-ppv2-every-datagram", false, "send the PROXY v2 header on every UDP datagram, not only the first of a flow")
 	fs.BoolVar(&f.verbose, "v", false, "debug logging")
+	fs.BoolVar(&f.goroutineRelay, "tcp-goroutine-relay", false, "relay TCP with two goroutines per connection instead of the epoll loops (Linux), for comparison")
 	fs.DurationVar(&f.idle, "tcp-idle", edge.DefaultIdleTimeout, "close TCP connections idle this long in both directions")
 	fs.DurationVar(&f.udpIdle, "udp-idle", edge.DefaultUDPIdle, "expire UDP flows idle this long")
 	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
@@ -120,6 +122,7 @@ func run(f *flags) error {
 	opts := edge.Options{
 		RulesPath: f.rules, GroupsPath: f.groups,
 		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows, MaxTCPConns: f.maxConns,
+		GoroutineRelay:    f.goroutineRelay,
 		PPv2EveryDatagram: f.ppv2Every, Logger: log,
 		TOA:    toasend.Options{CgroupPath: f.toaCgroup, KindV4: uint8(f.toaKindV4), KindV6: uint8(f.toaKindV6)},
 		Origin: origin.Options{CheckEvery: f.checkEvery},

@@ -1,0 +1,781 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/realip/realip/edge/rules"
+)
+
+// On Linux the TCP relay of short connections runs in epoll loops, one per
+// CPU, on raw non-blocking sockets, as HAProxy and nginx do: a connection
+// costs accept4, socket, connect, two epoll registrations, a read and a
+// write per message, shutdown and two closes, and no goroutine. Go's net
+// package adds a getsockname and getpeername per socket, a getsockopt and
+// a context hook per connect, a read that finds nothing before each wait,
+// and two goroutines per connection with their wake-ups; that was a third
+// of the relay's CPU per connection.
+//
+// A connection leaves its loop for the goroutine relay (relay.go) when it
+// turns out to be a stream (a read fills the buffer, which splice then
+// moves without copying) or when the other side cannot take a message at
+// once (a partial write): its sockets become *net.TCPConn and the bytes
+// not yet written go first. Connections of toa rules go there at once,
+// because their connect goes through the TOA sender's checks.
+//
+// Each loop owns its connections; other goroutines reach it only with
+// commands (run, below), woken through an eventfd. Idle connections and
+// connects that take longer than DialTimeout are found by a sweep a few
+// times per period, from the loop's own clock.
+
+// tcpLoops are the server's epoll loops.
+type tcpLoops struct {
+	s     *Server
+	once  sync.Once
+	loops []*evLoop
+	wg    sync.WaitGroup
+}
+
+func newTCPLoops(s *Server) *tcpLoops { return &tcpLoops{s: s} }
+
+// start opens the loops, once; an error leaves the server on the goroutine
+// relay.
+func (t *tcpLoops) start() error {
+	var err error
+	t.once.Do(func() {
+		for range runtime.GOMAXPROCS(0) {
+			l, lerr := newEvLoop(t.s)
+			if lerr != nil {
+				err = lerr
+				break
+			}
+			t.loops = append(t.loops, l)
+		}
+		if err != nil {
+			for _, l := range t.loops {
+				l.closeFDs()
+			}
+			t.loops = nil
+			return
+		}
+		for _, l := range t.loops {
+			t.wg.Add(1)
+			go func() { defer t.wg.Done(); l.run() }()
+		}
+	})
+	if err == nil && t.loops == nil {
+		err = errors.New("edge: epoll loops unavailable")
+	}
+	return err
+}
+
+// addPort makes every loop accept from p.
+func (t *tcpLoops) addPort(p *tcpPort) error {
+	rc, err := p.ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for _, l := range t.loops {
+		var aerr error
+		l.call(func() { aerr = l.addPort(p, rc) })
+		if aerr != nil {
+			t.removePort(p)
+			return aerr
+		}
+	}
+	return nil
+}
+
+// removePort makes every loop forget p, closed or not; when it returns,
+// no loop takes another connection from p.
+func (t *tcpLoops) removePort(p *tcpPort) {
+	for _, l := range t.loops {
+		l.call(func() { l.removePort(p) })
+	}
+}
+
+// cutAll closes every connection of the loops (the end of a drain).
+func (t *tcpLoops) cutAll() {
+	for _, l := range t.loops {
+		l.call(l.cutAll)
+	}
+}
+
+// stop ends the loops; their connections must be gone (cutAll).
+func (t *tcpLoops) stop() {
+	for _, l := range t.loops {
+		l.call(func() { l.stopping = true })
+	}
+	t.wg.Wait()
+	for _, l := range t.loops {
+		l.closeFDs()
+	}
+	t.loops = nil
+}
+
+// Tokens name what an epoll event is about: 0 is the loop's eventfd, odd
+// tokens are the upstream sockets of connections, even ones the rest.
+const wakeToken = 0
+
+// evLoop is one epoll loop.
+type evLoop struct {
+	s        *Server
+	ep, wake int
+	epf      *os.File // owns ep; its poller wakes the loop
+	buf      []byte
+	next     uint64 // last token handed out
+	ports    map[uint64]*loopPort
+	conns    map[uint64]*loopConn // by the token of either socket
+	head     *loopConn            // every connection, for sweeps and cutAll
+	now      time.Time            // after the last epoll_wait
+	swept    time.Time
+	period   time.Duration
+	stopping bool
+
+	mu   sync.Mutex
+	cmds []func()
+}
+
+// loopPort is a listening port as one loop sees it.
+type loopPort struct {
+	p           *tcpPort
+	rc          syscall.RawConn
+	tok         uint64
+	pausedUntil time.Time // accept failed for lack of resources; zero: accepting
+}
+
+// loopConn is a relayed connection owned by a loop.
+type loopConn struct {
+	cfd, ufd   int
+	ctok, utok uint64 // 0: not registered
+	b          *binding
+	m          *ruleMetrics
+	src        netip.AddrPort
+	hdr        []byte // PROXY header to write once connected
+	cands      []netip.Addr
+	tried      int
+	errs       []error
+	connecting bool
+	deadline   time.Time // of the connect
+	active     time.Time // last byte read either way
+	cEOF, uEOF bool      // the client, the origin sent its FIN
+	prev, next *loopConn
+}
+
+func newEvLoop(s *Server) (*evLoop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("edge: epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("edge: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setToken(&ev, wakeToken)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, fmt.Errorf("edge: epoll_ctl: %w", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, fmt.Errorf("edge: epoll: %w", err)
+	}
+	period := max(min(s.opts.IdleTimeout/idleTicks, s.opts.DialTimeout/4, time.Second), 10*time.Millisecond)
+	return &evLoop{
+		s: s, ep: ep, wake: wake, epf: os.NewFile(uintptr(ep), "epoll"),
+		buf:    make([]byte, smallBuf),
+		ports:  map[uint64]*loopPort{},
+		conns:  map[uint64]*loopConn{},
+		now:    time.Now(),
+		swept:  time.Now(),
+		period: period,
+	}, nil
+}
+
+func (l *evLoop) closeFDs() {
+	l.epf.Close()
+	unix.Close(l.wake)
+}
+
+func setToken(ev *unix.EpollEvent, tok uint64) {
+	ev.Fd = int32(uint32(tok))
+	ev.Pad = int32(uint32(tok >> 32))
+}
+
+func token(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// newTokens returns a fresh even token and the odd one after it.
+func (l *evLoop) newTokens() (uint64, uint64) {
+	l.next += 2
+	return l.next, l.next + 1
+}
+
+// call runs fn in the loop and waits for it.
+func (l *evLoop) call(fn func()) {
+	done := make(chan struct{})
+	l.mu.Lock()
+	l.cmds = append(l.cmds, func() { fn(); close(done) })
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	unix.Write(l.wake, one[:]) // EAGAIN only when the counter is full: a wake-up is pending
+	<-done
+}
+
+func (l *evLoop) runCommands() {
+	var b [8]byte
+	unix.Read(l.wake, b[:])
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, fn := range cmds {
+		fn()
+	}
+}
+
+func (l *evLoop) dispatch(tok uint64, ev uint32) {
+	if tok == wakeToken {
+		l.runCommands()
+		return
+	}
+	if lp := l.ports[tok]; lp != nil {
+		l.acceptFrom(lp)
+		return
+	}
+	c := l.conns[tok]
+	if c == nil {
+		return // an event of a socket closed earlier in this batch
+	}
+	if tok == c.utok {
+		if c.connecting {
+			l.connected(c, ev)
+			return
+		}
+		l.pump(c, false, ev)
+		return
+	}
+	l.pump(c, true, ev)
+}
+
+// addPort registers p's listening socket; the rc.Control keeps the socket
+// from being closed meanwhile.
+func (l *evLoop) addPort(p *tcpPort, rc syscall.RawConn) error {
+	tok, _ := l.newTokens()
+	lp := &loopPort{p: p, rc: rc, tok: tok}
+	if err := l.arm(lp); err != nil {
+		return err
+	}
+	l.ports[tok] = lp
+	return nil
+}
+
+// arm registers lp's socket, shared with the other loops: EPOLLEXCLUSIVE
+// wakes one loop per connection instead of all of them.
+func (l *evLoop) arm(lp *loopPort) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE}
+	setToken(&ev, lp.tok)
+	var err error
+	if cerr := lp.rc.Control(func(fd uintptr) { err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("edge: epoll_ctl add port %d: %w", lp.p.port, err)
+	}
+	return nil
+}
+
+// disarm unregisters lp's socket; a closed socket has left the epoll set
+// by itself.
+func (l *evLoop) disarm(lp *loopPort) {
+	_ = lp.rc.Control(func(fd uintptr) { unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+}
+
+func (l *evLoop) removePort(p *tcpPort) {
+	for tok, lp := range l.ports {
+		if lp.p == p {
+			if lp.pausedUntil.IsZero() {
+				l.disarm(lp)
+			}
+			delete(l.ports, tok)
+		}
+	}
+}
+
+// acceptFrom takes the connections waiting on lp, a bounded number per
+// event so that one busy port does not starve the others.
+func (l *evLoop) acceptFrom(lp *loopPort) {
+	for range 16 {
+		var (
+			nfd  int
+			peer netip.AddrPort
+			aerr error
+		)
+		if err := lp.rc.Control(func(fd uintptr) {
+			nfd, peer, aerr = rawAccept4(int(fd))
+		}); err != nil {
+			return // the port is closing
+		}
+		switch aerr {
+		case nil:
+			l.open(lp.p, nfd, peer)
+		case unix.EAGAIN:
+			return
+		case unix.ECONNABORTED, unix.EINTR, unix.EPROTO:
+		default:
+			// Out of descriptors or memory: stop taking from this port
+			// for a sweep period instead of spinning on it.
+			l.s.opts.Logger.Warn("edge: accept", "port", lp.p.port, "err", aerr, "retry_in", l.period)
+			l.disarm(lp)
+			lp.pausedUntil = l.now.Add(l.period)
+			return
+		}
+	}
+}
+
+// open starts relaying a connection just accepted.
+func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort) {
+	s := l.s
+	b := p.bind.Load()
+	s.active.Add(1)
+	if b.rs.rule.IPMode == rules.ModeTOA {
+		l.toGoroutine(cfd, b)
+		return
+	}
+	m := b.rs.metrics
+	if s.conns.Add(1) > int64(s.opts.MaxTCPConns) {
+		m.fail("conn_limit")
+		resetClose(cfd)
+		s.endTCP(nil)
+		return
+	}
+	m.connections.Inc()
+	m.active.Inc()
+	c := &loopConn{cfd: cfd, ufd: -1, b: b, m: m, src: peer, active: l.now}
+	rawSetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
+		local, err := unix.Getsockname(cfd)
+		if err == nil {
+			c.hdr, err = tcpHeader(mode, c.src, sockaddrAddrPort(local))
+		}
+		if err != nil {
+			m.fail("header_write")
+			resetClose(cfd)
+			s.endTCP(m)
+			return
+		}
+	}
+	cands := b.rs.pool.Candidates(c.src.Addr())
+	if len(cands) == 0 {
+		m.fail("no_origin")
+		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", c.src, "err", "no origin address resolved")
+		resetClose(cfd)
+		s.endTCP(m)
+		return
+	}
+	c.cands = cands[:min(len(cands), 3)]
+	c.ctok, _ = l.newTokens()
+	l.link(c)
+	l.dial(c)
+}
+
+// toGoroutine hands a just accepted connection to the goroutine relay.
+func (l *evLoop) toGoroutine(cfd int, b *binding) {
+	client, err := fdTCPConn(cfd)
+	if err != nil {
+		l.s.opts.Logger.Warn("edge: accept", "err", err)
+		l.s.active.Done()
+		return
+	}
+	go l.s.handleTCP(client, b)
+}
+
+// dial connects to the next candidate origin; when none is left the client
+// is reset, as the goroutine relay does.
+func (l *evLoop) dial(c *loopConn) {
+	for c.tried < len(c.cands) {
+		addr := c.cands[c.tried]
+		c.tried++
+		fd, err := connectNonblock(netip.AddrPortFrom(addr, c.b.originPort))
+		if err != nil {
+			l.dialFailed(c, addr, err)
+			continue
+		}
+		_, utok := l.newTokens()
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+		setToken(&ev, utok)
+		if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			unix.Close(fd)
+			l.dialFailed(c, addr, fmt.Errorf("epoll_ctl: %w", err))
+			continue
+		}
+		c.ufd, c.utok = fd, utok
+		l.conns[utok] = c
+		c.connecting = true
+		c.deadline = l.now.Add(l.s.opts.DialTimeout)
+		return
+	}
+	l.s.opts.Logger.Warn("edge: no origin", "rule", c.m.label, "client", c.src, "err", errors.Join(c.errs...))
+	l.finish(c, true)
+}
+
+func (l *evLoop) dialFailed(c *loopConn, addr netip.Addr, err error) {
+	c.b.rs.metrics.fail("dial")
+	c.b.rs.pool.MarkDown(addr, err)
+	c.errs = append(c.errs, fmt.Errorf("dial tcp %v: %w", netip.AddrPortFrom(addr, c.b.originPort), err))
+}
+
+// dropUpstream closes a failed connect's socket.
+func (l *evLoop) dropUpstream(c *loopConn) {
+	delete(l.conns, c.utok)
+	rawClose(c.ufd)
+	c.ufd, c.utok, c.connecting = -1, 0, false
+}
+
+// connected handles the first events of a connect.
+func (l *evLoop) connected(c *loopConn, ev uint32) {
+	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		return
+	}
+	addr := c.cands[c.tried-1]
+	soerr, err := unix.GetsockoptInt(c.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soerr != 0 {
+		err = syscall.Errno(soerr)
+	}
+	if err != nil {
+		l.dropUpstream(c)
+		l.dialFailed(c, addr, err)
+		l.dial(c)
+		return
+	}
+	c.connecting = false
+	c.b.rs.pool.MarkUp(addr)
+	rawSetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if len(c.hdr) > 0 {
+		if n, err := rawWrite(c.ufd, c.hdr); err != nil || n != len(c.hdr) {
+			c.m.fail("header_write")
+			l.finish(c, true)
+			return
+		}
+		c.hdr = nil
+	}
+	// What the client sent while the connect was on its way goes now; then
+	// its socket is registered, which reports anything newer.
+	if !l.pump(c, true, unix.EPOLLIN) {
+		return
+	}
+	ev2 := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
+	setToken(&ev2, c.ctok)
+	if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, c.cfd, &ev2); err != nil {
+		l.s.opts.Logger.Warn("edge: epoll_ctl", "err", err)
+		l.finish(c, true)
+		return
+	}
+	l.conns[c.ctok] = c
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
+		l.pump(c, false, ev)
+	}
+}
+
+// pump moves what one side has to the other. With edge-triggered events a
+// read shorter than the buffer has emptied the socket, unless the peer
+// also closed (then the FIN is read too). It reports whether the
+// connection is still the loop's.
+func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
+	src, dst, count := c.ufd, c.cfd, c.m.toClient
+	if fromClient {
+		src, dst, count = c.cfd, c.ufd, c.m.toOrigin
+	}
+	for {
+		n, err := rawRead(src, l.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return true
+		case err != nil:
+			l.finish(c, true)
+			return false
+		case n == 0:
+			return l.sawEOF(c, fromClient)
+		}
+		c.active = l.now
+		w, werr := rawWrite(dst, l.buf[:n])
+		w = max(w, 0)
+		count.Add(float64(w))
+		switch {
+		case werr != nil && werr != unix.EAGAIN:
+			l.finish(c, true)
+			return false
+		case w < n:
+			// The other side is not keeping up: a goroutine waits for it.
+			l.toRelay(c, fromClient, l.buf[w:n])
+			return false
+		case n == len(l.buf):
+			// A stream: splice moves the rest.
+			l.toRelay(c, fromClient, nil)
+			return false
+		case ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0:
+			return true
+		}
+	}
+}
+
+// sawEOF passes a FIN on; the second one ends the connection.
+func (l *evLoop) sawEOF(c *loopConn, fromClient bool) bool {
+	if fromClient {
+		c.cEOF = true
+	} else {
+		c.uEOF = true
+	}
+	if c.cEOF && c.uEOF {
+		l.finish(c, false)
+		return false
+	}
+	dst := c.cfd
+	if fromClient {
+		dst = c.ufd
+	}
+	rawShutdown(dst, unix.SHUT_WR)
+	return true
+}
+
+// finish closes both sockets (reset: with RST, as for errors and idle
+// connections) and ends the connection's bookkeeping.
+func (l *evLoop) finish(c *loopConn, reset bool) {
+	l.unlink(c)
+	if reset {
+		resetClose(c.cfd)
+		if c.ufd >= 0 {
+			resetClose(c.ufd)
+		}
+	} else {
+		rawClose(c.cfd)
+		if c.ufd >= 0 {
+			rawClose(c.ufd)
+		}
+	}
+	l.s.endTCP(c.m)
+}
+
+// toRelay hands a connection to the goroutine relay, with pending (bytes
+// read but not yet written toward the origin if toOrigin) written first.
+func (l *evLoop) toRelay(c *loopConn, toOrigin bool, pending []byte) {
+	l.unlink(c)
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.cfd, nil) // ENOENT if not registered yet
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.ufd, nil)
+	pending = append([]byte(nil), pending...)
+	client, cerr := fdTCPConn(c.cfd)
+	upstream, uerr := fdTCPConn(c.ufd)
+	if err := errors.Join(cerr, uerr); err != nil {
+		l.s.opts.Logger.Warn("edge: relay hand-off", "err", err)
+		for _, nc := range []*net.TCPConn{client, upstream} {
+			if nc != nil {
+				nc.SetLinger(0)
+				nc.Close()
+			}
+		}
+		l.s.endTCP(c.m)
+		return
+	}
+	s, m := l.s, c.m
+	go func() {
+		if len(pending) > 0 {
+			dst, count := client, m.toClient
+			if toOrigin {
+				dst, count = upstream, m.toOrigin
+			}
+			n, err := dst.Write(pending)
+			count.Add(float64(n))
+			if err != nil {
+				client.SetLinger(0)
+				upstream.SetLinger(0)
+				client.Close()
+				upstream.Close()
+				s.endTCP(m)
+				return
+			}
+		}
+		rc := &relayConn{client: client, upstream: upstream, toOrigin: m.toOrigin, toClient: m.toClient}
+		rc.onEnd = func() { s.endTCP(m) }
+		if !s.tcpConns.add(rc) {
+			client.Close()
+			upstream.Close()
+			s.endTCP(m)
+			return
+		}
+		rc.run()
+	}()
+}
+
+func (l *evLoop) link(c *loopConn) {
+	c.next = l.head
+	if l.head != nil {
+		l.head.prev = c
+	}
+	l.head = c
+}
+
+// unlink forgets c: its tokens and its place in the list.
+func (l *evLoop) unlink(c *loopConn) {
+	delete(l.conns, c.ctok)
+	delete(l.conns, c.utok)
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if l.head == c {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// sweep fails connects past DialTimeout, resets connections idle both
+// ways for IdleTimeout and resumes paused ports.
+func (l *evLoop) sweep() {
+	l.swept = l.now
+	idle := l.s.opts.IdleTimeout
+	for c := l.head; c != nil; {
+		next := c.next
+		switch {
+		case c.connecting && !l.now.Before(c.deadline):
+			addr := c.cands[c.tried-1]
+			l.dropUpstream(c)
+			l.dialFailed(c, addr, errors.New("i/o timeout"))
+			l.dial(c)
+		case !c.connecting && l.now.Sub(c.active) >= idle:
+			l.finish(c, true)
+		}
+		c = next
+	}
+	for _, lp := range l.ports {
+		if !lp.pausedUntil.IsZero() && !l.now.Before(lp.pausedUntil) {
+			if l.arm(lp) == nil {
+				lp.pausedUntil = time.Time{}
+			}
+		}
+	}
+}
+
+// cutAll closes every connection the ordinary way (the end of a drain).
+func (l *evLoop) cutAll() {
+	for l.head != nil {
+		l.finish(l.head, false)
+	}
+}
+
+// resetClose closes fd with an RST (SO_LINGER 0), leaving no TIME_WAIT.
+func resetClose(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	rawClose(fd)
+}
+
+// connectNonblock starts a connect to addr from a new non-blocking socket
+// with SO_REUSEADDR (see sockopt.ReuseAddr).
+func connectNonblock(addr netip.AddrPort) (int, error) {
+	var (
+		family int
+		sa     unix.Sockaddr
+	)
+	if ip := addr.Addr().Unmap(); ip.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
+	} else {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("setsockopt", err)
+	}
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("connect", err)
+	}
+	return fd, nil
+}
+
+// fdTCPConn turns a socket into a *net.TCPConn (through a duplicate that
+// Go's poller owns) and closes fd.
+func fdTCPConn(fd int) (*net.TCPConn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	defer f.Close()
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("edge: descriptor %d is not a TCP socket", fd)
+	}
+	return tc, nil
+}
+
+// sockaddrAddrPort converts a socket address, IPv4 unmapped.
+func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// run waits for the epoll set through Go's poller (the epoll descriptor is
+// itself pollable), so that a loop parks like any goroutine instead of
+// holding a thread in epoll_wait, which the scheduler would take its
+// processor from and hand back at a cost on every wake-up. The deadline
+// of the wait is the next sweep.
+func (l *evLoop) run() {
+	events := make([]unix.EpollEvent, 128)
+	rc, err := l.epf.SyscallConn()
+	if err != nil {
+		l.s.opts.Logger.Error("edge: epoll loop", "err", err)
+		return
+	}
+	l.epf.SetReadDeadline(l.now.Add(l.period))
+	for !l.stopping {
+		var (
+			n    int
+			werr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		l.now = time.Now()
+		if err == nil {
+			err = werr
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			l.s.opts.Logger.Error("edge: epoll_wait", "err", err)
+			time.Sleep(10 * time.Millisecond)
+		}
+		for i := range max(n, 0) {
+			l.dispatch(token(&events[i]), events[i].Events)
+		}
+		if l.now.Sub(l.swept) >= l.period {
+			l.sweep()
+			l.epf.SetReadDeadline(l.now.Add(l.period))
+		}
+	}
+}
