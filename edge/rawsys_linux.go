@@ -89,3 +89,65 @@ func ntohs(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
 	return uint16(b[0])<<8 | uint16(b[1])
 }
+
+func rawSocket(family int) (int, error) {
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	return int(fd), rawErr(e)
+}
+
+// rawConnect starts a connect; EINPROGRESS is the usual answer.
+func rawConnect(fd int, addr netip.AddrPort) error {
+	var (
+		ptr  unsafe.Pointer
+		size uintptr
+	)
+	port := htons(addr.Port())
+	if ip := addr.Addr().Unmap(); ip.Is4() {
+		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port, Addr: ip.As4()}
+		ptr, size = unsafe.Pointer(&sa), unsafe.Sizeof(sa)
+	} else {
+		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: ip.As16()}
+		ptr, size = unsafe.Pointer(&sa), unsafe.Sizeof(sa)
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), size)
+	return rawErr(e)
+}
+
+func rawGetsockoptInt(fd, level, opt int) (int, error) {
+	var v int32
+	size := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&size)), 0)
+	return int(v), rawErr(e)
+}
+
+// rawResetClose closes fd with an RST (SO_LINGER 0), leaving no TIME_WAIT.
+func rawResetClose(fd int) {
+	l := unix.Linger{Onoff: 1, Linger: 0}
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
+	rawClose(fd)
+}
+
+// rawEpollPoll collects the ready events without waiting.
+func rawEpollPoll(ep int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(n), rawErr(e)
+}
+
+// htons writes a port in network byte order.
+func htons(p uint16) uint16 {
+	var v uint16
+	b := (*[2]byte)(unsafe.Pointer(&v))
+	b[0], b[1] = byte(p>>8), byte(p)
+	return v
+}
+
+// rawGetsockname returns the socket's own address, IPv4 unmapped.
+func rawGetsockname(fd int) (netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	size := uint32(unsafe.Sizeof(rsa))
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)))
+	if e != 0 {
+		return netip.AddrPort{}, e
+	}
+	return rawSockaddrAddrPort(&rsa), nil
+}

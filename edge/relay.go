@@ -68,8 +68,24 @@ type relayConn struct {
 // both connections, removes the connection from its table and calls
 // onEnd. run returns when its own direction is done.
 func (c *relayConn) run() {
-	go c.pipe(c.client, c.upstream, c.toClient)
-	c.pipe(c.upstream, c.client, c.toOrigin)
+	go c.pipe(c.client, c.upstream, c.toClient, nil)
+	c.pipe(c.upstream, c.client, c.toOrigin, nil)
+}
+
+// runPending is run for a connection taken over from an epoll loop with
+// bytes read but not yet written: the direction they belong to (toward
+// the origin if toOrigin) writes them first, inside its pipe, so that the
+// other direction goes on meanwhile and an abort (idle, drain) ends a
+// write the peer does not take.
+func (c *relayConn) runPending(pending []byte, toOrigin bool) {
+	var toO, toC []byte
+	if toOrigin {
+		toO = pending
+	} else {
+		toC = pending
+	}
+	go c.pipe(c.client, c.upstream, c.toClient, toC)
+	c.pipe(c.upstream, c.client, c.toOrigin, toO)
 }
 
 // abort resets both connections (SO_LINGER 0: RST, no TIME_WAIT), which
@@ -93,9 +109,17 @@ func (c *relayConn) cut() {
 	c.upstream.Close()
 }
 
-// pipe copies src to dst until EOF or an error.
-func (c *relayConn) pipe(dst, src *net.TCPConn, count adder) {
-	err := copyConn(dst, src, count)
+// pipe copies src to dst, after first, until EOF or an error.
+func (c *relayConn) pipe(dst, src *net.TCPConn, count adder, first []byte) {
+	var err error
+	if len(first) > 0 {
+		var n int
+		n, err = dst.Write(first)
+		count.Add(float64(n))
+	}
+	if err == nil {
+		err = copyConn(dst, src, count)
+	}
 	switch {
 	case err == nil:
 		// EOF from src: pass the half-close on and let the other way

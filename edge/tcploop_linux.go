@@ -22,8 +22,10 @@ import (
 // write per message, shutdown and two closes, and no goroutine. Go's net
 // package adds a getsockname and getpeername per socket, a getsockopt and
 // a context hook per connect, a read that finds nothing before each wait,
-// and two goroutines per connection with their wake-ups; that was a third
-// of the relay's CPU per connection.
+// and two goroutines per connection with their wake-ups. The loops' calls
+// are raw system calls (rawsys_linux.go). On the machine of
+// bench/edge.sh this took the relay from 1.3x HAProxy's CPU per short
+// connection to about 0.8x.
 //
 // A connection leaves its loop for the goroutine relay (relay.go) when it
 // turns out to be a stream (a read fills the buffer, which splice then
@@ -33,16 +35,31 @@ import (
 // because their connect goes through the TOA sender's checks.
 //
 // Each loop owns its connections; other goroutines reach it only with
-// commands (run, below), woken through an eventfd. Idle connections and
-// connects that take longer than DialTimeout are found by a sweep a few
-// times per period, from the loop's own clock.
+// commands (call), woken through an eventfd. Idle connections and connects
+// that take longer than DialTimeout are found by a sweep a few times per
+// period, from the loop's own clock: a connection is idle when neither
+// side has sent anything for IdleTimeout (the goroutine relay asks the
+// kernel, which also counts bytes still leaving a full send buffer; the
+// loops hand such a connection to the goroutines anyway). A connect may
+// take up to a sweep period (a quarter of DialTimeout) longer to fail.
+//
+// Every loop registers every listening socket with EPOLLEXCLUSIVE, but the
+// loops wait through Go's poller, not in epoll_wait, so the kernel wakes
+// all of them for each connection and all but one find accept4 empty:
+// negligible on a few CPUs, worth one accepting loop that hands
+// connections to the others on many.
+//
+// Log lines from a loop (an origin that refuses, accept failing) are
+// written in the loop: a slow log sink slows the loop's connections.
 
 // tcpLoops are the server's epoll loops.
 type tcpLoops struct {
-	s     *Server
-	once  sync.Once
-	loops []*evLoop
-	wg    sync.WaitGroup
+	s    *Server
+	once sync.Once
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex // serialises the methods; guards loops
+	loops []*evLoop  // nil once stopped
 }
 
 func newTCPLoops(s *Server) *tcpLoops { return &tcpLoops{s: s} }
@@ -50,6 +67,8 @@ func newTCPLoops(s *Server) *tcpLoops { return &tcpLoops{s: s} }
 // start opens the loops, once; an error leaves the server on the goroutine
 // relay.
 func (t *tcpLoops) start() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var err error
 	t.once.Do(func() {
 		for range runtime.GOMAXPROCS(0) {
@@ -80,6 +99,11 @@ func (t *tcpLoops) start() error {
 
 // addPort makes every loop accept from p.
 func (t *tcpLoops) addPort(p *tcpPort) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.loops == nil {
+		return errors.New("edge: epoll loops stopped")
+	}
 	rc, err := p.ln.SyscallConn()
 	if err != nil {
 		return err
@@ -88,7 +112,7 @@ func (t *tcpLoops) addPort(p *tcpPort) error {
 		var aerr error
 		l.call(func() { aerr = l.addPort(p, rc) })
 		if aerr != nil {
-			t.removePort(p)
+			t.removePortLocked(p)
 			return aerr
 		}
 	}
@@ -98,6 +122,12 @@ func (t *tcpLoops) addPort(p *tcpPort) error {
 // removePort makes every loop forget p, closed or not; when it returns,
 // no loop takes another connection from p.
 func (t *tcpLoops) removePort(p *tcpPort) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removePortLocked(p)
+}
+
+func (t *tcpLoops) removePortLocked(p *tcpPort) {
 	for _, l := range t.loops {
 		l.call(func() { l.removePort(p) })
 	}
@@ -105,15 +135,20 @@ func (t *tcpLoops) removePort(p *tcpPort) {
 
 // cutAll closes every connection of the loops (the end of a drain).
 func (t *tcpLoops) cutAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, l := range t.loops {
 		l.call(l.cutAll)
 	}
 }
 
-// stop ends the loops; their connections must be gone (cutAll).
+// stop ends the loops, cutting what connections they still hold; later
+// calls of any method find no loop.
 func (t *tcpLoops) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, l := range t.loops {
-		l.call(func() { l.stopping = true })
+		l.call(func() { l.cutAll(); l.stopping = true })
 	}
 	t.wg.Wait()
 	for _, l := range t.loops {
@@ -284,8 +319,8 @@ func (l *evLoop) addPort(p *tcpPort, rc syscall.RawConn) error {
 	return nil
 }
 
-// arm registers lp's socket, shared with the other loops: EPOLLEXCLUSIVE
-// wakes one loop per connection instead of all of them.
+// arm registers lp's socket, shared with the other loops (see the comment
+// at the top about EPOLLEXCLUSIVE).
 func (l *evLoop) arm(lp *loopPort) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE}
 	setToken(&ev, lp.tok)
@@ -359,7 +394,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort) {
 	m := b.rs.metrics
 	if s.conns.Add(1) > int64(s.opts.MaxTCPConns) {
 		m.fail("conn_limit")
-		resetClose(cfd)
+		rawResetClose(cfd)
 		s.endTCP(nil)
 		return
 	}
@@ -368,13 +403,13 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort) {
 	c := &loopConn{cfd: cfd, ufd: -1, b: b, m: m, src: peer, active: l.now}
 	rawSetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
-		local, err := unix.Getsockname(cfd)
+		local, err := rawGetsockname(cfd)
 		if err == nil {
-			c.hdr, err = tcpHeader(mode, c.src, sockaddrAddrPort(local))
+			c.hdr, err = tcpHeader(mode, c.src, local)
 		}
 		if err != nil {
 			m.fail("header_write")
-			resetClose(cfd)
+			rawResetClose(cfd)
 			s.endTCP(m)
 			return
 		}
@@ -383,7 +418,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort) {
 	if len(cands) == 0 {
 		m.fail("no_origin")
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", c.src, "err", "no origin address resolved")
-		resetClose(cfd)
+		rawResetClose(cfd)
 		s.endTCP(m)
 		return
 	}
@@ -416,7 +451,7 @@ func (l *evLoop) dial(c *loopConn) {
 			continue
 		}
 		_, utok := l.newTokens()
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 		setToken(&ev, utok)
 		if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			unix.Close(fd)
@@ -452,9 +487,9 @@ func (l *evLoop) connected(c *loopConn, ev uint32) {
 		return
 	}
 	addr := c.cands[c.tried-1]
-	soerr, err := unix.GetsockoptInt(c.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
+	soerr, err := rawGetsockoptInt(c.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err == nil && soerr != 0 {
-		err = syscall.Errno(soerr)
+		err = os.NewSyscallError("connect", syscall.Errno(soerr))
 	}
 	if err != nil {
 		l.dropUpstream(c)
@@ -478,7 +513,7 @@ func (l *evLoop) connected(c *loopConn, ev uint32) {
 	if !l.pump(c, true, unix.EPOLLIN) {
 		return
 	}
-	ev2 := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
+	ev2 := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	setToken(&ev2, c.ctok)
 	if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, c.cfd, &ev2); err != nil {
 		l.s.opts.Logger.Warn("edge: epoll_ctl", "err", err)
@@ -486,14 +521,16 @@ func (l *evLoop) connected(c *loopConn, ev uint32) {
 		return
 	}
 	l.conns[c.ctok] = c
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLPRI) != 0 {
 		l.pump(c, false, ev)
 	}
 }
 
 // pump moves what one side has to the other. With edge-triggered events a
 // read shorter than the buffer has emptied the socket, unless the peer
-// also closed (then the FIN is read too). It reports whether the
+// also closed (then the FIN is read too) or sent urgent data (a read stops
+// at the urgent mark; EPOLLPRI says one is pending): then reads go on
+// until EAGAIN. It reports whether the
 // connection is still the loop's.
 func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
 	src, dst, count := c.ufd, c.cfd, c.m.toClient
@@ -529,7 +566,7 @@ func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
 			// A stream: splice moves the rest.
 			l.toRelay(c, fromClient, nil)
 			return false
-		case ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0:
+		case ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) == 0:
 			return true
 		}
 	}
@@ -559,9 +596,9 @@ func (l *evLoop) sawEOF(c *loopConn, fromClient bool) bool {
 func (l *evLoop) finish(c *loopConn, reset bool) {
 	l.unlink(c)
 	if reset {
-		resetClose(c.cfd)
+		rawResetClose(c.cfd)
 		if c.ufd >= 0 {
-			resetClose(c.ufd)
+			rawResetClose(c.ufd)
 		}
 	} else {
 		rawClose(c.cfd)
@@ -593,33 +630,15 @@ func (l *evLoop) toRelay(c *loopConn, toOrigin bool, pending []byte) {
 		return
 	}
 	s, m := l.s, c.m
-	go func() {
-		if len(pending) > 0 {
-			dst, count := client, m.toClient
-			if toOrigin {
-				dst, count = upstream, m.toOrigin
-			}
-			n, err := dst.Write(pending)
-			count.Add(float64(n))
-			if err != nil {
-				client.SetLinger(0)
-				upstream.SetLinger(0)
-				client.Close()
-				upstream.Close()
-				s.endTCP(m)
-				return
-			}
-		}
-		rc := &relayConn{client: client, upstream: upstream, toOrigin: m.toOrigin, toClient: m.toClient}
-		rc.onEnd = func() { s.endTCP(m) }
-		if !s.tcpConns.add(rc) {
-			client.Close()
-			upstream.Close()
-			s.endTCP(m)
-			return
-		}
-		rc.run()
-	}()
+	rc := &relayConn{client: client, upstream: upstream, toOrigin: m.toOrigin, toClient: m.toClient}
+	rc.onEnd = func() { s.endTCP(m) }
+	if !s.tcpConns.add(rc) { // draining is over
+		client.Close()
+		upstream.Close()
+		s.endTCP(m)
+		return
+	}
+	go rc.runPending(pending, toOrigin)
 }
 
 func (l *evLoop) link(c *loopConn) {
@@ -679,34 +698,23 @@ func (l *evLoop) cutAll() {
 	}
 }
 
-// resetClose closes fd with an RST (SO_LINGER 0), leaving no TIME_WAIT.
-func resetClose(fd int) {
-	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	rawClose(fd)
-}
-
 // connectNonblock starts a connect to addr from a new non-blocking socket
 // with SO_REUSEADDR (see sockopt.ReuseAddr).
 func connectNonblock(addr netip.AddrPort) (int, error) {
-	var (
-		family int
-		sa     unix.Sockaddr
-	)
-	if ip := addr.Addr().Unmap(); ip.Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
-	} else {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+	family := unix.AF_INET6
+	if addr.Addr().Unmap().Is4() {
+		family = unix.AF_INET
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocket(family)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		unix.Close(fd)
+	if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		rawClose(fd)
 		return -1, os.NewSyscallError("setsockopt", err)
 	}
-	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+	if err := rawConnect(fd, addr); err != nil && err != unix.EINPROGRESS {
+		rawClose(fd)
 		return -1, os.NewSyscallError("connect", err)
 	}
 	return fd, nil
@@ -726,18 +734,10 @@ func fdTCPConn(fd int) (*net.TCPConn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("edge: descriptor %d is not a TCP socket", fd)
 	}
+	// net.FileConn turns keepalive on; the edge's connections have none
+	// (idleness is the edge's business).
+	tc.SetKeepAlive(false)
 	return tc, nil
-}
-
-// sockaddrAddrPort converts a socket address, IPv4 unmapped.
-func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // run waits for the epoll set through Go's poller (the epoll descriptor is
@@ -759,8 +759,12 @@ func (l *evLoop) run() {
 			werr error
 		)
 		err := rc.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), events, 0)
-			return n > 0 || (werr != nil && werr != unix.EINTR)
+			for {
+				n, werr = rawEpollPoll(int(fd), events)
+				if werr != unix.EINTR {
+					return n > 0 || werr != nil
+				}
+			}
 		})
 		l.now = time.Now()
 		if err == nil {

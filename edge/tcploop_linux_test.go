@@ -339,3 +339,74 @@ func startLoopEdgeGroup(t *testing.T, opts Options, port uint16, hosts ...string
 	})
 	return &loopEdge{s: s, reg: reg, addr: fmt.Sprintf("127.0.0.1:%d", fport)}
 }
+
+// TestServerRelayStalledReader: an origin that stops reading while the
+// client keeps writing holds the connection up (it leaves the loop for
+// the goroutines with the bytes not yet written); the idle timeout still
+// resets it, and the other direction keeps working meanwhile.
+func TestServerRelayStalledReader(t *testing.T) {
+	t.Parallel()
+	for _, mode := range relayModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			origin, oport := originListener(t)
+			e := startLoopEdge(t, Options{GoroutineRelay: mode.goroutine, IdleTimeout: 500 * time.Millisecond}, oport)
+			client, o := e.through(t, origin)
+			// Fill every buffer between the client and the origin.
+			chunk := make([]byte, 4096)
+			client.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+			for {
+				if _, err := client.Write(chunk); err != nil {
+					break
+				}
+			}
+			// The other way still works while the origin does not read.
+			send(t, o, client, "still talking")
+			client.SetDeadline(time.Now().Add(waitTimeout))
+			if _, err := io.ReadAll(client); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("a connection whose origin stopped reading was not reset by the idle timeout")
+			}
+			e.waitMetric(t, 0, "realip_edge_tcp_connections_active", nil)
+		})
+	}
+}
+
+// TestServerRelayUrgentData: bytes behind TCP urgent data arrive without
+// waiting for more (a read stops at the urgent mark).
+func TestServerRelayUrgentData(t *testing.T) {
+	t.Parallel()
+	for _, mode := range relayModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			origin, oport := originListener(t)
+			e := startLoopEdge(t, Options{GoroutineRelay: mode.goroutine}, oport)
+			for i := range 5 {
+				client, o := e.through(t, origin)
+				rc, err := client.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var serr error
+				rc.Write(func(fd uintptr) bool {
+					for _, part := range []struct {
+						b     string
+						flags int
+					}{{"hello", 0}, {"X", syscall.MSG_OOB}, {"world", 0}} {
+						if serr = syscall.Sendto(int(fd), []byte(part.b), part.flags, nil); serr != nil {
+							return true
+						}
+					}
+					return true
+				})
+				if serr != nil {
+					t.Fatal(serr)
+				}
+				// The urgent byte is out of band: the stream is the rest.
+				got := make([]byte, len("helloworld"))
+				if _, err := io.ReadFull(o, got); err != nil || string(got) != "helloworld" {
+					t.Fatalf("connection %d: origin read %q, %v; want %q", i, got, err, "helloworld")
+				}
+			}
+		})
+	}
+}
