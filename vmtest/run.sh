@@ -210,25 +210,13 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp"
 	-kernel "$KDIR/$VMLINUZ" -initrd "$initrd"
 	-append "console=ttyS0 panic=-1 oops=panic random.trust_cpu=on $append")
 log "$alias: booting $KVER ($(du -k "$initrd" | cut -f1) KiB initramfs, timeout ${timeout_s}s), log $logfile"
-t0=$(now)
-set +e
-if ((verbose)); then
-	timeout -k 5 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tee "$logfile" | sed -u 's/^/  | /' >&2
-	rc=${PIPESTATUS[0]}
-else
-	timeout -k 5 "$timeout_s" "${qemu[@]}" </dev/null >"$logfile" 2>&1
-	rc=$?
-fi
-set -e
-secs=$(since "$t0")
-# the guest console uses CRLF
-sed -i 's/\r$//' "$logfile"
+boot_vm "$logfile" "$verbose" "$timeout_s" "${qemu[@]}"
 
 # fail REASON [EXIT]: show the console around the first kernel trouble (or
 # its end), say why, and exit.
 fail() {
 	local first
-	first=$(grep -nE 'Oops|BUG:|WARNING:|Kernel panic|Call Trace' "$logfile" | head -n 1 | cut -d: -f1 || true)
+	first=$(grep -nE "$TROUBLE_RE" "$logfile" | head -n 1 | cut -d: -f1 || true)
 	if [[ -n $first ]]; then
 		sed -n "$((first > 5 ? first - 5 : 1)),$((first + 40))p" "$logfile"
 		echo '...'
@@ -242,7 +230,7 @@ fail() {
 if ((rc == 124 || rc == 137)); then
 	fail "timed out after ${timeout_s}s" 124
 fi
-bad=$(grep -nE 'Oops|BUG:|WARNING:|Kernel panic|Call Trace' "$logfile" | head -n 5 || true)
+bad=$(grep -nE "$TROUBLE_RE" "$logfile" | head -n 5 || true)
 [[ -z $bad ]] || fail "kernel trouble in the console: $(head -n 1 <<<"$bad")"
 marker=$(grep -E "^REALIP-VMTEST-RESULT $token " "$logfile" | tail -n 1 || true)
 [[ -n $marker ]] || fail "no result marker (qemu exit $rc)"

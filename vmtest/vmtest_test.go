@@ -39,3 +39,35 @@ func TestSelftest(t *testing.T) {
 		})
 	}
 }
+
+// TestBrokeBeforeInit checks the rule by which run.sh and sysvm.sh boot a
+// second time: kernel trouble before init started is the machine's, any
+// trouble after it is judged.
+func TestBrokeBeforeInit(t *testing.T) {
+	testenv.RequireCommand(t, "bash")
+	const early = "[    1.29] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n" +
+		"[    1.29] Modules linked in:\n[    1.30] Kernel panic - not syncing: Fatal exception\n"
+	const init = "[    3.52] Run /init as init process\n"
+	const late = "[    9.10] WARNING: CPU: 1 PID: 77 at hello.c:12 hello_init+0x1/0x2 [hello]\n"
+	for _, tc := range []struct {
+		name, console string
+		retry         bool
+	}{
+		{"clean boot", "[    0.00] Linux version 6.1\n" + init + "REALIP-VMTEST-RESULT x PASS\n", false},
+		{"oops before init", "[    0.00] Linux version 6.1\n" + early, true},
+		{"oops then init", early + init, true},
+		{"warning after init", init + late, false},
+		{"no trouble, no init", "[    0.00] Linux version 6.1\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := t.TempDir() + "/console.log"
+			if err := os.WriteFile(log, []byte(tc.console), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := exec.Command("bash", "-c", `. ./lib.sh && broke_before_init "$1"`, "bash", log).Run()
+			if got := err == nil; got != tc.retry {
+				t.Fatalf("broke_before_init = %v (err %v), want %v", got, err, tc.retry)
+			}
+		})
+	}
+}
