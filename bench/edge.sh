@@ -20,9 +20,10 @@
 #   realip-edge       rules "... off off" (no header), -listen-ip 127.0.0.1
 #   realip-edge-ppv1  the conn load with a PROXY v1 header (origin strips it):
 #                     the cost of the header; not compared with the baselines
-#   realip-edge-goroutine  realip-edge with -tcp-goroutine-relay (two goroutines
-#                     per connection instead of the epoll loops), TCP loads
-#                     only: what the loops gain; not compared with the baselines
+#   realip-edge-goroutine  realip-edge with -goroutine-relay (two goroutines
+#                     per TCP connection, one per UDP port and per flow,
+#                     instead of the epoll loops): what the loops gain; not
+#                     compared with the baselines
 #   haproxy           2.6, mode tcp, nbthread 2 (no UDP: HAProxy has no UDP proxy)
 #   haproxy-splice    the same with "option splice-auto"
 #   nginx             stream proxy_pass, worker_processes 2, UDP "listen ... udp
@@ -193,7 +194,7 @@ start_nginx() { # name k
 
 start_edge realip-edge 0 off yes yes
 start_edge realip-edge-ppv1 1 ppv1 no no
-start_edge realip-edge-goroutine 6 off no yes -tcp-goroutine-relay
+start_edge realip-edge-goroutine 6 off yes yes -goroutine-relay
 start_haproxy haproxy 2 ""
 start_haproxy haproxy-splice 3 "option splice-auto"
 start_nginx nginx 4
@@ -255,7 +256,7 @@ if ((reps > 0)); then
 	"$load" report -edge realip-edge -base haproxy,haproxy-splice,nginx -variants realip-edge-ppv1,realip-edge-goroutine "$out"
 	echo
 	echo "(realip-edge-ppv1: realip-edge writing a PROXY v1 header on each connection, the cost of the header;"
-	echo " realip-edge-goroutine: realip-edge relaying TCP with goroutines instead of epoll loops; raw results in $out)"
+	echo " realip-edge-goroutine: realip-edge relaying with goroutines instead of epoll loops; raw results in $out)"
 fi
 
 [[ -n $profile ]] || exit 0

@@ -6,11 +6,16 @@
 // every) datagram of a flow, or an SPP header on every datagram, stripped
 // again from every reply (UDP).
 //
-// TCP is relayed with io.Copy between *net.TCPConn values, so Linux splices
-// the bytes without copying them through user space; half-closes are passed
-// on and a connection idle in both directions for IdleTimeout is closed.
-// UDP keeps one upstream socket per client address, expired after UDPIdle
-// and bounded by MaxUDPFlows (counted when hit).
+// On Linux both are relayed by epoll loops, one per CPU, on raw
+// non-blocking sockets (tcploop_linux.go, udploop_linux.go): no goroutine
+// per connection or flow. A TCP connection that turns out to be a stream,
+// or whose reader falls behind, moves to a pair of goroutines copying
+// between *net.TCPConn values, so that Linux splices the bytes (relay.go);
+// Options.GoroutineRelay relays everything with goroutines, as on other
+// systems. Half-closes are passed on and a connection idle in both
+// directions for IdleTimeout is closed. UDP keeps one upstream socket per
+// client address, expired after UDPIdle and bounded by MaxUDPFlows
+// (counted when hit).
 //
 // Origins come from package edge/origin: domain names are re-resolved,
 // groups are health-checked and fail over, and PERSIST on keeps a client on
@@ -21,6 +26,7 @@
 // connections and their UDP flows; removed ports stop listening but let
 // their established connections finish. Shutdown stops listening and drains.
 //
-// TOA rules need the TOA sender, which this build does not have: a rules
-// file with one is refused at start with a clear error, never downgraded.
+// TOA rules send the client address in a TCP option through package
+// edge/toasend (eBPF); where that cannot work, a rules file with one is
+// refused at start with a clear error, never downgraded.
 package edge

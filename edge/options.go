@@ -44,8 +44,10 @@ type Options struct {
 	// flow (the specification) instead of the first only (EdgeOne).
 	PPv2EveryDatagram bool
 	// GoroutineRelay relays every TCP connection with the goroutine relay
-	// (relay.go) instead of the epoll loops (Linux; tcploop_linux.go): for
-	// comparison, and as a way out should the loops misbehave.
+	// (relay.go) and every UDP port with a goroutine per port and per flow
+	// (udp.go) instead of the epoll loops (Linux; tcploop_linux.go,
+	// udploop_linux.go): for comparison, and as a way out should the loops
+	// misbehave.
 	GoroutineRelay bool
 	// TOA configures the TOA sender used by toa rules (kinds, cgroup).
 	TOA toasend.Options

@@ -17,14 +17,17 @@ func enablePktinfo(c *net.UDPConn) error {
 	if err != nil {
 		return err
 	}
-	var v4err, v6err error
-	err = rc.Control(func(fd uintptr) {
-		v4err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
-		v6err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
-	})
-	if err != nil {
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setPktinfo(int(fd)) }); err != nil {
 		return err
 	}
+	return serr
+}
+
+// setPktinfo is enablePktinfo on a descriptor.
+func setPktinfo(fd int) error {
+	v4err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+	v6err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
 	if v4err != nil && v6err != nil {
 		return fmt.Errorf("enable IP_PKTINFO: %v; IPV6_RECVPKTINFO: %v", v4err, v6err)
 	}

@@ -90,27 +90,35 @@ func ntohs(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-func rawSocket(family int) (int, error) {
-	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+func rawSocket(family, typ int) (int, error) {
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(typ)|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	return int(fd), rawErr(e)
 }
 
-// rawConnect starts a connect; EINPROGRESS is the usual answer.
+// rawConnect starts a connect; EINPROGRESS is the usual answer for TCP.
 func rawConnect(fd int, addr netip.AddrPort) error {
-	var (
-		ptr  unsafe.Pointer
-		size uintptr
-	)
-	port := htons(addr.Port())
-	if ip := addr.Addr().Unmap(); ip.Is4() {
-		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port, Addr: ip.As4()}
-		ptr, size = unsafe.Pointer(&sa), unsafe.Sizeof(sa)
-	} else {
-		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: ip.As16()}
-		ptr, size = unsafe.Pointer(&sa), unsafe.Sizeof(sa)
+	var sa unix.RawSockaddrAny
+	family := unix.AF_INET6
+	if addr.Addr().Unmap().Is4() {
+		family = unix.AF_INET
 	}
-	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), size)
+	size := putSockaddr(&sa, family, addr)
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size)
 	return rawErr(e)
+}
+
+// putSockaddr writes addr into sa as a socket of family takes it (IPv4
+// mapped for AF_INET6) and returns its size.
+func putSockaddr(sa *unix.RawSockaddrAny, family int, addr netip.AddrPort) uintptr {
+	port := htons(addr.Port())
+	if family == unix.AF_INET {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port, Addr: addr.Addr().Unmap().As4()}
+		return unsafe.Sizeof(*sa4)
+	}
+	sa6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+	*sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: addr.Addr().As16()}
+	return unsafe.Sizeof(*sa6)
 }
 
 func rawGetsockoptInt(fd, level, opt int) (int, error) {

@@ -28,7 +28,7 @@ type Server struct {
 	flows    atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
 	conns    atomic.Int64   // relayed TCP connections, bounded by MaxTCPConns
 	tcpConns *connTable     // relayed TCP connections, for idle sweeps and drain
-	tcpLoops *tcpLoops      // epoll loops relaying TCP (Linux); nil: goroutines only
+	evLoops  *evLoops       // epoll loops relaying TCP and UDP (Linux); nil: goroutines only
 	sweeper  sync.Once      // starts tcpConns' sweeper with the first TCP port
 	loops    sync.WaitGroup // serveTCP and serveUDP goroutines
 	active   sync.WaitGroup // TCP connections and UDP flows, for draining
@@ -75,7 +75,7 @@ func New(opts Options) (*Server, error) {
 		udp:      map[uint16]*udpPort{},
 	}
 	if !opts.GoroutineRelay {
-		s.tcpLoops = newTCPLoops(s)
+		s.evLoops = newEvLoops(s)
 	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(newOriginCollector(s)); err != nil {
@@ -288,9 +288,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancel()            // cuts the UDP flows left, stops the sweeper and the origin pools
 	s.tcpConns.closeAll() // and the TCP connections
-	if s.tcpLoops != nil {
-		s.tcpLoops.cutAll()
-		s.tcpLoops.stop()
+	if s.evLoops != nil {
+		s.evLoops.cutAll()
+		s.evLoops.stop()
 	}
 	s.mu.Lock()
 	for _, rs := range s.rules {

@@ -296,10 +296,17 @@ func startEchoEdge(t *testing.T, opts Options) (*Server, uint16) {
 		}
 	}()
 	port := freePort(t, "tcp")
-	opts.RulesPath = filepath.Join(t.TempDir(), "rules.txt")
 	opts.ListenIP = netip.MustParseAddr("127.0.0.1")
-	rule := fmt.Sprintf("tcp:%d 127.0.0.1 %d off off\n", port, origin.Addr().(*net.TCPAddr).Port)
-	if err := os.WriteFile(opts.RulesPath, []byte(rule), 0o644); err != nil {
+	s := startRules(t, opts, fmt.Sprintf("tcp:%d 127.0.0.1 %d off off\n", port, origin.Addr().(*net.TCPAddr).Port))
+	return s, port
+}
+
+// startRules starts a Server on the rules text (written to a temporary
+// RulesPath); the caller shuts it down.
+func startRules(t *testing.T, opts Options, rules string) *Server {
+	t.Helper()
+	opts.RulesPath = filepath.Join(t.TempDir(), "rules.txt")
+	if err := os.WriteFile(opts.RulesPath, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(opts)
@@ -309,5 +316,5 @@ func startEchoEdge(t *testing.T, opts Options) (*Server, uint16) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return s, port
+	return s
 }

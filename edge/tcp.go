@@ -43,7 +43,7 @@ func (s *Server) openPorts(want map[rules.Proto]map[uint16]binding) (map[uint16]
 			p.close()
 		}
 		for _, p := range newUDP {
-			p.conn.Close()
+			p.closeUnserved()
 		}
 		return nil, nil, err
 	}
@@ -99,12 +99,12 @@ func (s *Server) commitTCP(want map[uint16]binding, opened map[uint16]*tcpPort) 
 // serveTCPInLoops gives p to the epoll loops; false leaves it to serveTCP
 // (not Linux, GoroutineRelay, or the loops could not start).
 func (s *Server) serveTCPInLoops(p *tcpPort) bool {
-	if s.tcpLoops == nil {
+	if s.evLoops == nil {
 		return false
 	}
-	err := s.tcpLoops.start()
+	err := s.evLoops.start()
 	if err == nil {
-		err = s.tcpLoops.addPort(p)
+		err = s.evLoops.addPort(p)
 	}
 	if err != nil {
 		s.opts.Logger.Warn("edge: tcp port relayed by goroutines", "port", p.port, "err", err)
@@ -119,8 +119,8 @@ func (s *Server) serveTCPInLoops(p *tcpPort) bool {
 // of it, and none is still opening a connection from p when this returns.
 func (s *Server) closeTCPPort(p *tcpPort) {
 	p.close()
-	if s.tcpLoops != nil {
-		s.tcpLoops.removePort(p)
+	if s.evLoops != nil {
+		s.evLoops.removePort(p)
 	}
 }
 

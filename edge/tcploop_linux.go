@@ -52,8 +52,8 @@ import (
 // Log lines from a loop (an origin that refuses, accept failing) are
 // written in the loop: a slow log sink slows the loop's connections.
 
-// tcpLoops are the server's epoll loops.
-type tcpLoops struct {
+// evLoops are the server's epoll loops.
+type evLoops struct {
 	s    *Server
 	once sync.Once
 	wg   sync.WaitGroup
@@ -62,11 +62,11 @@ type tcpLoops struct {
 	loops []*evLoop  // nil once stopped
 }
 
-func newTCPLoops(s *Server) *tcpLoops { return &tcpLoops{s: s} }
+func newEvLoops(s *Server) *evLoops { return &evLoops{s: s} }
 
 // start opens the loops, once; an error leaves the server on the goroutine
 // relay.
-func (t *tcpLoops) start() error {
+func (t *evLoops) start() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var err error
@@ -98,7 +98,7 @@ func (t *tcpLoops) start() error {
 }
 
 // addPort makes every loop accept from p.
-func (t *tcpLoops) addPort(p *tcpPort) error {
+func (t *evLoops) addPort(p *tcpPort) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.loops == nil {
@@ -121,20 +121,20 @@ func (t *tcpLoops) addPort(p *tcpPort) error {
 
 // removePort makes every loop forget p, closed or not; when it returns,
 // no loop takes another connection from p.
-func (t *tcpLoops) removePort(p *tcpPort) {
+func (t *evLoops) removePort(p *tcpPort) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.removePortLocked(p)
 }
 
-func (t *tcpLoops) removePortLocked(p *tcpPort) {
+func (t *evLoops) removePortLocked(p *tcpPort) {
 	for _, l := range t.loops {
 		l.call(func() { l.removePort(p) })
 	}
 }
 
 // cutAll closes every connection of the loops (the end of a drain).
-func (t *tcpLoops) cutAll() {
+func (t *evLoops) cutAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, l := range t.loops {
@@ -144,11 +144,11 @@ func (t *tcpLoops) cutAll() {
 
 // stop ends the loops, cutting what connections they still hold; later
 // calls of any method find no loop.
-func (t *tcpLoops) stop() {
+func (t *evLoops) stop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, l := range t.loops {
-		l.call(func() { l.cutAll(); l.stopping = true })
+		l.call(func() { l.cutAll(); l.closeFlows(); l.stopping = true })
 	}
 	t.wg.Wait()
 	for _, l := range t.loops {
@@ -171,7 +171,10 @@ type evLoop struct {
 	ports    map[uint64]*loopPort
 	conns    map[uint64]*loopConn // by the token of either socket
 	head     *loopConn            // every connection, for sweeps and cutAll
-	now      time.Time            // after the last epoll_wait
+	udps     map[uint64]*loopUDP  // UDP forwarding ports (udploop_linux.go)
+	flows    map[uint64]*udpFlow  // UDP flows, by their upstream socket's token
+	udp      *udpScratch
+	now      time.Time // after the last epoll_wait
 	swept    time.Time
 	period   time.Duration
 	stopping bool
@@ -228,12 +231,15 @@ func newEvLoop(s *Server) (*evLoop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("edge: epoll: %w", err)
 	}
-	period := max(min(s.opts.IdleTimeout/idleTicks, s.opts.DialTimeout/4, time.Second), 10*time.Millisecond)
+	period := max(min(s.opts.IdleTimeout/idleTicks, s.opts.UDPIdle/idleTicks, s.opts.DialTimeout/4, time.Second), 10*time.Millisecond)
 	return &evLoop{
 		s: s, ep: ep, wake: wake, epf: os.NewFile(uintptr(ep), "epoll"),
 		buf:    make([]byte, smallBuf),
 		ports:  map[uint64]*loopPort{},
 		conns:  map[uint64]*loopConn{},
+		udps:   map[uint64]*loopUDP{},
+		flows:  map[uint64]*udpFlow{},
+		udp:    newUDPScratch(),
 		now:    time.Now(),
 		swept:  time.Now(),
 		period: period,
@@ -263,12 +269,17 @@ func (l *evLoop) newTokens() (uint64, uint64) {
 // call runs fn in the loop and waits for it.
 func (l *evLoop) call(fn func()) {
 	done := make(chan struct{})
+	l.post(func() { fn(); close(done) })
+	<-done
+}
+
+// post has the loop run fn soon.
+func (l *evLoop) post(fn func()) {
 	l.mu.Lock()
-	l.cmds = append(l.cmds, func() { fn(); close(done) })
+	l.cmds = append(l.cmds, fn)
 	l.mu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(l.wake, one[:]) // EAGAIN only when the counter is full: a wake-up is pending
-	<-done
 }
 
 func (l *evLoop) runCommands() {
@@ -283,28 +294,42 @@ func (l *evLoop) runCommands() {
 	}
 }
 
-func (l *evLoop) dispatch(tok uint64, ev uint32) {
+// dispatch handles one event. It reports whether the socket is known to be
+// empty now (UDP sockets and the eventfd can tell; TCP events report
+// false), which lets the loop wait without looking again (see run).
+func (l *evLoop) dispatch(tok uint64, ev uint32) bool {
 	if tok == wakeToken {
 		l.runCommands()
-		return
-	}
-	if lp := l.ports[tok]; lp != nil {
-		l.acceptFrom(lp)
-		return
+		return true
 	}
 	c := l.conns[tok]
 	if c == nil {
-		return // an event of a socket closed earlier in this batch
+		return l.dispatchOther(tok)
 	}
-	if tok == c.utok {
-		if c.connecting {
-			l.connected(c, ev)
-			return
-		}
+	switch {
+	case tok == c.utok && c.connecting:
+		l.connected(c, ev)
+	case tok == c.utok:
 		l.pump(c, false, ev)
-		return
+	default:
+		l.pump(c, true, ev)
 	}
-	l.pump(c, true, ev)
+	return false
+}
+
+// dispatchOther handles an event of a listening socket or of UDP.
+func (l *evLoop) dispatchOther(tok uint64) bool {
+	if f := l.flows[tok]; f != nil {
+		return l.originDatagrams(f)
+	}
+	if u := l.udps[tok]; u != nil {
+		return l.clientDatagrams(u)
+	}
+	if lp := l.ports[tok]; lp != nil {
+		l.acceptFrom(lp)
+		return false
+	}
+	return true // an event of a socket closed earlier in this batch
 }
 
 // addPort registers p's listening socket; the rc.Control keeps the socket
@@ -682,6 +707,7 @@ func (l *evLoop) sweep() {
 		}
 		c = next
 	}
+	l.sweepFlows()
 	for _, lp := range l.ports {
 		if !lp.pausedUntil.IsZero() && !l.now.Before(lp.pausedUntil) {
 			if l.arm(lp) == nil {
@@ -705,7 +731,7 @@ func connectNonblock(addr netip.AddrPort) (int, error) {
 	if addr.Addr().Unmap().Is4() {
 		family = unix.AF_INET
 	}
-	fd, err := rawSocket(family)
+	fd, err := rawSocket(family, unix.SOCK_STREAM)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
@@ -754,32 +780,59 @@ func (l *evLoop) run() {
 	}
 	l.epf.SetReadDeadline(l.now.Add(l.period))
 	for !l.stopping {
-		var (
-			n    int
-			werr error
-		)
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				n, werr = rawEpollPoll(int(fd), events)
-				if werr != unix.EINTR {
-					return n > 0 || werr != nil
-				}
-			}
-		})
+		err := rc.Read(func(fd uintptr) bool { return l.turn(int(fd), events) })
 		l.now = time.Now()
-		if err == nil {
-			err = werr
-		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			l.s.opts.Logger.Error("edge: epoll_wait", "err", err)
+			l.s.opts.Logger.Error("edge: epoll wait", "err", err)
 			time.Sleep(10 * time.Millisecond)
 		}
-		for i := range max(n, 0) {
-			l.dispatch(token(&events[i]), events[i].Events)
+		l.sweepIfDue()
+	}
+}
+
+// turn handles what is ready until the loop may park (false) or stops
+// (true). It runs inside the epoll descriptor's RawRead, so that a
+// wake-up Go's poller records while the loop is busy is kept for the
+// park; leaving RawRead would forget it.
+//
+// After a batch the loop normally polls once more before it parks, as
+// level-triggered sockets read only in part are reported again only then.
+// It parks at once when the batch was not full and every event in it left
+// its socket empty: anything that arrives later wakes the epoll set's
+// waiters, Go's poller among them, so nothing is missed, and a
+// request/response exchange costs one epoll_pwait less per wake-up.
+func (l *evLoop) turn(ep int, events []unix.EpollEvent) bool {
+	for !l.stopping {
+		n, err := rawEpollPoll(ep, events)
+		l.now = time.Now()
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			l.s.opts.Logger.Error("edge: epoll_pwait", "err", os.NewSyscallError("epoll_pwait", err))
+			time.Sleep(10 * time.Millisecond)
+			return false
+		case n == 0:
+			return false
 		}
-		if l.now.Sub(l.swept) >= l.period {
-			l.sweep()
-			l.epf.SetReadDeadline(l.now.Add(l.period))
+		settled := n < len(events)
+		for i := range n {
+			if !l.dispatch(token(&events[i]), events[i].Events) {
+				settled = false
+			}
 		}
+		l.sweepIfDue()
+		if settled {
+			return l.stopping
+		}
+	}
+	return true
+}
+
+// sweepIfDue sweeps once a period, busy or not.
+func (l *evLoop) sweepIfDue() {
+	if l.now.Sub(l.swept) >= l.period {
+		l.sweep()
+		l.epf.SetReadDeadline(l.now.Add(l.period))
 	}
 }

@@ -4,14 +4,14 @@ package edge
 
 import "errors"
 
-// tcpLoops: the epoll loops are Linux only (tcploop_linux.go); elsewhere
+// evLoops: the epoll loops are Linux only (tcploop_linux.go); elsewhere
 // every connection takes the goroutine relay.
-type tcpLoops struct{}
+type evLoops struct{}
 
-func newTCPLoops(*Server) *tcpLoops { return nil }
+func newEvLoops(*Server) *evLoops { return nil }
 
-func (*tcpLoops) start() error           { return errors.New("edge: epoll loops are Linux only") }
-func (*tcpLoops) addPort(*tcpPort) error { return errors.New("edge: epoll loops are Linux only") }
-func (*tcpLoops) removePort(*tcpPort)    {}
-func (*tcpLoops) cutAll()                {}
-func (*tcpLoops) stop()                  {}
+func (*evLoops) start() error           { return errors.New("edge: epoll loops are Linux only") }
+func (*evLoops) addPort(*tcpPort) error { return errors.New("edge: epoll loops are Linux only") }
+func (*evLoops) removePort(*tcpPort)    {}
+func (*evLoops) cutAll()                {}
+func (*evLoops) stop()                  {}

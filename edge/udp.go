@@ -24,12 +24,16 @@ const (
 	maxDatagram = 65535
 )
 
-// udpPort is one UDP forwarding port with its flows.
+// udpPort is one UDP forwarding port with its flows. It is served either
+// by a goroutine reading conn (serveUDP) or, on Linux, by the epoll loops,
+// each reading its own socket of fds (udploop_linux.go).
 type udpPort struct {
 	srv     *Server
 	port    uint16
-	conn    *net.UDPConn
-	pktinfo bool // listening on every address: learn each flow's target
+	conn    *net.UDPConn   // goroutine mode
+	fds     []int          // loop mode: one SO_REUSEPORT socket per loop, by loop index
+	local   netip.AddrPort // the address the port is bound to
+	pktinfo bool           // listening on every address: learn each flow's target
 	bind    atomic.Pointer[binding]
 
 	mu    sync.Mutex
@@ -43,7 +47,11 @@ type udpFlow struct {
 	client     netip.AddrPort
 	target     netip.AddrPort // where the client sent to
 	oob        []byte         // source-address control message for replies
-	up         *net.UDPConn   // connected to the origin
+	up         *net.UDPConn   // goroutine mode: connected to the origin
+	loop       *evLoop        // loop mode: the loop that owns the flow
+	ufd        int            // loop mode: the socket connected to the origin
+	utok       uint64         // loop mode: ufd's token in the loop
+	cfd        int            // loop mode: the port's socket replies leave from
 	tuple      udpTuple       // up's addresses, claimed in srv.tuples
 	origin     netip.Addr
 	ppv2       []byte       // the PROXY v2 header of the flow, for ModePPv2
@@ -53,7 +61,16 @@ type udpFlow struct {
 	closeOnce  sync.Once
 }
 
+// openUDP opens a forwarding port: in the epoll loops when they run,
+// otherwise for serveUDP.
 func (s *Server) openUDP(port uint16) (*udpPort, error) {
+	p := &udpPort{srv: s, port: port, flows: map[netip.AddrPort]*udpFlow{}}
+	if s.evLoops != nil && s.evLoops.start() == nil {
+		if err := s.evLoops.openUDP(p); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
 	addr, err := net.ResolveUDPAddr("udp", s.listenAddr(port))
 	if err != nil {
 		return nil, err
@@ -64,7 +81,7 @@ func (s *Server) openUDP(port uint16) (*udpPort, error) {
 		return nil, err
 	}
 	conn := pc.(*net.UDPConn)
-	p := &udpPort{srv: s, port: port, conn: conn, flows: map[netip.AddrPort]*udpFlow{}}
+	p.conn, p.local = conn, unmapped(conn.LocalAddr())
 	if !s.opts.ListenIP.IsValid() {
 		if err := enablePktinfo(conn); err != nil {
 			conn.Close()
@@ -93,13 +110,37 @@ func (s *Server) commitUDP(want map[uint16]binding, opened map[uint16]*udpPort) 
 	for port, p := range opened {
 		b := want[port]
 		p.bind.Store(&b)
+		if p.fds != nil {
+			if err := s.evLoops.addUDPPort(p); err != nil {
+				s.opts.Logger.Error("edge: udp port not served", "port", port, "err", err)
+				continue // addUDPPort closed the sockets
+			}
+			s.udp[port] = p
+			continue
+		}
 		s.udp[port] = p
 		s.loops.Add(1)
 		go s.serveUDP(p)
 	}
 }
 
+// closeUnserved closes a port opened but never served.
+func (p *udpPort) closeUnserved() {
+	if p.fds != nil {
+		closeFDs(p.fds)
+		p.fds = nil
+	}
+	if p.conn != nil {
+		p.conn.Close()
+	}
+}
+
+// close stops reading the port and closes its flows.
 func (p *udpPort) close() {
+	if p.fds != nil {
+		p.srv.evLoops.removeUDPPort(p)
+		return
+	}
 	p.conn.Close()
 	p.closeFlows(func(*udpFlow) bool { return true })
 }
@@ -135,11 +176,13 @@ func (s *Server) serveUDP(p *udpPort) {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		f := p.flow(from)
 		if f == nil {
-			if f = s.newFlow(p, from, oob[:oobn]); f == nil {
+			if f = s.newFlow(p, from, oob[:oobn], nil); f == nil {
 				continue
 			}
 		}
-		f.forward(buf, n, s.opts.PPv2EveryDatagram)
+		if err := f.forward(buf, n); err != nil && !errors.Is(err, net.ErrClosed) {
+			f.upstreamFailed(err) // refused: ICMP unreachable came back
+		}
 	}
 }
 
@@ -154,8 +197,9 @@ func (p *udpPort) flow(client netip.AddrPort) *udpFlow {
 	return f
 }
 
-// newFlow opens the flow of a new client, or counts why it cannot.
-func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte) *udpFlow {
+// newFlow opens the flow of a new client, or counts why it cannot. In loop
+// mode l is the loop that received the datagram and owns the flow.
+func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoop) *udpFlow {
 	b := p.bind.Load()
 	m := b.rs.metrics
 	if s.flows.Add(1) > int64(s.opts.MaxUDPFlows) {
@@ -163,7 +207,7 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte) *udpFlow
 		m.fail("flow_limit")
 		return nil
 	}
-	f := &udpFlow{p: p, b: b, client: client, target: s.udpTarget(p, oob)}
+	f := &udpFlow{p: p, b: b, client: client, target: s.udpTarget(p, oob), loop: l, ufd: -1, cfd: -1}
 	if p.pktinfo {
 		f.oob = replyControl(f.target.Addr())
 	}
@@ -177,13 +221,30 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte) *udpFlow
 		return nil
 	}
 	f.last.Store(time.Now().UnixNano())
-	p.mu.Lock()
-	p.flows[client] = f
-	p.mu.Unlock()
 	m.flows.Inc()
 	m.flowsActive.Inc()
-	s.active.Add(1)
-	go s.replies(f)
+	if l != nil {
+		if err := l.addFlow(f); err != nil {
+			s.opts.Logger.Warn("edge: udp flow", "rule", m.label, "client", client, "err", err)
+			f.closeInLoop()
+			return nil
+		}
+	}
+	p.mu.Lock()
+	if old := p.flows[client]; old != nil && !old.closed.Load() {
+		// Another loop made the client's flow meanwhile (loop mode only:
+		// a client's datagrams reach one loop unless the port's
+		// SO_REUSEPORT group changed). Keep that one.
+		p.mu.Unlock()
+		f.closeInLoop()
+		return old
+	}
+	p.flows[client] = f
+	p.mu.Unlock()
+	if l == nil {
+		s.active.Add(1)
+		go s.replies(f)
+	}
 	return f
 }
 
@@ -195,7 +256,7 @@ func (s *Server) udpTarget(p *udpPort, oob []byte) netip.AddrPort {
 	if a, ok := pktinfoDst(oob); ok {
 		return netip.AddrPortFrom(a.Unmap(), p.port)
 	}
-	return unmapped(p.conn.LocalAddr())
+	return p.local
 }
 
 // prepareHeader builds the flow's PROXY v2 header once.
@@ -225,9 +286,9 @@ func (f *udpFlow) dial() error {
 	}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
-		up, t, err := f.p.srv.dialUpstream(netip.AddrPortFrom(addr, f.b.originPort), f.b.rs.metrics)
+		up, t, err := f.p.srv.dialUpstream(netip.AddrPortFrom(addr, f.b.originPort), f.b.rs.metrics, f.loop != nil)
 		if err == nil {
-			f.up, f.tuple, f.origin = up, t, addr
+			f.up, f.ufd, f.tuple, f.origin = up.conn, up.fd, t, addr
 			return nil
 		}
 		f.b.rs.metrics.fail("dial")
@@ -241,32 +302,63 @@ func (f *udpFlow) dial() error {
 // address pair of another flow's (see tupleSet).
 const maxTupleClashes = 16
 
-// dialUpstream opens a UDP socket connected to origin whose address pair
-// no other flow of the edge holds, and claims that pair. Each clash is
-// counted as the error "upstream_port_clash" of the rule.
-func (s *Server) dialUpstream(origin netip.AddrPort, m *ruleMetrics) (*net.UDPConn, udpTuple, error) {
+// upstream is a flow's socket connected to its origin: a *net.UDPConn
+// (goroutine mode) or a raw non-blocking descriptor (loop mode, fd >= 0).
+type upstream struct {
+	conn  *net.UDPConn
+	fd    int
+	local netip.AddrPort
+}
+
+func (u upstream) close() {
+	if u.conn != nil {
+		u.conn.Close()
+		return
+	}
+	closeFD(u.fd)
+}
+
+// openUpstream opens a goroutine mode upstream socket with SO_REUSEADDR.
+func openUpstream(origin netip.AddrPort) (upstream, error) {
 	d := net.Dialer{Control: sockopt.ReuseAddr}
+	c, err := d.Dial("udp", origin.String())
+	if err != nil {
+		return upstream{fd: -1}, err
+	}
+	up := c.(*net.UDPConn)
+	return upstream{conn: up, fd: -1, local: unmapped(up.LocalAddr())}, nil
+}
+
+// dialUpstream opens a UDP socket connected to origin (raw for loop mode)
+// whose address pair no other flow of the edge holds, and claims that
+// pair. Each clash is counted as the error "upstream_port_clash" of the
+// rule.
+func (s *Server) dialUpstream(origin netip.AddrPort, m *ruleMetrics, raw bool) (upstream, udpTuple, error) {
+	open := openUpstream
+	if raw {
+		open = openRawUpstream
+	}
 	for range maxTupleClashes {
-		c, err := d.Dial("udp", origin.String())
+		up, err := open(origin)
 		if err != nil {
-			return nil, udpTuple{}, err
+			return up, udpTuple{}, err
 		}
-		up := c.(*net.UDPConn)
-		t := udpTuple{local: unmapped(up.LocalAddr()), remote: origin}
+		t := udpTuple{local: up.local, remote: origin}
 		if s.tuples.claim(t) {
 			return up, t, nil
 		}
 		// Keep the clashing socket open until the redial, so the
 		// kernel cannot hand out the same port again at once.
-		defer up.Close()
+		defer up.close()
 		m.fail("upstream_port_clash")
 	}
-	return nil, udpTuple{}, fmt.Errorf("no free local port towards %v after %d tries", origin, maxTupleClashes)
+	return upstream{fd: -1}, udpTuple{}, fmt.Errorf("no free local port towards %v after %d tries", origin, maxTupleClashes)
 }
 
 // forward sends the datagram buf[headroom:headroom+n] to the origin, with
-// the header the rule asks for in the headroom.
-func (f *udpFlow) forward(buf []byte, n int, ppv2Every bool) {
+// the header the rule asks for in the headroom. An error is counted; the
+// caller decides whether it ends the flow.
+func (f *udpFlow) forward(buf []byte, n int) error {
 	f.last.Store(time.Now().UnixNano())
 	start := headroom
 	switch f.b.rs.rule.IPMode {
@@ -274,20 +366,28 @@ func (f *udpFlow) forward(buf []byte, n int, ppv2Every bool) {
 		start -= wire.SPPHeaderLen
 		wire.PutSPP(buf[start:], wire.SPPHeader{Client: f.client, Proxy: f.target})
 	case rules.ModePPv2:
-		if ppv2Every || f.headerSent.CompareAndSwap(false, true) {
+		if f.p.srv.opts.PPv2EveryDatagram || f.headerSent.CompareAndSwap(false, true) {
 			start -= len(f.ppv2)
 			copy(buf[start:], f.ppv2)
 		}
 	}
-	if _, err := f.up.Write(buf[start : headroom+n]); err != nil {
+	if err := f.send(buf[start : headroom+n]); err != nil {
 		f.b.rs.metrics.fail("upstream_write")
-		if !errors.Is(err, net.ErrClosed) {
-			f.upstreamFailed(err) // refused: ICMP unreachable came back
-		}
-		return
+		return err
 	}
 	f.b.rs.metrics.dgToOrigin.Inc()
 	f.b.rs.metrics.toOrigin.Add(float64(n))
+	return nil
+}
+
+// send writes one datagram to the origin.
+func (f *udpFlow) send(d []byte) error {
+	if f.loop != nil {
+		_, err := rawWriteFD(f.ufd, d)
+		return err
+	}
+	_, err := f.up.Write(d)
+	return err
 }
 
 // replies relays the origin's datagrams back to the client until the flow
@@ -350,17 +450,32 @@ func (f *udpFlow) upstreamFailed(err error) {
 	f.close()
 }
 
+// close ends the flow; in loop mode it waits for the owning loop to do it
+// (never call it from a loop: closeInLoop).
 func (f *udpFlow) close() {
+	if f.loop != nil {
+		f.p.srv.evLoops.closeFlow(f)
+		return
+	}
 	f.closeOnce.Do(func() {
 		f.closed.Store(true)
-		f.p.mu.Lock()
-		if f.p.flows[f.client] == f {
-			delete(f.p.flows, f.client)
-		}
-		f.p.mu.Unlock()
 		f.up.Close()
-		f.p.srv.tuples.release(f.tuple)
-		f.b.rs.metrics.flowsActive.Dec()
-		f.p.srv.flows.Add(-1)
+		f.release()
 	})
+}
+
+// release is what closing a flow does besides its socket: it forgets the
+// flow and gives back its address pair and its place under MaxUDPFlows.
+func (f *udpFlow) release() {
+	f.closed.Store(true)
+	f.p.mu.Lock()
+	if f.p.flows[f.client] == f {
+		delete(f.p.flows, f.client)
+	}
+	f.p.mu.Unlock()
+	if f.tuple != (udpTuple{}) {
+		f.p.srv.tuples.release(f.tuple)
+	}
+	f.b.rs.metrics.flowsActive.Dec()
+	f.p.srv.flows.Add(-1)
 }

@@ -72,7 +72,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.check, "check", false, "validate the files, print the canonical rules and exit")
 	fs.BoolVar(&f.ppv2Every, "udp-ppv2-every-datagram", false, "send the PROXY v2 header on every UDP datagram, not only the first of a flow")
 	fs.BoolVar(&f.verbose, "v", false, "debug logging")
-	fs.BoolVar(&f.goroutineRelay, "tcp-goroutine-relay", false, "relay TCP with two goroutines per connection instead of the epoll loops (Linux), for comparison")
+	fs.BoolVar(&f.goroutineRelay, "goroutine-relay", false, "relay with goroutines (two per TCP connection, one per UDP port and per flow) instead of the epoll loops (Linux), for comparison")
 	fs.DurationVar(&f.idle, "tcp-idle", edge.DefaultIdleTimeout, "close TCP connections idle this long in both directions")
 	fs.DurationVar(&f.udpIdle, "udp-idle", edge.DefaultUDPIdle, "expire UDP flows idle this long")
 	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
