@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,7 +156,11 @@ func (s *Server) apply(set *rules.Set) error {
 			want[rs.rule.Proto][port] = binding{rs: rs, originPort: oport}
 		}
 	}
-	if err := raiseFileLimit(len(want[rules.TCP]) + len(want[rules.UDP]) + s.opts.MaxUDPFlows + 2*s.opts.MaxTCPConns); err != nil {
+	udpSockets := len(want[rules.UDP])
+	if s.evLoops != nil {
+		udpSockets *= runtime.GOMAXPROCS(0) // a socket per loop and port
+	}
+	if err := raiseFileLimit(len(want[rules.TCP]) + udpSockets + s.opts.MaxUDPFlows + 2*s.opts.MaxTCPConns); err != nil {
 		s.opts.Logger.Warn("edge: cannot raise the open-file limit", "err", err)
 	}
 	newTCP, newUDP, err := s.openPorts(want)

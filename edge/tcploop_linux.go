@@ -45,10 +45,12 @@ import (
 //
 // Every loop registers every listening socket with EPOLLEXCLUSIVE, but the
 // loops wait through Go's poller, not in epoll_wait, so the kernel wakes
-// all of them for each connection and all but one find accept4 empty:
-// negligible on a few CPUs, worth one accepting loop that hands
-// connections to the others on many.
-//
+// all of them for each connection and all but one find accept4 empty. A
+// listening socket per loop with SO_REUSEPORT (as the UDP ports have)
+// would wake only one, but multiplies the descriptors of a rules file with
+// thousands of TCP ports by the CPUs, and measured no faster on 2 CPUs
+// (bench/edge.sh LOADS=conn REPS=8: 1.01x HAProxy either way).
+
 // Log lines from a loop (an origin that refuses, accept failing) are
 // written in the loop: a slow log sink slows the loop's connections.
 
@@ -189,6 +191,7 @@ type loopPort struct {
 	rc          syscall.RawConn
 	tok         uint64
 	pausedUntil time.Time // accept failed for lack of resources; zero: accepting
+	noDelay     bool      // TCP_NODELAY is set on the listening socket, so on what it accepts
 }
 
 // loopConn is a relayed connection owned by a loop.
@@ -294,9 +297,12 @@ func (l *evLoop) runCommands() {
 	}
 }
 
-// dispatch handles one event. It reports whether the socket is known to be
-// empty now (UDP sockets and the eventfd can tell; TCP events report
-// false), which lets the loop wait without looking again (see run).
+// dispatch handles one event. It reports whether the loop may park
+// without polling again as far as this event goes (see turn): true unless
+// a level-triggered socket may still have something (a port that accepted
+// its maximum in a row, a full recvmmsg). A connection's sockets are
+// edge-triggered: polling again would not report them until something new
+// arrives, so they always say true.
 func (l *evLoop) dispatch(tok uint64, ev uint32) bool {
 	if tok == wakeToken {
 		l.runCommands()
@@ -314,7 +320,7 @@ func (l *evLoop) dispatch(tok uint64, ev uint32) bool {
 	default:
 		l.pump(c, true, ev)
 	}
-	return false
+	return true
 }
 
 // dispatchOther handles an event of a listening socket or of UDP.
@@ -326,8 +332,7 @@ func (l *evLoop) dispatchOther(tok uint64) bool {
 		return l.clientDatagrams(u)
 	}
 	if lp := l.ports[tok]; lp != nil {
-		l.acceptFrom(lp)
-		return false
+		return l.acceptFrom(lp)
 	}
 	return true // an event of a socket closed earlier in this batch
 }
@@ -337,6 +342,12 @@ func (l *evLoop) dispatchOther(tok uint64) bool {
 func (l *evLoop) addPort(p *tcpPort, rc syscall.RawConn) error {
 	tok, _ := l.newTokens()
 	lp := &loopPort{p: p, rc: rc, tok: tok}
+	// An accepted socket inherits TCP_NODELAY from its listener (Linux
+	// copies the listener's socket): one setsockopt per port, not per
+	// connection.
+	_ = rc.Control(func(fd uintptr) {
+		lp.noDelay = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) == nil
+	})
 	if err := l.arm(lp); err != nil {
 		return err
 	}
@@ -377,8 +388,9 @@ func (l *evLoop) removePort(p *tcpPort) {
 }
 
 // acceptFrom takes the connections waiting on lp, a bounded number per
-// event so that one busy port does not starve the others.
-func (l *evLoop) acceptFrom(lp *loopPort) {
+// event so that one busy port does not starve the others. It reports
+// whether it found none left (or paused the port).
+func (l *evLoop) acceptFrom(lp *loopPort) bool {
 	for range 16 {
 		var (
 			nfd  int
@@ -388,13 +400,13 @@ func (l *evLoop) acceptFrom(lp *loopPort) {
 		if err := lp.rc.Control(func(fd uintptr) {
 			nfd, peer, aerr = rawAccept4(int(fd))
 		}); err != nil {
-			return // the port is closing
+			return true // the port is closing
 		}
 		switch aerr {
 		case nil:
-			l.open(lp.p, nfd, peer)
+			l.open(lp.p, nfd, peer, lp.noDelay)
 		case unix.EAGAIN:
-			return
+			return true
 		case unix.ECONNABORTED, unix.EINTR, unix.EPROTO:
 		default:
 			// Out of descriptors or memory: stop taking from this port
@@ -402,13 +414,14 @@ func (l *evLoop) acceptFrom(lp *loopPort) {
 			l.s.opts.Logger.Warn("edge: accept", "port", lp.p.port, "err", aerr, "retry_in", l.period)
 			l.disarm(lp)
 			lp.pausedUntil = l.now.Add(l.period)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // open starts relaying a connection just accepted.
-func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort) {
+func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	s := l.s
 	b := p.bind.Load()
 	s.active.Add(1)
@@ -426,7 +439,9 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort) {
 	m.connections.Inc()
 	m.active.Inc()
 	c := &loopConn{cfd: cfd, ufd: -1, b: b, m: m, src: peer, active: l.now}
-	rawSetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if !noDelay {
+		rawSetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
 	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
 		local, err := rawGetsockname(cfd)
 		if err == nil {
@@ -506,17 +521,29 @@ func (l *evLoop) dropUpstream(c *loopConn) {
 	c.ufd, c.utok, c.connecting = -1, 0, false
 }
 
+// connectError is why a connect failed, if it did: writable with neither
+// EPOLLERR nor EPOLLHUP is connected, which saves asking SO_ERROR.
+func connectError(fd int, ev uint32) error {
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		return nil
+	}
+	soerr, err := rawGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		return os.NewSyscallError("getsockopt", err)
+	case soerr != 0:
+		return os.NewSyscallError("connect", syscall.Errno(soerr))
+	}
+	return errors.New("connect: connection closed")
+}
+
 // connected handles the first events of a connect.
 func (l *evLoop) connected(c *loopConn, ev uint32) {
 	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 		return
 	}
 	addr := c.cands[c.tried-1]
-	soerr, err := rawGetsockoptInt(c.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && soerr != 0 {
-		err = os.NewSyscallError("connect", syscall.Errno(soerr))
-	}
-	if err != nil {
+	if err := connectError(c.ufd, ev); err != nil {
 		l.dropUpstream(c)
 		l.dialFailed(c, addr, err)
 		l.dial(c)

@@ -410,3 +410,43 @@ func TestServerRelayUrgentData(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptInheritsNoDelay: the loops set TCP_NODELAY once on a listening
+// socket and rely on Linux copying it to every socket accepted from it.
+func TestAcceptInheritsNoDelay(t *testing.T) {
+	t.Parallel()
+	ln, port := originListener(t)
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var (
+		nfd  int
+		aerr error
+	)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		rc.Control(func(fd uintptr) { nfd, _, aerr = rawAccept4(int(fd)) })
+		if aerr == nil || aerr != syscall.EAGAIN || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if aerr != nil {
+		t.Fatalf("accept4: %v", aerr)
+	}
+	defer rawClose(nfd)
+	if v, err := rawGetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); err != nil || v == 0 {
+		t.Fatalf("TCP_NODELAY on the accepted socket = %d, %v; want it inherited", v, err)
+	}
+}
