@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -79,7 +81,11 @@ func rawSockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
 	case unix.AF_INET6:
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.Scope_id != 0 {
+			a = a.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10)) // a link-local peer's interface
+		}
+		return netip.AddrPortFrom(a, ntohs(sa.Port))
 	}
 	return netip.AddrPort{}
 }
@@ -117,8 +123,23 @@ func putSockaddr(sa *unix.RawSockaddrAny, family int, addr netip.AddrPort) uintp
 		return unsafe.Sizeof(*sa4)
 	}
 	sa6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
-	*sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: addr.Addr().As16()}
+	*sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: addr.Addr().As16(), Scope_id: scopeID(addr.Addr().Zone())}
 	return unsafe.Sizeof(*sa6)
+}
+
+// scopeID is the interface index of an IPv6 zone: a number as
+// rawSockaddrAddrPort writes it, or an interface name.
+func scopeID(zone string) uint32 {
+	if zone == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+		return uint32(n)
+	}
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index)
+	}
+	return 0
 }
 
 func rawGetsockoptInt(fd, level, opt int) (int, error) {

@@ -167,7 +167,8 @@ const wakeToken = 0
 type evLoop struct {
 	s        *Server
 	ep, wake int
-	epf      *os.File // owns ep; its poller wakes the loop
+	epf      *os.File        // owns ep; its poller wakes the loop
+	rc       syscall.RawConn // epf's
 	buf      []byte
 	next     uint64 // last token handed out
 	ports    map[uint64]*loopPort
@@ -234,9 +235,16 @@ func newEvLoop(s *Server) (*evLoop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("edge: epoll: %w", err)
 	}
+	epf := os.NewFile(uintptr(ep), "epoll")
+	rc, err := epf.SyscallConn()
+	if err != nil {
+		epf.Close()
+		unix.Close(wake)
+		return nil, fmt.Errorf("edge: epoll: %w", err)
+	}
 	period := max(min(s.opts.IdleTimeout/idleTicks, s.opts.UDPIdle/idleTicks, s.opts.DialTimeout/4, time.Second), 10*time.Millisecond)
 	return &evLoop{
-		s: s, ep: ep, wake: wake, epf: os.NewFile(uintptr(ep), "epoll"),
+		s: s, ep: ep, wake: wake, epf: epf, rc: rc,
 		buf:    make([]byte, smallBuf),
 		ports:  map[uint64]*loopPort{},
 		conns:  map[uint64]*loopConn{},
@@ -800,11 +808,7 @@ func fdTCPConn(fd int) (*net.TCPConn, error) {
 // of the wait is the next sweep.
 func (l *evLoop) run() {
 	events := make([]unix.EpollEvent, 128)
-	rc, err := l.epf.SyscallConn()
-	if err != nil {
-		l.s.opts.Logger.Error("edge: epoll loop", "err", err)
-		return
-	}
+	rc := l.rc
 	l.epf.SetReadDeadline(l.now.Add(l.period))
 	for !l.stopping {
 		err := rc.Read(func(fd uintptr) bool { return l.turn(int(fd), events) })

@@ -146,6 +146,10 @@ func (p *udpPort) close() {
 }
 
 func (p *udpPort) closeFlows(match func(*udpFlow) bool) {
+	if p.fds != nil {
+		p.srv.evLoops.closeFlows(p, match)
+		return
+	}
 	p.mu.Lock()
 	var victims []*udpFlow
 	for _, f := range p.flows {
@@ -221,8 +225,7 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoo
 		return nil
 	}
 	f.last.Store(time.Now().UnixNano())
-	m.flows.Inc()
-	m.flowsActive.Inc()
+	m.flowsActive.Inc() // given back by release
 	if l != nil {
 		if err := l.addFlow(f); err != nil {
 			s.opts.Logger.Warn("edge: udp flow", "rule", m.label, "client", client, "err", err)
@@ -231,16 +234,25 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoo
 		}
 	}
 	p.mu.Lock()
+	if cur := p.bind.Load(); cur.rs != b.rs || cur.originPort != b.originPort {
+		// A reload changed the port's rule while the flow was dialled,
+		// after it closed the port's flows: drop the datagram rather
+		// than keep a flow of the old rule.
+		p.mu.Unlock()
+		f.discard()
+		return nil
+	}
 	if old := p.flows[client]; old != nil && !old.closed.Load() {
 		// Another loop made the client's flow meanwhile (loop mode only:
 		// a client's datagrams reach one loop unless the port's
 		// SO_REUSEPORT group changed). Keep that one.
 		p.mu.Unlock()
-		f.closeInLoop()
+		f.discard()
 		return old
 	}
 	p.flows[client] = f
 	p.mu.Unlock()
+	m.flows.Inc()
 	if l == nil {
 		s.active.Add(1)
 		go s.replies(f)
@@ -447,6 +459,16 @@ func (f *udpFlow) replyPayload(d []byte) ([]byte, bool) {
 // and closes the flow, so the client's next datagram picks another origin.
 func (f *udpFlow) upstreamFailed(err error) {
 	f.b.rs.pool.MarkDown(f.origin, err)
+	f.close()
+}
+
+// discard closes a flow newFlow made but did not keep, from the goroutine
+// that made it (in loop mode, its loop).
+func (f *udpFlow) discard() {
+	if f.loop != nil {
+		f.closeInLoop()
+		return
+	}
 	f.close()
 }
 

@@ -158,6 +158,8 @@ func (t *evLoops) addUDPPort(p *udpPort) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.loops) != len(p.fds) {
+		closeFDs(p.fds)
+		p.fds = nil
 		return errors.New("edge: epoll loops changed since the port was opened")
 	}
 	for i, l := range t.loops {
@@ -187,6 +189,21 @@ func (t *evLoops) removeUDPPortLocked(p *udpPort) {
 	// (unless the loops are gone, which closed every flow).
 	closeFDs(p.fds)
 	p.fds = nil
+}
+
+// closeFlows closes the flows of p that match, one call per loop.
+func (t *evLoops) closeFlows(p *udpPort, match func(*udpFlow) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range t.loops {
+		l.call(func() {
+			for _, f := range l.flows {
+				if f.p == p && match(f) {
+					f.closeInLoop()
+				}
+			}
+		})
+	}
 }
 
 // closeFlow closes f in its loop and waits for it.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/wire"
 )
@@ -262,5 +263,27 @@ func TestServerUDPHandOver(t *testing.T) {
 	other.call(func() { other.handOver(f, []byte("handed over")) })
 	if d, _ := readFrom(t, origin); string(d) != "handed over" {
 		t.Fatalf("origin got %q", d)
+	}
+}
+
+// TestSockaddrRoundTrip: addresses go into a sockaddr of the socket's
+// family and come back as they were (IPv4 unmapped from an AF_INET6
+// socket, a link-local IPv6 peer with its interface as the zone).
+func TestSockaddrRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		family int
+		in     string
+	}{
+		{unix.AF_INET, "192.0.2.1:53"},
+		{unix.AF_INET6, "192.0.2.1:53"},
+		{unix.AF_INET6, "[2001:db8::1]:443"},
+		{unix.AF_INET6, "[fe80::1%7]:9000"},
+	} {
+		var sa unix.RawSockaddrAny
+		in := netip.MustParseAddrPort(tc.in)
+		putSockaddr(&sa, tc.family, in)
+		if got := rawSockaddrAddrPort(&sa); got != in {
+			t.Errorf("family %d: %v came back as %v", tc.family, in, got)
+		}
 	}
 }

@@ -18,10 +18,11 @@ func (f *udpFlow) closeInLoop() {}
 
 var errLoopsLinuxOnly = errors.New("edge: epoll loops are Linux only")
 
-func (*evLoops) openUDP(*udpPort) error    { return errLoopsLinuxOnly }
-func (*evLoops) addUDPPort(*udpPort) error { return errLoopsLinuxOnly }
-func (*evLoops) removeUDPPort(*udpPort)    {}
-func (*evLoops) closeFlow(*udpFlow)        {}
+func (*evLoops) openUDP(*udpPort) error                   { return errLoopsLinuxOnly }
+func (*evLoops) addUDPPort(*udpPort) error                { return errLoopsLinuxOnly }
+func (*evLoops) removeUDPPort(*udpPort)                   {}
+func (*evLoops) closeFlow(*udpFlow)                       {}
+func (*evLoops) closeFlows(*udpPort, func(*udpFlow) bool) {}
 
 func openRawUpstream(netip.AddrPort) (upstream, error) { return upstream{fd: -1}, errLoopsLinuxOnly }
 func rawWriteFD(int, []byte) (int, error)              { return 0, errLoopsLinuxOnly }
