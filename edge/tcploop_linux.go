@@ -79,6 +79,7 @@ func (t *evLoops) start() error {
 				err = lerr
 				break
 			}
+			l.idx = len(t.loops)
 			t.loops = append(t.loops, l)
 		}
 		if err != nil {
@@ -181,6 +182,7 @@ type evLoop struct {
 	swept    time.Time
 	period   time.Duration
 	stopping bool
+	idx      int // in evLoops.loops, and so in a UDP port's fds
 
 	mu   sync.Mutex
 	cmds []func()

@@ -244,14 +244,10 @@ func (l *evLoop) removeUDP(p *udpPort) {
 // addFlow registers a new flow's upstream socket; replies leave through
 // this loop's socket of the flow's port.
 func (l *evLoop) addFlow(f *udpFlow) error {
-	for _, u := range l.udps {
-		if u.p == f.p {
-			f.cfd = u.fd
-		}
-	}
-	if f.cfd < 0 {
+	if l.idx >= len(f.p.fds) {
 		return errors.New("edge: the loop does not serve the flow's port")
 	}
+	f.cfd = f.p.fds[l.idx]
 	tok, _ := l.newTokens()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
 	setToken(&ev, tok)
@@ -277,7 +273,7 @@ func (f *udpFlow) closeInLoop() {
 
 // udpVlen is the datagrams one recvmmsg takes. Fewer than that means the
 // socket was empty at the time, so the loop need not look again before it
-// waits (see evLoop.run); more than a few rarely wait in a socket.
+// waits (see evLoop.turn); more than a few rarely wait in a socket.
 const udpVlen = 8
 
 // clientDatagrams forwards what clients sent to u's port; it reports

@@ -211,8 +211,9 @@ func TestServerUDPIdle(t *testing.T) {
 }
 
 // TestServerUDPOriginRefuses: an origin port nobody listens on answers with
-// ICMP port unreachable; the flow is closed (the next datagram opens a new
-// one) and the write failure is counted.
+// ICMP port unreachable; the flow is closed, and the next datagram opens a
+// new one. (Whether the write or the read meets the refusal first is the
+// kernel's timing, so the error counter is not asserted.)
 func TestServerUDPOriginRefuses(t *testing.T) {
 	t.Parallel()
 	for _, mode := range relayModes {
