@@ -14,8 +14,8 @@ import (
 type ListenerCollector struct {
 	stats func() listener.Stats
 
-	accepted, rejected, untrusted, ignored         *prometheus.Desc
-	pending, flowsLive, flowsEvicted, flowsExpired *prometheus.Desc
+	accepted, rejected, untrusted, ignored, headersInFlow *prometheus.Desc
+	pending, flowsLive, flowsEvicted, flowsExpired        *prometheus.Desc
 }
 
 // NewListenerCollector returns a collector for the counters that stats
@@ -41,17 +41,20 @@ func NewListenerCollector(name string, stats func() listener.Stats) *ListenerCol
 		ignored: prometheus.NewDesc("realip_listener_ignored_headers_total",
 			"Headers from untrusted peers that were stripped and not honoured.",
 			nil, l),
+		headersInFlow: prometheus.NewDesc("realip_listener_udp_headers_in_flow_total",
+			"Datagrams of a first-datagram PROXY v2 flow whose payload looks like a header: delivered as payload, never parsed (a client trying to forge its address, or an edge framing every datagram).",
+			nil, l),
 		pending: prometheus.NewDesc("realip_listener_pending_connections",
 			"TCP connections whose header is being read.",
 			nil, l),
 		flowsLive: prometheus.NewDesc("realip_listener_udp_flows_active",
-			"PROXY v2 UDP flows held.",
+			"UDP flows held (PROXY v2 flows, and SPP flows on sockets of both).",
 			nil, l),
 		flowsEvicted: prometheus.NewDesc("realip_listener_udp_flows_evicted_total",
-			"PROXY v2 UDP flows pushed out because the flow table was full.",
+			"UDP flows pushed out because the flow table was full.",
 			nil, l),
 		flowsExpired: prometheus.NewDesc("realip_listener_udp_flows_expired_total",
-			"PROXY v2 UDP flows removed after being idle.",
+			"UDP flows removed after being idle.",
 			nil, l),
 	}
 }
@@ -59,7 +62,7 @@ func NewListenerCollector(name string, stats func() listener.Stats) *ListenerCol
 // Describe implements prometheus.Collector.
 func (c *ListenerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepted, c.rejected, c.untrusted, c.ignored,
-		c.pending, c.flowsLive, c.flowsEvicted, c.flowsExpired} {
+		c.headersInFlow, c.pending, c.flowsLive, c.flowsEvicted, c.flowsExpired} {
 		ch <- d
 	}
 }
@@ -75,6 +78,7 @@ func (c *ListenerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.untrusted, prometheus.CounterValue, float64(s.Untrusted))
 	ch <- prometheus.MustNewConstMetric(c.ignored, prometheus.CounterValue, float64(s.IgnoredHeaders))
+	ch <- prometheus.MustNewConstMetric(c.headersInFlow, prometheus.CounterValue, float64(s.HeadersInFlow))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(s.Pending))
 	ch <- prometheus.MustNewConstMetric(c.flowsLive, prometheus.GaugeValue, float64(s.FlowsLive))
 	ch <- prometheus.MustNewConstMetric(c.flowsEvicted, prometheus.CounterValue, float64(s.FlowsEvicted))

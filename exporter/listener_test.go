@@ -51,7 +51,7 @@ realip_listener_accepted_total{listener="web",proto="toa"} 7
 # HELP realip_listener_pending_connections TCP connections whose header is being read.
 # TYPE realip_listener_pending_connections gauge
 realip_listener_pending_connections{listener="web"} 1
-# HELP realip_listener_udp_flows_active PROXY v2 UDP flows held.
+# HELP realip_listener_udp_flows_active UDP flows held (PROXY v2 flows, and SPP flows on sockets of both).
 # TYPE realip_listener_udp_flows_active gauge
 realip_listener_udp_flows_active{listener="web"} 6
 # HELP realip_listener_untrusted_total Connections or datagrams from peers outside the trusted prefixes, whatever became of them.

@@ -16,8 +16,62 @@ const (
 	DefaultHeaderTimeout = 5 * time.Second
 	DefaultMaxPending    = 1024
 	DefaultMaxFlows      = 65536
-	DefaultFlowIdle      = 2 * time.Minute
+	// DefaultFlowIdle outlasts realip-edge's UDP idle timeout (2 min): a
+	// PROXY v2 flow framed FramingFirstDatagram must live at least as long
+	// on the origin as on the edge (see FramingFirstDatagram).
+	DefaultFlowIdle = 5 * time.Minute
 )
+
+// Framing is how the trusted proxies frame PROXY v2 over UDP. It is a
+// property of the proxy, so it is configured, never guessed per datagram:
+// a guess would let a client put a header in its payload and become
+// someone else.
+type Framing uint8
+
+const (
+	// FramingEveryDatagram: every datagram starts with a PROXY v2 header,
+	// as the PROXY protocol specification says (HAProxy, go-mmproxy,
+	// realip-edge -udp-ppv2-every-datagram). It is the default because no
+	// payload byte can change an address: whatever follows the header is
+	// payload, and a datagram without a header is dropped (missing_header).
+	FramingEveryDatagram Framing = iota
+	// FramingFirstDatagram: only the first datagram of a flow (one source
+	// address and port of the proxy) carries the header; the later ones
+	// are the client's payload, delivered as it is and never parsed, even
+	// when it looks like a header (counted as Stats.HeadersInFlow). This
+	// is how Tencent EdgeOne, Cloudflare Spectrum, frp and realip-edge by
+	// default send it. Its safety rests on the flow table: the origin
+	// must keep a flow at least as long as the edge does (FlowIdle not
+	// below the edge's UDP idle timeout, MaxFlows not below the edge's
+	// flow count), or a flow that expired or was evicted here while the
+	// edge still forwards it would be judged anew by its next datagram.
+	// Flows are refreshed by datagrams both ways. It also trusts the path
+	// from the edge not to reorder a flow's first two datagrams.
+	FramingFirstDatagram
+)
+
+// String returns "every-datagram" or "first-datagram".
+func (f Framing) String() string {
+	switch f {
+	case FramingEveryDatagram:
+		return "every-datagram"
+	case FramingFirstDatagram:
+		return "first-datagram"
+	}
+	return fmt.Sprintf("Framing(%d)", uint8(f))
+}
+
+// ParseFraming parses "every-datagram" ("every") or "first-datagram"
+// ("first").
+func ParseFraming(s string) (Framing, error) {
+	switch s {
+	case "every-datagram", "every":
+		return FramingEveryDatagram, nil
+	case "first-datagram", "first":
+		return FramingFirstDatagram, nil
+	}
+	return 0, fmt.Errorf("listener: unknown UDP framing %q (want every-datagram or first-datagram)", s)
+}
 
 // UntrustedAction is what happens when a peer outside Config.Trusted sends a
 // header. The header is never honoured either way.
@@ -74,10 +128,16 @@ type Config struct {
 	// server speaks first, such as SMTP, FTP or MySQL: they would wait that
 	// second for the greeting. TOA listeners never set it.
 	NoDeferAccept bool
-	// MaxFlows bounds the PROXY v2 UDP flow table; the least recently used
-	// flow is evicted beyond it.
+	// Framing is how trusted proxies frame PROXY v2 over UDP; the zero
+	// value is FramingEveryDatagram. SPP is always on every datagram.
+	Framing Framing
+	// MaxFlows bounds the UDP flow table; the least recently used flow is
+	// evicted beyond it. Flows are kept for FramingFirstDatagram, and when
+	// a socket takes both SPP and PROXY v2 (so that no flow switches
+	// protocol).
 	MaxFlows int
-	// FlowIdle expires a UDP flow with no datagram for this long.
+	// FlowIdle expires a UDP flow with no datagram either way for this
+	// long.
 	FlowIdle time.Duration
 	// Logger receives one line per rejected connection or datagram, at
 	// debug level for untrusted peers and warn level otherwise. Nil
@@ -110,6 +170,9 @@ func newPolicy(cfg Config, supported ...wire.Proto) (*policy, error) {
 			return nil, fmt.Errorf("listener: protocol %v is not available here (supported: %v)", proto, supported)
 		}
 		p.allowed[proto] = true
+	}
+	if cfg.Framing > FramingFirstDatagram {
+		return nil, fmt.Errorf("listener: invalid Config.Framing %v", cfg.Framing)
 	}
 	p.HeaderTimeout = orDefault(cfg.HeaderTimeout, DefaultHeaderTimeout)
 	p.MaxPending = orDefault(cfg.MaxPending, DefaultMaxPending)

@@ -7,8 +7,19 @@
 // also tells the proxy's address, the protocol and the v2 TLVs. Wrap a
 // net.PacketConn with [NewPacketConn] (or use [ListenPacket]) for UDP: SPP
 // (a 38-byte header on every datagram, echoed on every reply) and PROXY v2
-// (on every datagram, or only on the first datagram of a flow) are handled,
-// and replies written to a client go back through its proxy.
+// (on every datagram, or only on the first datagram of a flow, as
+// [Config.Framing] says) are handled, and replies written to a client go
+// back through its proxy.
+//
+// # UDP framing
+//
+// Whether a datagram starts with a header is never guessed: a guess lets a
+// client behind the proxy put a header at the start of its own payload and
+// claim any address. The default, [FramingEveryDatagram], wants a header on
+// every datagram and parses nothing behind it. With [FramingFirstDatagram]
+// the first datagram of a proxy port opens a flow and the rest are payload,
+// never parsed. SPP is always on every datagram, and on a socket that takes
+// both a flow keeps the protocol that opened it.
 //
 // # Trust
 //

@@ -4,21 +4,33 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/realip/realip/wire"
 )
 
-// flow is a PROXY v2 UDP flow: the proxy's socket address stands for one
-// client from the first datagram on.
+// flowInfo is what a UDP flow fixed when its first datagram opened it.
+type flowInfo struct {
+	// opened is the header protocol of the first datagram (wire.SPP or
+	// wire.PPv2): the only one the flow takes afterwards.
+	opened wire.Proto
+	// src is whom the payload of a FramingFirstDatagram PROXY v2 flow
+	// belongs to (direct when its header was LOCAL).
+	src Source
+}
+
+// flow is a UDP flow: one socket address of a proxy, fixed by its first
+// datagram.
 type flow struct {
 	proxy      netip.AddrPort
-	client     netip.AddrPort
-	target     netip.AddrPort
+	info       flowInfo
 	lastSeen   time.Time
 	prev, next *flow // LRU list, most recent at head
 }
 
-// flowTable maps a proxy's socket address to its client. It is bounded by
+// flowTable maps a proxy's socket address to its flow. It is bounded by
 // size (least recently used evicted) and by idle time (checked on lookup and
-// at the tail on insert).
+// at the tail on insert). A flow is only ever created whole by open and
+// never changed afterwards: nothing a later datagram carries re-points it.
 type flowTable struct {
 	mu         sync.Mutex
 	byProxy    map[netip.AddrPort]*flow
@@ -33,30 +45,47 @@ func newFlowTable(max int, idle time.Duration, stats *counters) *flowTable {
 }
 
 // lookup returns the live flow of proxy and marks it used at now.
-func (t *flowTable) lookup(proxy netip.AddrPort, now time.Time) (client, target netip.AddrPort, ok bool) {
+func (t *flowTable) lookup(proxy netip.AddrPort, now time.Time) (flowInfo, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	f := t.live(proxy, now)
+	if f == nil {
+		return flowInfo{}, false
+	}
+	return f.info, true
+}
+
+// touch marks the live flow of proxy used at now (a reply went out on it).
+func (t *flowTable) touch(proxy netip.AddrPort, now time.Time) {
+	t.mu.Lock()
+	t.live(proxy, now)
+	t.mu.Unlock()
+}
+
+// live returns the flow of proxy, moved to the front and stamped now, or
+// nil (after expiring it) when it is missing or idle. t.mu is held.
+func (t *flowTable) live(proxy netip.AddrPort, now time.Time) *flow {
 	f := t.byProxy[proxy]
 	if f == nil {
-		return client, target, false
+		return nil
 	}
 	if now.Sub(f.lastSeen) > t.idle {
 		t.remove(f)
 		t.stats.flowsExpired.Add(1)
-		return client, target, false
+		return nil
 	}
 	f.lastSeen = now
 	t.moveToFront(f)
-	return f.client, f.target, true
+	return f
 }
 
-// update records (or moves) the flow of proxy to client.
-func (t *flowTable) update(proxy, client, target netip.AddrPort, now time.Time) {
+// open records the flow of proxy, which has none, as info. The caller reads
+// the socket under PacketConn.readMu, so no other datagram of proxy can open
+// it in between; a flow already there is left as it is.
+func (t *flowTable) open(proxy netip.AddrPort, info flowInfo, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if f := t.byProxy[proxy]; f != nil {
-		f.client, f.target, f.lastSeen = client, target, now
-		t.moveToFront(f)
+	if t.live(proxy, now) != nil {
 		return
 	}
 	t.expireTail(now)
@@ -64,7 +93,7 @@ func (t *flowTable) update(proxy, client, target netip.AddrPort, now time.Time) 
 		t.remove(t.tail)
 		t.stats.flowsEvicted.Add(1)
 	}
-	f := &flow{proxy: proxy, client: client, target: target, lastSeen: now}
+	f := &flow{proxy: proxy, info: info, lastSeen: now}
 	t.byProxy[proxy] = f
 	t.pushFront(f)
 	t.stats.flowsLive.Add(1)

@@ -30,6 +30,9 @@ const (
 	// ReasonNoFlow: a headerless datagram from a trusted proxy matched no
 	// PROXY v2 flow and the policy requires a header.
 	ReasonNoFlow
+	// ReasonFlowSwitch: a datagram of a flow opened by one protocol (SPP
+	// or PROXY v2) starts with the other's header.
+	ReasonFlowSwitch
 	numReasons
 )
 
@@ -39,6 +42,7 @@ const NumReasons = int(numReasons)
 var reasonNames = [numReasons]string{
 	"malformed", "truncated", "checksum", "missing_header", "protocol_disabled",
 	"timeout", "read_error", "untrusted_header", "no_flow",
+	"flow_protocol_switch",
 }
 
 // String returns a short snake_case name, usable as a metric label.
@@ -64,9 +68,15 @@ type Stats struct {
 	// IgnoredHeaders counts headers from untrusted peers that were stripped
 	// and not honoured (Config.Untrusted == UntrustedIgnore).
 	IgnoredHeaders uint64
+	// HeadersInFlow counts datagrams of a FramingFirstDatagram PROXY v2
+	// flow whose payload starts like an SPP or PROXY header: delivered as
+	// the payload they are, attributed to the flow's client, never parsed.
+	// A client trying to forge its address, or an edge that sends a header
+	// on every datagram to a socket configured for the first only.
+	HeadersInFlow uint64
 	// Pending is the number of TCP connections whose header is being read.
 	Pending int64
-	// FlowsLive is the number of PROXY v2 UDP flows held; FlowsEvicted counts
+	// FlowsLive is the number of UDP flows held; FlowsEvicted counts
 	// flows pushed out by MaxFlows, FlowsExpired those idle for FlowIdle.
 	FlowsLive    int64
 	FlowsEvicted uint64
@@ -97,6 +107,7 @@ type counters struct {
 	rejected       [numReasons]atomic.Uint64
 	untrusted      atomic.Uint64
 	ignoredHeaders atomic.Uint64
+	headersInFlow  atomic.Uint64
 	pending        atomic.Int64
 	flowsLive      atomic.Int64
 	flowsEvicted   atomic.Uint64
@@ -113,6 +124,7 @@ func (c *counters) snapshot() Stats {
 	}
 	s.Untrusted = c.untrusted.Load()
 	s.IgnoredHeaders = c.ignoredHeaders.Load()
+	s.HeadersInFlow = c.headersInFlow.Load()
 	s.Pending = c.pending.Load()
 	s.FlowsLive = c.flowsLive.Load()
 	s.FlowsEvicted = c.flowsEvicted.Load()

@@ -45,8 +45,13 @@ type PacketConn struct {
 	udp   *net.UDPConn // inner, when it is one
 	pol   *policy
 	stats counters
-	flows *flowTable
-	bufs  sync.Pool // *[]byte of maxDatagram bytes, for SPP replies
+	// flows fixes each proxy port's framing by its first datagram; nil
+	// when every datagram stands alone (SPP only, or PROXY v2 only on
+	// every datagram). readMu then orders reading a datagram and judging
+	// it, so a flow's first datagram opens it before its second is read.
+	flows  *flowTable
+	readMu sync.Mutex
+	bufs   sync.Pool // *[]byte of maxDatagram bytes, for SPP replies
 }
 
 // ListenPacket announces on the local UDP address and wraps the socket.
@@ -64,7 +69,7 @@ func ListenPacket(network, address string, cfg Config) (*PacketConn, error) {
 }
 
 // NewPacketConn wraps inner. Protocols may hold wire.SPP and wire.PPv2 (both
-// when empty).
+// when empty); Config.Framing says how the proxies frame PROXY v2.
 func NewPacketConn(inner net.PacketConn, cfg Config) (*PacketConn, error) {
 	pol, err := newPolicy(cfg, wire.SPP, wire.PPv2)
 	if err != nil {
@@ -72,7 +77,9 @@ func NewPacketConn(inner net.PacketConn, cfg Config) (*PacketConn, error) {
 	}
 	p := &PacketConn{inner: inner, pol: pol}
 	p.udp, _ = inner.(*net.UDPConn)
-	p.flows = newFlowTable(pol.MaxFlows, pol.FlowIdle, &p.stats)
+	if pol.allowed[wire.PPv2] && (pol.Framing == FramingFirstDatagram || pol.allowed[wire.SPP]) {
+		p.flows = newFlowTable(pol.MaxFlows, pol.FlowIdle, &p.stats)
+	}
 	p.bufs.New = func() any { b := make([]byte, maxDatagram); return &b }
 	return p, nil
 }
@@ -82,11 +89,10 @@ func NewPacketConn(inner net.PacketConn, cfg Config) (*PacketConn, error) {
 // Datagrams that fail are dropped, counted and skipped.
 func (p *PacketConn) ReadFromSource(b []byte) (int, Source, error) {
 	for {
-		n, peer, err := p.readRaw(b)
+		n, src, off, ok, err := p.readOne(b)
 		if err != nil {
 			return 0, Source{}, err
 		}
-		src, off, ok := p.inspect(b[:n], peer)
 		if !ok {
 			continue
 		}
@@ -102,6 +108,9 @@ func (p *PacketConn) ReadFromSource(b []byte) (int, Source, error) {
 // SPP header in front when the datagram came with one. It returns the
 // number of payload bytes written.
 func (p *PacketConn) WriteToSource(b []byte, src Source) (int, error) {
+	if p.flows != nil && src.Via != wire.None {
+		p.flows.touch(src.Proxy, time.Now())
+	}
 	if src.Via != wire.SPP {
 		return p.writeRaw(b, src.Proxy)
 	}
@@ -157,6 +166,21 @@ func (p *PacketConn) SetWriteDeadline(t time.Time) error { return p.inner.SetWri
 // Stats returns a snapshot of the counters.
 func (p *PacketConn) Stats() Stats { return p.stats.snapshot() }
 
+// readOne reads one datagram and judges it, under readMu when flows are
+// kept: see PacketConn.flows.
+func (p *PacketConn) readOne(b []byte) (n int, src Source, off int, ok bool, err error) {
+	if p.flows != nil {
+		p.readMu.Lock()
+		defer p.readMu.Unlock()
+	}
+	n, peer, err := p.readRaw(b)
+	if err != nil {
+		return 0, Source{}, 0, false, err
+	}
+	src, off, ok = p.inspect(b[:n], peer)
+	return n, src, off, ok, nil
+}
+
 func (p *PacketConn) readRaw(b []byte) (int, netip.AddrPort, error) {
 	if p.udp != nil {
 		n, ap, err := p.udp.ReadFromUDPAddrPort(b)
@@ -171,96 +195,4 @@ func (p *PacketConn) writeRaw(b []byte, to netip.AddrPort) (int, error) {
 		return p.udp.WriteToUDPAddrPort(b, to)
 	}
 	return p.inner.WriteTo(b, net.UDPAddrFromAddrPort(to))
-}
-
-// inspect applies the policy to datagram d from peer. It returns the source
-// and the offset of the payload, or ok == false after counting a drop.
-func (p *PacketConn) inspect(d []byte, peer netip.AddrPort) (src Source, off int, ok bool) {
-	if !p.pol.trusts(peer.Addr()) {
-		p.stats.untrusted.Add(1)
-		return p.inspectUntrusted(d, peer)
-	}
-	if p.pol.allowed[wire.SPP] && wire.IsSPP(d) {
-		h, err := wire.ParseSPP(d)
-		if err != nil {
-			return p.drop(peer, reasonOf(err), err)
-		}
-		return Source{Client: h.Client, Proxy: peer, Target: h.Proxy, Via: wire.SPP}, wire.SPPHeaderLen, true
-	}
-	if v, _ := wire.Detect(d); v != 0 {
-		return p.inspectProxyHeader(d, peer)
-	}
-	now := time.Now()
-	if p.pol.allowed[wire.PPv2] {
-		if client, target, found := p.flows.lookup(peer, now); found {
-			return Source{Client: client, Proxy: peer, Target: target, Via: wire.PPv2}, 0, true
-		}
-	}
-	if p.pol.Optional {
-		return direct(peer), 0, true
-	}
-	if p.pol.allowed[wire.PPv2] {
-		return p.drop(peer, ReasonNoFlow, errors.New("no header and no PROXY v2 flow for this proxy port"))
-	}
-	return p.drop(peer, ReasonMissing, errors.New("no SPP header"))
-}
-
-// inspectProxyHeader handles a datagram from a trusted peer that starts with
-// a PROXY signature.
-func (p *PacketConn) inspectProxyHeader(d []byte, peer netip.AddrPort) (Source, int, bool) {
-	if !p.pol.allowed[wire.PPv2] {
-		return p.drop(peer, ReasonProtocol, errors.New("PROXY header, not enabled on this socket"))
-	}
-	h, payload, err := wire.ParseProxyDatagram(d)
-	if err != nil {
-		return p.drop(peer, reasonOf(err), err)
-	}
-	off := len(d) - len(payload)
-	if h.Local {
-		return direct(peer), off, true
-	}
-	p.flows.update(peer, h.Source, h.Destination, time.Now())
-	return Source{Client: h.Source, Proxy: peer, Target: h.Destination, Via: wire.PPv2}, off, true
-}
-
-// inspectUntrusted serves an untrusted peer as itself, and drops or strips
-// what looks like a header from it.
-func (p *PacketConn) inspectUntrusted(d []byte, peer netip.AddrPort) (Source, int, bool) {
-	isSPP := p.pol.allowed[wire.SPP] && wire.IsSPP(d)
-	v, _ := wire.Detect(d)
-	isPP := p.pol.allowed[wire.PPv2] && v != 0
-	if !isSPP && !isPP {
-		return direct(peer), 0, true
-	}
-	if p.pol.Untrusted == UntrustedDrop {
-		return p.drop(peer, ReasonUntrusted, errors.New("header from an untrusted peer"))
-	}
-	off := wire.SPPHeaderLen
-	var err error
-	if isSPP {
-		_, err = wire.ParseSPP(d)
-	} else {
-		var payload []byte
-		_, payload, err = wire.ParseProxyDatagram(d)
-		off = len(d) - len(payload)
-	}
-	if err != nil {
-		return p.drop(peer, reasonOf(err), err)
-	}
-	p.stats.ignoredHeaders.Add(1)
-	return direct(peer), off, true
-}
-
-func direct(peer netip.AddrPort) Source {
-	return Source{Client: peer, Proxy: peer, Via: wire.None}
-}
-
-func (p *PacketConn) drop(peer netip.AddrPort, reason Reason, err error) (Source, int, bool) {
-	p.stats.rejected[reason].Add(1)
-	level := p.pol.Logger.Warn
-	if reason == ReasonUntrusted {
-		level = p.pol.Logger.Debug
-	}
-	level("realip: datagram dropped", "peer", peer, "reason", reason.String(), "err", err)
-	return Source{}, 0, false
 }

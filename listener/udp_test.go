@@ -100,8 +100,8 @@ func TestNetPacketConnInterface(t *testing.T) {
 	}
 }
 
-func TestPPv2Flows(t *testing.T) {
-	p := newUDPPair(t, Config{Trusted: loopback, Protocols: []wire.Proto{wire.PPv2}})
+func TestPPv2FirstDatagramFlows(t *testing.T) {
+	p := newUDPPair(t, Config{Trusted: loopback, Protocols: []wire.Proto{wire.PPv2}, Framing: FramingFirstDatagram})
 	hdr := header(t, wire.ProxyHeader{Version: 2, Datagram: true, Source: client6, Destination: target6}, true)
 	p.send(t, append(hdr, "first"...))
 	payload, src := p.read(t)
@@ -114,9 +114,11 @@ func TestPPv2Flows(t *testing.T) {
 	if payload != "second" || src.Client != client6 {
 		t.Fatalf("second: %q %+v", payload, src)
 	}
-	// A header on every datagram (the spec) works too, and may move the flow.
-	p.send(t, append(header(t, wire.ProxyHeader{Version: 2, Datagram: true, Source: client4, Destination: target4}, false), "third"...))
-	if payload, src = p.read(t); payload != "third" || src.Client != client4 {
+	// A header in a later datagram is the client's payload: delivered as
+	// it is, attributed to the flow's client, never parsed.
+	forged := append(header(t, wire.ProxyHeader{Version: 2, Datagram: true, Source: client4, Destination: target4}, false), "third"...)
+	p.send(t, forged)
+	if payload, src = p.read(t); payload != string(forged) || src.Client != client6 {
 		t.Fatalf("third: %q %+v", payload, src)
 	}
 	// Replies go to the proxy as they are: no header on the way back.
@@ -127,7 +129,34 @@ func TestPPv2Flows(t *testing.T) {
 	if n, _, err := p.proxy.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "reply" {
 		t.Fatalf("reply %q %v", buf[:n], err)
 	}
-	if s := p.srv.Stats(); s.FlowsLive != 1 || s.Accepted[wire.PPv2] != 3 {
+	if s := p.srv.Stats(); s.FlowsLive != 1 || s.Accepted[wire.PPv2] != 3 || s.HeadersInFlow != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestPPv2EveryDatagram(t *testing.T) {
+	p := newUDPPair(t, Config{Trusted: loopback, Protocols: []wire.Proto{wire.PPv2}})
+	hdr := func(c netip.AddrPort) []byte {
+		return header(t, wire.ProxyHeader{Version: 2, Datagram: true, Source: c, Destination: target4}, false)
+	}
+	// The header of each datagram tells its client; a second header behind
+	// it is payload.
+	p.send(t, append(hdr(client4), "one"...))
+	inner := append(hdr(client6), "two"...)
+	p.send(t, append(hdr(client4), inner...))
+	if payload, src := p.read(t); payload != "one" || src.Client != client4 {
+		t.Fatalf("one: %q %+v", payload, src)
+	}
+	if payload, src := p.read(t); payload != string(inner) || src.Client != client4 {
+		t.Fatalf("two: %q %+v", payload, src)
+	}
+	// A datagram without a header is dropped, whatever came before.
+	p.send(t, []byte("plain"))
+	p.send(t, append(hdr(client4), "three"...))
+	if payload, _ := p.read(t); payload != "three" {
+		t.Fatalf("three: %q", payload)
+	}
+	if s := p.srv.Stats(); s.Rejected[ReasonMissing] != 1 || s.FlowsLive != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -146,7 +175,8 @@ func TestUDPDrops(t *testing.T) {
 		{"spp truncated", Config{}, good[:20], ReasonTruncated},
 		{"spp unspecified client", Config{}, sppDatagram(netip.MustParseAddrPort("[::]:5"), target4, "x"), ReasonMalformed},
 		{"no header, spp only", Config{Protocols: []wire.Proto{wire.SPP}}, []byte("plain"), ReasonMissing},
-		{"no header, no flow", Config{}, []byte("plain"), ReasonNoFlow},
+		{"no header, every datagram", Config{}, []byte("plain"), ReasonMissing},
+		{"no header, no flow", Config{Framing: FramingFirstDatagram}, []byte("plain"), ReasonNoFlow},
 		{"ppv2 bad crc", Config{}, append(badCRC, "x"...), ReasonChecksum},
 		{"ppv2 truncated", Config{}, pp[:20], ReasonTruncated},
 		{"ppv1 in a datagram", Config{}, []byte("PROXY TCP4 192.0.2.7 198.51.100.1 1 2\r\nx"), ReasonMalformed},
@@ -214,20 +244,30 @@ func TestFlowTableBounds(t *testing.T) {
 	proxy := func(i int) netip.AddrPort {
 		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i))
 	}
-	ft.update(proxy(1), client4, target4, t0)
-	ft.update(proxy(2), client6, target6, t0)
+	info := func(client netip.AddrPort) flowInfo {
+		return flowInfo{opened: wire.PPv2, src: Source{Client: client, Via: wire.PPv2}}
+	}
+	ft.open(proxy(1), info(client4), t0)
+	ft.open(proxy(2), info(client6), t0)
 	ft.lookup(proxy(1), t0) // proxy(2) is now the least recently used
-	ft.update(proxy(3), client4, target4, t0)
-	if _, _, ok := ft.lookup(proxy(2), t0); ok {
+	ft.open(proxy(3), info(client4), t0)
+	if _, ok := ft.lookup(proxy(2), t0); ok {
 		t.Fatal("least recently used flow was not evicted")
 	}
-	if _, _, ok := ft.lookup(proxy(1), t0); !ok {
+	if _, ok := ft.lookup(proxy(1), t0); !ok {
 		t.Fatal("recently used flow was evicted")
 	}
-	if _, _, ok := ft.lookup(proxy(3), t0.Add(2*time.Minute)); ok {
+	// A flow, once open, is never re-pointed.
+	ft.open(proxy(1), info(client6), t0)
+	if f, _ := ft.lookup(proxy(1), t0); f.src.Client != client4 {
+		t.Fatalf("flow re-pointed to %v", f.src.Client)
+	}
+	// A reply keeps a flow alive.
+	ft.touch(proxy(1), t0.Add(50*time.Second))
+	if _, ok := ft.lookup(proxy(3), t0.Add(2*time.Minute)); ok {
 		t.Fatal("idle flow did not expire")
 	}
-	ft.update(proxy(4), client4, target4, t0.Add(3*time.Minute)) // expires proxy(1) at the tail
+	ft.open(proxy(4), info(client4), t0.Add(3*time.Minute)) // expires proxy(1) at the tail
 	s := c.snapshot()
 	if s.FlowsLive != 1 || s.FlowsEvicted != 1 || s.FlowsExpired != 2 {
 		t.Fatalf("live %d evicted %d expired %d", s.FlowsLive, s.FlowsEvicted, s.FlowsExpired)

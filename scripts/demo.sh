@@ -58,7 +58,7 @@ addr origin eth0 198.51.100.10/24; addr origin eth0 2001:db8:2::10/64
 trust=198.51.100.1/32,2001:db8:2::1/128
 start() { local host=$1 log=$2; shift 2; nsx "$host" "$@" >"$work/$log" 2>&1 & pids+=($!); }
 start origin who-ppv1.log "$bin/example-whoami" -tcp :8001 -proto ppv1 -trust "$trust"
-start origin who-ppv2.log "$bin/example-whoami" -tcp :8002 -udp :9002 -proto ppv2 -trust "$trust"
+start origin who-ppv2.log "$bin/example-whoami" -tcp :8002 -udp :9002 -proto ppv2 -udp-framing first -trust "$trust"
 start origin who-spp.log  "$bin/example-whoami" -udp :9003 -proto spp -trust "$trust"
 start origin who-off.log  "$bin/example-whoami" -tcp :8000 -udp :9000 -proto ppv1,ppv2,spp -trust "$trust" -optional -header-timeout 200ms
 

@@ -4,6 +4,11 @@
 //
 //	whoami -tcp :8080 -udp :9000 -proto ppv1,ppv2,spp -trust 10.0.0.0/8
 //
+// -udp-framing says how the proxy frames PROXY v2 over UDP: "every" (a
+// header on every datagram, the specification and the safe default) or
+// "first" (on the first datagram of a flow only, as EdgeOne and
+// realip-edge by default send it). It is never guessed per datagram.
+//
 // -proto toa needs realip's toa.ko loaded (the kernel reads the option);
 // it cannot be combined with ppv1/ppv2 on the same TCP listener.
 //
@@ -39,6 +44,7 @@ type options struct {
 	trusted   []netip.Prefix
 	optional  bool
 	untrusted listener.UntrustedAction
+	framing   listener.Framing
 	timeout   time.Duration
 	verbose   bool
 }
@@ -63,6 +69,7 @@ func parseFlags(args []string) (*options, error) {
 	proto := fs.String("proto", "ppv1,ppv2,spp", "comma list of ppv1, ppv2, spp, toa")
 	trust := fs.String("trust", "", "comma list of trusted proxy prefixes (CIDR), required; 0.0.0.0/0,::/0 trusts everyone")
 	untrusted := fs.String("untrusted", "drop", "header from an untrusted peer: drop or ignore")
+	framing := fs.String("udp-framing", "every", "how the proxy frames PROXY v2 over UDP: every (a header on every datagram) or first (on the first datagram of a flow, as EdgeOne)")
 	fs.StringVar(&o.tcp, "tcp", "", "TCP address to listen on")
 	fs.StringVar(&o.udp, "udp", "", "UDP address to listen on")
 	fs.BoolVar(&o.optional, "optional", false, "let trusted peers omit the header")
@@ -85,6 +92,9 @@ func parseFlags(args []string) (*options, error) {
 		o.untrusted = listener.UntrustedIgnore
 	default:
 		return nil, fmt.Errorf("-untrusted %q: want drop or ignore", *untrusted)
+	}
+	if o.framing, err = listener.ParseFraming(*framing); err != nil {
+		return nil, fmt.Errorf("-udp-framing: %w", err)
 	}
 	if o.tcp == "" && o.udp == "" {
 		return nil, errors.New("nothing to serve: give -tcp and/or -udp")
@@ -110,7 +120,7 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 // config builds the listener config for one transport from the protocols
 // that transport can carry.
 func (o *options) config(transport string, supported ...wire.Proto) (listener.Config, error) {
-	cfg := listener.Config{Trusted: o.trusted, Optional: o.optional, Untrusted: o.untrusted, HeaderTimeout: o.timeout}
+	cfg := listener.Config{Trusted: o.trusted, Optional: o.optional, Untrusted: o.untrusted, HeaderTimeout: o.timeout, Framing: o.framing}
 	level := slog.LevelWarn
 	if o.verbose {
 		level = slog.LevelDebug
@@ -155,7 +165,7 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 		closers = append(closers, pc)
-		fmt.Fprintf(os.Stderr, "whoami: udp %s %v\n", pc.LocalAddr(), cfg.Protocols)
+		fmt.Fprintf(os.Stderr, "whoami: udp %s %v (PROXY v2 %s)\n", pc.LocalAddr(), cfg.Protocols, cfg.Framing)
 		go func() { errc <- serveUDP(pc) }()
 	}
 	defer func() {

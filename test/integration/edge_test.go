@@ -29,7 +29,7 @@ import (
 func startWhoamis(t *testing.T, origin *netns.Host) {
 	t.Helper()
 	startWhoamiOn(t, origin, "-tcp", ":8001", "-proto", "ppv1", "-trust", edgeTrust)
-	startWhoamiOn(t, origin, "-tcp", ":8002", "-udp", ":9002", "-proto", "ppv2", "-trust", edgeTrust)
+	startWhoamiOn(t, origin, "-tcp", ":8002", "-udp", ":9002", "-udp-framing", "first", "-proto", "ppv2", "-trust", edgeTrust)
 	startWhoamiOn(t, origin, "-udp", ":9003", "-proto", "spp", "-trust", edgeTrust)
 	// For IPMODE off: headers are optional (the edge sends none).
 	startWhoamiOn(t, origin, "-tcp", ":8000", "-udp", ":9000", "-proto", "ppv1,ppv2,spp",
@@ -119,7 +119,7 @@ func TestEdgeEndToEnd(t *testing.T) {
 func TestEdgeListenIP(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	startWhoamiOn(t, l.origin, "-tcp", ":8001", "-udp", ":9002", "-proto", "ppv1,ppv2", "-trust", edgeTrust)
+	startWhoamiOn(t, l.origin, "-tcp", ":8001", "-udp", ":9002", "-udp-framing", "first", "-proto", "ppv1,ppv2", "-trust", edgeTrust)
 	raw := startUDPOrigin(t, l.origin, 9105, func(d []byte) []byte { return d }) // echoes header and all
 	startEdge(t, l.edge, fmt.Sprintf(
 		"tcp:1001 %s 8001 off ppv1\nudp:2002 %s 9002 off ppv2\nudp:2005 %s 9105 off spp\n", originV4, originV6, originV4),
@@ -166,7 +166,9 @@ func TestEdgeListenIP(t *testing.T) {
 func TestEdgeUDPPPv2Header(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	startWhoamiOn(t, l.origin, "-udp", ":9002", "-proto", "ppv2", "-trust", edgeTrust)
+	// whoami is told how each edge frames PROXY v2 over UDP.
+	startWhoamiOn(t, l.origin, "-udp", ":9002", "-udp-framing", "first", "-proto", "ppv2", "-trust", edgeTrust)
+	startWhoamiOn(t, l.origin, "-udp", ":9004", "-udp-framing", "every", "-proto", "ppv2", "-trust", edgeTrust)
 	echo := func(d []byte) []byte {
 		if _, payload, err := wire.ParseProxyDatagram(d); err == nil {
 			return payload
@@ -177,14 +179,15 @@ func TestEdgeUDPPPv2Header(t *testing.T) {
 		name  string
 		every bool
 		port  uint16 // forwarding ports port (IPv4 origin), port+1 (IPv6 origin), port+2 (whoami)
+		who   uint16 // whoami's port
 		raw   *udpOrigin
 	}
-	edges := []*edgeCase{{name: "first-only", port: 2100}, {name: "every-datagram", every: true, port: 3100}}
+	edges := []*edgeCase{{name: "first-only", port: 2100, who: 9002}, {name: "every-datagram", every: true, port: 3100, who: 9004}}
 	for _, e := range edges {
 		originPort := e.port + 7000
 		e.raw = startUDPOrigin(t, l.origin, originPort, echo)
-		rulesText := fmt.Sprintf("udp:%d %s %d off ppv2\nudp:%d %s %d off ppv2\nudp:%d %s 9002 off ppv2\n",
-			e.port, originV4, originPort, e.port+1, originV6, originPort, e.port+2, originV4)
+		rulesText := fmt.Sprintf("udp:%d %s %d off ppv2\nudp:%d %s %d off ppv2\nudp:%d %s %d off ppv2\n",
+			e.port, originV4, originPort, e.port+1, originV6, originPort, e.port+2, originV4, e.who)
 		var args []string
 		if e.every {
 			args = append(args, "-udp-ppv2-every-datagram")
@@ -704,7 +707,7 @@ func TestEdgeTOASender(t *testing.T) {
 func TestEdgeScale(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	startWhoamiOn(t, l.origin, "-tcp", ":8001", "-udp", ":9002", "-proto", "ppv1,ppv2", "-trust", edgeTrust)
+	startWhoamiOn(t, l.origin, "-tcp", ":8001", "-udp", ":9002", "-udp-framing", "first", "-proto", "ppv1,ppv2", "-trust", edgeTrust)
 	var b strings.Builder
 	fmt.Fprintf(&b, "tcp:10000-20000 %s 8001 off ppv1 wide range\n", originV4)
 	for i := range 1000 {
@@ -795,7 +798,7 @@ func TestEdgeForwardingPortUsedByOwnConnection(t *testing.T) {
 	l := newLab(t)
 	l.edge.Sysctl("net.ipv4.ip_local_port_range", "45000 45009")
 	inRange := func(p uint16) bool { return p >= 45000 && p <= 45009 }
-	startWhoamiOn(t, l.origin, "-tcp", ":8001", "-udp", ":9002", "-proto", "ppv1,ppv2", "-trust", edgeTrust)
+	startWhoamiOn(t, l.origin, "-tcp", ":8001", "-udp", ":9002", "-udp-framing", "first", "-proto", "ppv1,ppv2", "-trust", edgeTrust)
 	base := fmt.Sprintf("tcp:1001 %[1]s 8001 off ppv1\nudp:2002 %[1]s 9002 off ppv2\n", originV4)
 	e := startEdge(t, l.edge, base)
 
@@ -840,7 +843,7 @@ func TestEdgeUDPFlowsKeepTheirOwnOriginTuple(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
 	l.edge.Sysctl("net.ipv4.ip_local_port_range", "45000 45011")
-	startWhoamiOn(t, l.origin, "-udp", ":9002", "-proto", "ppv2", "-trust", edgeTrust)
+	startWhoamiOn(t, l.origin, "-udp", ":9002", "-udp-framing", "first", "-proto", "ppv2", "-trust", edgeTrust)
 	startEdge(t, l.edge, fmt.Sprintf("udp:2002 %s 9002 off ppv2\n", originV4))
 	var conns []*net.UDPConn
 	for range 10 {
