@@ -17,6 +17,11 @@ const (
 	DefaultUDPIdle     = 2 * time.Minute
 	DefaultMaxUDPFlows = 10000
 	DefaultMaxTCPConns = 50000
+	// DefaultMaxUDPFlowsPerIP and DefaultMaxTCPConnsPerIP are a tenth of
+	// the server's bounds: one address (a NAT gateway of many users, or
+	// one host opening sockets) takes no more than that.
+	DefaultMaxUDPFlowsPerIP = 1000
+	DefaultMaxTCPConnsPerIP = 5000
 )
 
 // Options configure a Server. Zero values select the defaults.
@@ -40,6 +45,14 @@ type Options struct {
 	// The open-file limit is raised to hold them (two descriptors each),
 	// the flows and the ports, instead of failing accept with EMFILE.
 	MaxTCPConns int
+	// MaxUDPFlowsPerIP bounds the live UDP flows of one client address
+	// (all ports, all rules); a new flow beyond it is refused and counted
+	// (per_ip_limit). Negative: no bound.
+	MaxUDPFlowsPerIP int
+	// MaxTCPConnsPerIP bounds the relayed TCP connections of one client
+	// address; one beyond it is reset and counted (per_ip_limit).
+	// Negative: no bound.
+	MaxTCPConnsPerIP int
 	// PPv2EveryDatagram sends the PROXY v2 header on every datagram of a UDP
 	// flow (the specification) instead of the first only (EdgeOne).
 	PPv2EveryDatagram bool
@@ -74,6 +87,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxTCPConns <= 0 {
 		o.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if o.MaxUDPFlowsPerIP == 0 {
+		o.MaxUDPFlowsPerIP = DefaultMaxUDPFlowsPerIP
+	}
+	if o.MaxTCPConnsPerIP == 0 {
+		o.MaxTCPConnsPerIP = DefaultMaxTCPConnsPerIP
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

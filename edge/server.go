@@ -26,8 +26,10 @@ type Server struct {
 	metrics  *metrics
 	ctx      context.Context
 	cancel   context.CancelFunc
-	flows    atomic.Int64   // live UDP flows, bounded by MaxUDPFlows
-	conns    atomic.Int64   // relayed TCP connections, bounded by MaxTCPConns
+	flows    *flowLimits    // live UDP flows, bounded by MaxUDPFlows and MaxUDPFlowsPerIP
+	conns    atomic.Int64   // relayed TCP connections, bounded by maxConns
+	maxConns atomic.Int64   // MaxTCPConns, or fewer if the open-file limit holds fewer
+	connIPs  *ipCounts      // relayed TCP connections per client address
 	tcpConns *connTable     // relayed TCP connections, for idle sweeps and drain
 	evLoops  *evLoops       // epoll loops relaying TCP and UDP (Linux); nil: goroutines only
 	sweeper  sync.Once      // starts tcpConns' sweeper with the first TCP port
@@ -71,10 +73,13 @@ func New(opts Options) (*Server, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		tcpConns: newConnTable(opts.IdleTimeout),
+		flows:    newFlowLimits(opts.MaxUDPFlows, opts.MaxUDPFlowsPerIP),
+		connIPs:  newIPCounts(opts.MaxTCPConnsPerIP),
 		rules:    map[string]*ruleState{},
 		tcp:      map[uint16]*tcpPort{},
 		udp:      map[uint16]*udpPort{},
 	}
+	s.maxConns.Store(int64(opts.MaxTCPConns))
 	if !opts.GoroutineRelay {
 		s.evLoops = newEvLoops(s)
 	}

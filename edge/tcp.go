@@ -149,23 +149,22 @@ func (s *Server) serveTCP(p *tcpPort) {
 // finish the connection after it.
 func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
 	m := b.rs.metrics
-	if s.conns.Add(1) > int64(s.opts.MaxTCPConns) {
-		m.fail("conn_limit")
+	src := unmapped(client.RemoteAddr())
+	if reason := s.admitConn(src.Addr()); reason != "" {
+		m.fail(reason)
 		client.SetLinger(0)
 		client.Close()
-		s.endTCP(nil)
+		s.endTCP(nil, netip.Addr{})
 		return
 	}
 	m.connections.Inc()
 	m.active.Inc()
-
-	src := unmapped(client.RemoteAddr())
 	upstream, err := s.dialOrigin(b, src)
 	if err != nil {
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", src, "err", err)
 		client.SetLinger(0)
 		client.Close()
-		s.endTCP(m)
+		s.endTCP(m, src.Addr())
 		return
 	}
 	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
@@ -174,26 +173,42 @@ func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
 			m.fail("header_write")
 			client.Close()
 			upstream.Close()
-			s.endTCP(m)
+			s.endTCP(m, src.Addr())
 			return
 		}
 	}
 	c := &relayConn{client: client, upstream: upstream, toOrigin: m.toOrigin, toClient: m.toClient}
-	c.onEnd = func() { s.endTCP(m) }
+	c.onEnd = func() { s.endTCP(m, src.Addr()) }
 	if !s.tcpConns.add(c) { // draining is over
 		client.Close()
 		upstream.Close()
-		s.endTCP(m)
+		s.endTCP(m, src.Addr())
 		return
 	}
 	c.run()
 }
 
-// endTCP is the bookkeeping of a connection that ended; m is nil for one
-// refused by the connection bound.
-func (s *Server) endTCP(m *ruleMetrics) {
+// admitConn counts a new connection from src under the server's bound and
+// src's, or returns the reason it is refused (conn_limit, per_ip_limit);
+// a refused connection ends with endTCP(nil, netip.Addr{}).
+func (s *Server) admitConn(src netip.Addr) string {
+	if s.conns.Add(1) > s.maxConns.Load() {
+		return "conn_limit"
+	}
+	if !s.connIPs.acquire(src) {
+		return "per_ip_limit"
+	}
+	return ""
+}
+
+// endTCP is the bookkeeping of a connection that ended: m and src are
+// those admitConn counted, nil and invalid for one it refused.
+func (s *Server) endTCP(m *ruleMetrics, src netip.Addr) {
 	if m != nil {
 		m.active.Dec()
+	}
+	if src.IsValid() {
+		s.connIPs.release(src)
 	}
 	s.conns.Add(-1)
 	s.active.Done()

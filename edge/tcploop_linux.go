@@ -440,10 +440,10 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 		return
 	}
 	m := b.rs.metrics
-	if s.conns.Add(1) > int64(s.opts.MaxTCPConns) {
-		m.fail("conn_limit")
+	if reason := s.admitConn(peer.Addr()); reason != "" {
+		m.fail(reason)
 		rawResetClose(cfd)
-		s.endTCP(nil)
+		s.endTCP(nil, netip.Addr{})
 		return
 	}
 	m.connections.Inc()
@@ -460,7 +460,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 		if err != nil {
 			m.fail("header_write")
 			rawResetClose(cfd)
-			s.endTCP(m)
+			s.endTCP(m, c.src.Addr())
 			return
 		}
 	}
@@ -469,7 +469,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 		m.fail("no_origin")
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", c.src, "err", "no origin address resolved")
 		rawResetClose(cfd)
-		s.endTCP(m)
+		s.endTCP(m, c.src.Addr())
 		return
 	}
 	c.cands = cands[:min(len(cands), 3)]
@@ -668,7 +668,7 @@ func (l *evLoop) finish(c *loopConn, reset bool) {
 			rawClose(c.ufd)
 		}
 	}
-	l.s.endTCP(c.m)
+	l.s.endTCP(c.m, c.src.Addr())
 }
 
 // toRelay hands a connection to the goroutine relay, with pending (bytes
@@ -688,16 +688,16 @@ func (l *evLoop) toRelay(c *loopConn, toOrigin bool, pending []byte) {
 				nc.Close()
 			}
 		}
-		l.s.endTCP(c.m)
+		l.s.endTCP(c.m, c.src.Addr())
 		return
 	}
-	s, m := l.s, c.m
+	s, m, src := l.s, c.m, c.src.Addr()
 	rc := &relayConn{client: client, upstream: upstream, toOrigin: m.toOrigin, toClient: m.toClient}
-	rc.onEnd = func() { s.endTCP(m) }
+	rc.onEnd = func() { s.endTCP(m, src) }
 	if !s.tcpConns.add(rc) { // draining is over
 		client.Close()
 		upstream.Close()
-		s.endTCP(m)
+		s.endTCP(m, src)
 		return
 	}
 	go rc.runPending(pending, toOrigin)

@@ -57,6 +57,7 @@ type udpFlow struct {
 	ppv2       []byte       // the PROXY v2 header of the flow, for ModePPv2
 	last       atomic.Int64 // unix nanoseconds of the last datagram either way
 	headerSent atomic.Bool
+	ready      atomic.Bool // serving: newFlow is done with it, so it may be evicted
 	closed     atomic.Bool
 	closeOnce  sync.Once
 }
@@ -206,12 +207,10 @@ func (p *udpPort) flow(client netip.AddrPort) *udpFlow {
 func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoop) *udpFlow {
 	b := p.bind.Load()
 	m := b.rs.metrics
-	if s.flows.Add(1) > int64(s.opts.MaxUDPFlows) {
-		s.flows.Add(-1)
-		m.fail("flow_limit")
+	f := &udpFlow{p: p, b: b, client: client, target: s.udpTarget(p, oob), loop: l, ufd: -1, cfd: -1}
+	if !s.admitFlow(f, l) {
 		return nil
 	}
-	f := &udpFlow{p: p, b: b, client: client, target: s.udpTarget(p, oob), loop: l, ufd: -1, cfd: -1}
 	if p.pktinfo {
 		f.oob = replyControl(f.target.Addr())
 	}
@@ -220,7 +219,7 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoo
 		err = f.dial()
 	}
 	if err != nil {
-		s.flows.Add(-1)
+		s.flows.remove(f)
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", client, "err", err)
 		return nil
 	}
@@ -252,12 +251,44 @@ func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoo
 	}
 	p.flows[client] = f
 	p.mu.Unlock()
+	f.ready.Store(true)
 	m.flows.Inc()
 	if l == nil {
 		s.active.Add(1)
 		go s.replies(f)
 	}
 	return f
+}
+
+// admitFlow admits f under MaxUDPFlowsPerIP and MaxUDPFlows, or counts
+// why not. At MaxUDPFlows it closes the flow given up for f (counted as
+// flow_evicted on that flow's rule); l is the loop making f, nil in
+// goroutine mode.
+func (s *Server) admitFlow(f *udpFlow, l *evLoop) bool {
+	victim, reason := s.flows.admit(f)
+	if reason != "" {
+		f.b.rs.metrics.fail(reason)
+		return false
+	}
+	if victim != nil {
+		victim.b.rs.metrics.fail("flow_evicted")
+		victim.evict(l)
+	}
+	return true
+}
+
+// evict closes a flow given up for another. l is the loop asking (nil in
+// goroutine mode): a flow of another loop is closed by its own loop, and l
+// does not wait for that, since a loop must never wait for another.
+func (f *udpFlow) evict(l *evLoop) {
+	switch {
+	case f.loop == nil:
+		f.close()
+	case f.loop == l:
+		f.closeInLoop()
+	default:
+		f.loop.post(f.closeInLoop)
+	}
 }
 
 // udpTarget is the address the client sent its datagram to.
@@ -499,5 +530,5 @@ func (f *udpFlow) release() {
 		f.p.srv.tuples.release(f.tuple)
 	}
 	f.b.rs.metrics.flowsActive.Dec()
-	f.p.srv.flows.Add(-1)
+	f.p.srv.flows.remove(f)
 }

@@ -43,6 +43,7 @@ type flags struct {
 	idle, udpIdle, dial, drain       time.Duration
 	checkEvery                       time.Duration
 	maxFlows, maxConns               int
+	maxFlowsPerIP, maxConnsPerIP     int
 	toaKindV4, toaKindV6             uint
 	toaCgroup                        string
 }
@@ -78,8 +79,10 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.dial, "dial-timeout", edge.DefaultDialTimeout, "TCP connect timeout to an origin")
 	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "how long SIGTERM waits for connections to finish")
 	fs.DurationVar(&f.checkEvery, "check-every", origin.DefaultCheckEvery, "period of the TCP health checks of origins (the first runs at start)")
-	fs.IntVar(&f.maxFlows, "max-udp-flows", edge.DefaultMaxUDPFlows, "bound on live UDP flows")
-	fs.IntVar(&f.maxConns, "max-tcp-conns", edge.DefaultMaxTCPConns, "bound on TCP connections relayed at once (more are closed and counted as conn_limit)")
+	fs.IntVar(&f.maxFlows, "max-udp-flows", edge.DefaultMaxUDPFlows, "bound on live UDP flows; at the bound a new client's flow replaces the least recently used flow of the address holding the most (counted as flow_evicted)")
+	fs.IntVar(&f.maxConns, "max-tcp-conns", edge.DefaultMaxTCPConns, "bound on TCP connections relayed at once (more are closed and counted as conn_limit); lowered to what the open-file limit holds (2 descriptors each), logged")
+	fs.IntVar(&f.maxFlowsPerIP, "max-udp-flows-per-ip", edge.DefaultMaxUDPFlowsPerIP, "bound on live UDP flows of one client address, all ports together (more are dropped and counted as per_ip_limit); -1: none")
+	fs.IntVar(&f.maxConnsPerIP, "max-tcp-conns-per-ip", edge.DefaultMaxTCPConnsPerIP, "bound on TCP connections of one client address relayed at once (more are reset and counted as per_ip_limit); -1: none")
 	fs.UintVar(&f.toaKindV4, "toa-kind-v4", 200, "TCP option kind of the TOA for IPv4 clients")
 	fs.UintVar(&f.toaKindV6, "toa-kind-v6", 253, "TCP option kind of the TOA for IPv6 clients")
 	fs.StringVar(&f.toaCgroup, "toa-cgroup", "", "cgroup v2 to attach the TOA sender to (default: this process's own)")
@@ -88,6 +91,9 @@ func parseFlags(args []string) (*flags, error) {
 	}
 	if f.rules == "" {
 		return nil, errors.New("-rules is required")
+	}
+	if f.maxFlowsPerIP == 0 || f.maxConnsPerIP == 0 {
+		return nil, errors.New("-max-udp-flows-per-ip and -max-tcp-conns-per-ip are 1 or more, or -1 for no bound")
 	}
 	if f.toaKindV4 > 255 || f.toaKindV6 > 255 {
 		return nil, errors.New("-toa-kind-v4 and -toa-kind-v6 are TCP option kinds, 2..255")
@@ -122,6 +128,7 @@ func run(f *flags) error {
 	opts := edge.Options{
 		RulesPath: f.rules, GroupsPath: f.groups,
 		DialTimeout: f.dial, IdleTimeout: f.idle, UDPIdle: f.udpIdle, MaxUDPFlows: f.maxFlows, MaxTCPConns: f.maxConns,
+		MaxUDPFlowsPerIP: f.maxFlowsPerIP, MaxTCPConnsPerIP: f.maxConnsPerIP,
 		GoroutineRelay:    f.goroutineRelay,
 		PPv2EveryDatagram: f.ppv2Every, Logger: log,
 		TOA:    toasend.Options{CgroupPath: f.toaCgroup, KindV4: uint8(f.toaKindV4), KindV6: uint8(f.toaKindV6)},
