@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# toa.sh [--arm64] [--skip-multihost] ALIAS... - kmod/toa.ko on Debian
+# toa.sh [--arm64] [--skip-multihost] [--only SUITE] ALIAS... - kmod/toa.ko on Debian
 # kernels (5.10, 6.1, 6.12, sid) in QEMU. Per kernel: build toa.ko
 # warning-free, then three boots, each failing on any FAIL line, oops,
 # BUG:, WARNING: or timeout (vmtest/run.sh):
@@ -17,22 +17,38 @@
 #      module, unload.
 # --arm64 also cross-builds toa.ko for arm64 against each kernel's arm64
 # headers (warning-free, vermagic and ELF machine checked; not booted).
-# --skip-multihost leaves out boot 2. REALIP_MULTIHOST_CONNS sets the
-# load phase's connection count (default 2000).
+# --skip-multihost leaves out boot 2. --only toa|multihost|agent boots just
+# that suite (e.g. `vmtest/toa.sh --only multihost sid`; repeatable;
+# vmtest/flake.sh loops one suite to count flakes). REALIP_MULTIHOST_CONNS
+# sets the load phase's connection count (default 2000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-arm64=0 multihost=1
+arm64=0 multihost=1 only=()
 while (($#)); do
 	case $1 in
 	--arm64) arm64=1; shift ;;
 	--skip-multihost) multihost=0; shift ;;
+	--only)
+		case ${2:-} in
+		toa | multihost | agent) only+=("$2"); shift 2 ;;
+		*) echo "toa.sh: --only wants toa, multihost or agent, not '${2:-}'" >&2; exit 2 ;;
+		esac
+		;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
 	-*) echo "toa.sh: unknown option '$1'" >&2; exit 2 ;;
 	*) break ;;
 	esac
 done
-[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--skip-multihost] ALIAS... (5.10 6.1 6.12 sid)" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--skip-multihost] [--only SUITE] ALIAS... (5.10 6.1 6.12 sid)" >&2; exit 2; }
+# wanted SUITE: whether this run boots SUITE.
+wanted() {
+	((${#only[@]} == 0)) || [[ " ${only[*]} " == *" $1 "* ]]
+}
+if ((${#only[@]})); then
+	multihost=0
+	if wanted multihost; then multihost=1; fi
+fi
 conns=${REALIP_MULTIHOST_CONNS:-2000}
 [[ $conns =~ ^[0-9]+$ ]] || { echo "toa.sh: REALIP_MULTIHOST_CONNS='$conns' is not a number" >&2; exit 2; }
 work=$(mktemp -d /tmp/realip-toa.XXXXXX)
@@ -86,13 +102,17 @@ for alias in "$@"; do
 	"$here/build-module.sh" "$alias" "$root/kmod" "$work/toa.ko"
 	echo "toa.sh: toa.ko for $alias built in $(since "$t")s"
 	boot_opts=(--kmod-if-any tls) # toacheck attaches kTLS to a taken-over socket
-	boot toa "$alias" 240 '^(ok|FAIL) ' "/test/toacheck /test/toa.ko" "$work/toacheck" "$work/toa.ko"
+	if wanted toa; then
+		boot toa "$alias" 240 '^(ok|FAIL) ' "/test/toacheck /test/toa.ko" "$work/toacheck" "$work/toa.ko"
+	fi
 	boot_opts=()
 	if ((multihost)); then
 		cp "$work/toa.ko" "$work/mh/toa.ko"
 		boot multihost "$alias" 600 '^(ok|FAIL|info) ' "/test/multihost -conns $conns" "$work/mh"
 	fi
-	boot agent "$alias" 240 '^(PASS|FAIL) ' "/test/agent-vmtest -module /test/toa.ko" "$work/agent-vmtest" "$work/toa.ko"
+	if wanted agent; then
+		boot agent "$alias" 240 '^(PASS|FAIL) ' "/test/agent-vmtest -module /test/toa.ko" "$work/agent-vmtest" "$work/toa.ko"
+	fi
 done
 
 if ((arm64)); then
