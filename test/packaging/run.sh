@@ -16,7 +16,8 @@
 #            recording dkms/systemctl stand-ins): files land, scriptlets run
 #            with the right arguments, upgrade keeps an edited %config, erase
 #   host     on this machine: apt-get installs the V1 .debs, DKMS builds
-#            toa.ko for the 6.1 alias's headers (linux-headers-KVER), a
+#            toa.ko for every kernel with headers (at least the 6.1
+#            alias's, linux-headers-KVER, which it installs), a
 #            kernel without headers is skipped with a message, toa-dkms
 #            upgrades to V2, removal and purge leave nothing of ours
 #   vm       boots that kernel with systemd (vmtest/sysvm.sh) with the DKMS
@@ -354,6 +355,25 @@ host_snapshot() {
 		\( -path /var/lib/systemd/timers -o -path /var/lib/systemd/journal \) -prune -o -print 2>/dev/null |
 		grep -Ev "^/lib/modules/$KVER/modules\.|^/var/lib/dkms/mok\.(key|pub)\$|^/etc/ld\.so\.cache\$" | sort
 }
+# dkms_want VERSION: the `dkms status -m toa` lines the packages promise on
+# this machine: one "installed" line for each kernel in /lib/modules that
+# has headers (build/Makefile) and that dkms.conf's BUILD_EXCLUSIVE_KERNEL
+# admits. The 6.1 alias's kernel is one of them (step_host installs its
+# headers); apt may have brought others (linux-headers-amd64 with dkms).
+dkms_want() {
+	local dir k re
+	re=$(sed -n 's/^BUILD_EXCLUSIVE_KERNEL="\(.*\)"$/\1/p' "$REPO/kmod/dkms.conf")
+	[[ -n $re ]] || die "no BUILD_EXCLUSIVE_KERNEL in kmod/dkms.conf"
+	for dir in /lib/modules/*/; do
+		[[ -e $dir/build/Makefile ]] || continue
+		k=$(basename "$dir")
+		[[ $k =~ $re ]] || continue
+		echo "toa/$1, $k, $(uname -m): installed"
+	done | sort
+}
+# dkms_got: what DKMS says, sorted like dkms_want.
+dkms_got() { dkms status -m toa | sort; }
+
 step_host() {
 	load_versions
 	if ((EUID != 0)); then
@@ -362,7 +382,7 @@ step_host() {
 	fi
 	kver >/dev/null
 	deps dkms "linux-headers-$KVER"
-	local out t0 ko=$OUT/toa-$KVER.ko
+	local out want t0 ko=$OUT/toa-$KVER.ko
 	t0=$(now)
 	host_cleanup # a run interrupted earlier
 	trap host_cleanup EXIT
@@ -380,7 +400,9 @@ step_host() {
 		bad "apt-get install: $out"
 	fi
 	grep '^toa-dkms:' <<<"$out" | sed 's/^/       /'
-	eq "dkms status" "$(dkms status -m toa)" "toa/$V1, $KVER, x86_64: installed"
+	want=$(dkms_want "$V1")
+	check "the kernels with headers include $KVER" grep -q "^toa/$V1, $KVER, " <<<"$want"
+	same "dkms status: toa/$V1 installed for each kernel with headers ($(wc -l <<<"$want"))" "$(dkms_got)" "$want"
 	check "DKMS installed toa.ko in updates/dkms" test -f "/lib/modules/$KVER/updates/dkms/toa.ko"
 	check "its vermagic is $KVER's" sh -c "modinfo -F vermagic /lib/modules/$KVER/updates/dkms/toa.ko | grep -q '^$KVER '"
 	eq "its version is the package's" "$(modinfo -F version "/lib/modules/$KVER/updates/dkms/toa.ko" 2>&1)" "$V1"
@@ -397,7 +419,7 @@ step_host() {
 	else
 		bad "upgrade to V2: $out"
 	fi
-	eq "dkms status after the upgrade: only V2" "$(dkms status -m toa)" "toa/$V2, $KVER, x86_64: installed"
+	same "dkms status after the upgrade: only V2, for each kernel with headers" "$(dkms_got)" "$(dkms_want "$V2")"
 	check "V1's source is gone" test ! -e "/usr/src/toa-$V1"
 	check "toa.ko rebuilt for V2" test -f "/lib/modules/$KVER/updates/dkms/toa.ko"
 	check "edited edge.rules kept across the upgrade" grep -qx 'edited by test/packaging' /etc/realip/edge.rules
