@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, rule),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "realip_edge_errors_total",
-			Help: "Failures by reason: no_origin, dial, upstream_port_clash, header_write, toa_not_sent, flow_limit, flow_evicted, conn_limit, per_ip_limit, spp_reply_without_header, reply_short, upstream_write.",
+			Help: "Failures by reason: no_origin, dial, upstream_port_clash, header_write, toa_not_sent, flow_limit, flow_evicted, conn_limit, per_ip_limit, local_resource, datagram_too_big, spp_reply_without_header, reply_short, upstream_write.",
 		}, []string{"rule", "reason"}),
 	}
 	if reg != nil {

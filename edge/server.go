@@ -37,12 +37,19 @@ type Server struct {
 	active   sync.WaitGroup // TCP connections and UDP flows, for draining
 	tuples   tupleSet       // address pairs of the UDP flows' upstream sockets
 
-	mu    sync.Mutex      // serialises Start, Reload and Shutdown; guards below
-	shut  bool            // Shutdown began
-	toa   *toasend.Sender // opened with the first toa rule; set once, under mu
-	rules map[string]*ruleState
-	tcp   map[uint16]*tcpPort
-	udp   map[uint16]*udpPort
+	// fileLimit raises the open-file limit for n descriptors more than a
+	// margin and returns the limit the process got (openFileLimit; tests
+	// replace it).
+	fileLimit func(n int) (uint64, error)
+
+	mu             sync.Mutex      // serialises Start, Reload and Shutdown; guards below
+	shut           bool            // Shutdown began
+	fileWarned     bool            // a failed raise of the open-file limit was logged
+	fileCapsLogged [2]int          // the bounds the open-file limit lowered, as last logged
+	toa            *toasend.Sender // opened with the first toa rule; set once, under mu
+	rules          map[string]*ruleState
+	tcp            map[uint16]*tcpPort
+	udp            map[uint16]*udpPort
 }
 
 // ruleState is one rule with what it needs at run time. Rules that did not
@@ -68,16 +75,17 @@ func New(opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts:     opts,
-		metrics:  newMetrics(opts.Registerer),
-		ctx:      ctx,
-		cancel:   cancel,
-		tcpConns: newConnTable(opts.IdleTimeout),
-		flows:    newFlowLimits(opts.MaxUDPFlows, opts.MaxUDPFlowsPerIP),
-		connIPs:  newIPCounts(opts.MaxTCPConnsPerIP),
-		rules:    map[string]*ruleState{},
-		tcp:      map[uint16]*tcpPort{},
-		udp:      map[uint16]*udpPort{},
+		opts:      opts,
+		metrics:   newMetrics(opts.Registerer),
+		ctx:       ctx,
+		cancel:    cancel,
+		tcpConns:  newConnTable(opts.IdleTimeout),
+		flows:     newFlowLimits(opts.MaxUDPFlows, opts.MaxUDPFlowsPerIP),
+		connIPs:   newIPCounts(opts.MaxTCPConnsPerIP),
+		fileLimit: openFileLimit,
+		rules:     map[string]*ruleState{},
+		tcp:       map[uint16]*tcpPort{},
+		udp:       map[uint16]*udpPort{},
 	}
 	s.maxConns.Store(int64(opts.MaxTCPConns))
 	if !opts.GoroutineRelay {
@@ -165,9 +173,7 @@ func (s *Server) apply(set *rules.Set) error {
 	if s.evLoops != nil {
 		udpSockets *= runtime.GOMAXPROCS(0) // a socket per loop and port
 	}
-	if err := raiseFileLimit(len(want[rules.TCP]) + udpSockets + s.opts.MaxUDPFlows + 2*s.opts.MaxTCPConns); err != nil {
-		s.opts.Logger.Warn("edge: cannot raise the open-file limit", "err", err)
-	}
+	s.fitFileLimit(len(want[rules.TCP])+udpSockets, len(want[rules.TCP]) > 0, len(want[rules.UDP]) > 0)
 	newTCP, newUDP, err := s.openPorts(want)
 	if err != nil {
 		for _, rs := range fresh {
@@ -185,6 +191,29 @@ func (s *Server) apply(set *rules.Set) error {
 	s.rules = states
 	s.opts.Logger.Info("edge: rules applied", "rules", len(states), "tcp_ports", len(s.tcp), "udp_ports", len(s.udp), "new_rules", len(fresh))
 	return nil
+}
+
+// fitFileLimit raises the open-file limit for sockets, MaxTCPConns and
+// MaxUDPFlows, and lowers those two bounds to what the limit the process
+// got holds (fileCaps). A failed raise is logged once per server, lowered
+// bounds once per change. Called under s.mu.
+func (s *Server) fitFileLimit(sockets int, tcp, udp bool) {
+	o := s.opts
+	limit, err := s.fileLimit(sockets + o.MaxUDPFlows + 2*o.MaxTCPConns)
+	if err != nil && !s.fileWarned {
+		s.fileWarned = true
+		o.Logger.Warn("edge: cannot raise the open-file limit", "err", err)
+	}
+	conns, flows := fileCaps(limit, sockets, o.MaxTCPConns, o.MaxUDPFlows, tcp, udp)
+	s.maxConns.Store(int64(conns))
+	s.flows.setMax(flows)
+	caps := [2]int{conns, flows}
+	if caps != s.fileCapsLogged && (conns < o.MaxTCPConns || flows < o.MaxUDPFlows) {
+		s.fileCapsLogged = caps
+		o.Logger.Warn("edge: the open-file limit holds fewer connections or flows than asked",
+			"limit", limit, "max_tcp_conns", conns, "max_udp_flows", flows,
+			"asked_tcp_conns", o.MaxTCPConns, "asked_udp_flows", o.MaxUDPFlows)
+	}
 }
 
 // ruleStates builds the state of every rule of set, reusing unchanged ones.

@@ -124,21 +124,46 @@ func (s *Server) closeTCPPort(p *tcpPort) {
 	}
 }
 
+// Waits of serveTCP after a failed accept, as net/http's Server waits.
+const (
+	minAcceptWait = 5 * time.Millisecond
+	maxAcceptWait = time.Second
+)
+
+// acceptBackoff is serveTCP's wait after a failed accept: minAcceptWait,
+// doubling up to maxAcceptWait. Unlike net/http, an accept that succeeds
+// in between does not start it over: a process out of descriptors accepts
+// one now and then, as its connections close, and would otherwise retry
+// (and log) every 5 ms. A whole maxAcceptWait without failure does.
+type acceptBackoff struct {
+	wait  time.Duration
+	until time.Time // the end of the last wait
+}
+
+// failed returns how long to wait after an accept failed at now.
+func (b *acceptBackoff) failed(now time.Time) time.Duration {
+	if now.Sub(b.until) >= maxAcceptWait {
+		b.wait = 0
+	}
+	b.wait = min(max(2*b.wait, minAcceptWait), maxAcceptWait)
+	b.until = now.Add(b.wait)
+	return b.wait
+}
+
 func (s *Server) serveTCP(p *tcpPort) {
 	defer s.loops.Done()
-	var backoff time.Duration
+	var backoff acceptBackoff
 	for {
 		c, err := p.ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.opts.Logger.Warn("edge: accept", "port", p.port, "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
+			wait := backoff.failed(time.Now())
+			s.opts.Logger.Warn("edge: accept", "port", p.port, "err", err, "retry_in", wait)
+			time.Sleep(wait)
 			continue
 		}
-		backoff = 0
 		s.active.Add(1)
 		go s.handleTCP(c, p.bind.Load())
 	}
@@ -240,9 +265,10 @@ func (s *Server) dialOrigin(b *binding, client netip.AddrPort) (*net.TCPConn, er
 			}
 			return c.(*net.TCPConn), nil
 		}
-		b.rs.metrics.fail("dial")
-		b.rs.pool.MarkDown(addr, err)
 		errs = append(errs, err)
+		if blameDial(b.rs, addr, err) {
+			break
+		}
 	}
 	return nil, errors.Join(errs...)
 }

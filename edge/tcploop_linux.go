@@ -518,9 +518,12 @@ func (l *evLoop) dial(c *loopConn) {
 	l.finish(c, true)
 }
 
+// dialFailed counts a failed connect and blames addr for it, unless the
+// failure is the edge's own: then no other candidate is tried.
 func (l *evLoop) dialFailed(c *loopConn, addr netip.Addr, err error) {
-	c.b.rs.metrics.fail("dial")
-	c.b.rs.pool.MarkDown(addr, err)
+	if blameDial(c.b.rs, addr, err) {
+		c.tried = len(c.cands)
+	}
 	c.errs = append(c.errs, fmt.Errorf("dial tcp %v: %w", netip.AddrPortFrom(addr, c.b.originPort), err))
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/realip/realip/edge/rules"
@@ -334,9 +335,10 @@ func (f *udpFlow) dial() error {
 			f.up, f.ufd, f.tuple, f.origin = up.conn, up.fd, t, addr
 			return nil
 		}
-		f.b.rs.metrics.fail("dial")
-		f.b.rs.pool.MarkDown(addr, err)
 		errs = append(errs, err)
+		if blameDial(f.b.rs, addr, err) {
+			break
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -398,25 +400,56 @@ func (s *Server) dialUpstream(origin netip.AddrPort, m *ruleMetrics, raw bool) (
 	return upstream{fd: -1}, udpTuple{}, fmt.Errorf("no free local port towards %v after %d tries", origin, maxTupleClashes)
 }
 
+// maxUDPPayload is the largest UDP payload towards an address: an IP
+// datagram of 65535 bytes less the IPv4 and UDP headers, or less the UDP
+// header for IPv6 (whose payload length leaves its own header out).
+func maxUDPPayload(to netip.Addr) int {
+	if to.Unmap().Is4() {
+		return 65535 - 20 - 8
+	}
+	return 65535 - 8
+}
+
 // forward sends the datagram buf[headroom:headroom+n] to the origin, with
-// the header the rule asks for in the headroom. An error is counted; the
-// caller decides whether it ends the flow.
+// the header the rule asks for in the headroom. A datagram that the header
+// makes too big for UDP is dropped and counted (datagram_too_big), and
+// one the kernel has no room for is dropped and counted (upstream_write),
+// as UDP does: the flow goes on. Any other failure (a refusal: ICMP
+// unreachable came back) is counted and returned; the caller ends the
+// flow.
 func (f *udpFlow) forward(buf []byte, n int) error {
 	f.last.Store(time.Now().UnixNano())
 	start := headroom
+	first := false
 	switch f.b.rs.rule.IPMode {
 	case rules.ModeSPP:
 		start -= wire.SPPHeaderLen
 		wire.PutSPP(buf[start:], wire.SPPHeader{Client: f.client, Proxy: f.target})
 	case rules.ModePPv2:
-		if f.p.srv.opts.PPv2EveryDatagram || f.headerSent.CompareAndSwap(false, true) {
+		if first = !f.headerSent.Load(); first || f.p.srv.opts.PPv2EveryDatagram {
 			start -= len(f.ppv2)
 			copy(buf[start:], f.ppv2)
 		}
 	}
-	if err := f.send(buf[start : headroom+n]); err != nil {
+	d := buf[start : headroom+n]
+	if len(d) > maxUDPPayload(f.origin) {
+		f.b.rs.metrics.fail("datagram_too_big")
+		return nil
+	}
+	switch err := f.send(d); {
+	case err == nil:
+	case errors.Is(err, syscall.EMSGSIZE):
+		f.b.rs.metrics.fail("datagram_too_big")
+		return nil
+	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOBUFS):
+		f.b.rs.metrics.fail("upstream_write")
+		return nil
+	default:
 		f.b.rs.metrics.fail("upstream_write")
 		return err
+	}
+	if first {
+		f.headerSent.Store(true) // only the flow's reader forwards: no race
 	}
 	f.b.rs.metrics.dgToOrigin.Inc()
 	f.b.rs.metrics.toOrigin.Add(float64(n))

@@ -309,8 +309,8 @@ func (l *evLoop) clientDatagrams(u *loopUDP) bool {
 // forward sends a client's datagram on f, a flow of this loop.
 func (l *evLoop) forward(f *udpFlow, buf []byte, n int) {
 	err := f.forward(buf, n)
-	if err == nil || err == unix.EAGAIN || err == unix.ENOBUFS {
-		return // a full send buffer drops the datagram, as UDP does
+	if err == nil {
+		return // sent, or dropped (too big, a full send buffer) as UDP does
 	}
 	f.b.rs.pool.MarkDown(f.origin, os.NewSyscallError("write", err)) // refused: ICMP unreachable came back
 	f.closeInLoop()

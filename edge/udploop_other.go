@@ -27,3 +27,5 @@ func (*evLoops) closeFlows(*udpPort, func(*udpFlow) bool) {}
 func openRawUpstream(netip.AddrPort) (upstream, error) { return upstream{fd: -1}, errLoopsLinuxOnly }
 func rawWriteFD(int, []byte) (int, error)              { return 0, errLoopsLinuxOnly }
 func closeFD(int)                                      {}
+
+func (*evLoop) post(func()) {}
