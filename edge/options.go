@@ -68,7 +68,11 @@ type Options struct {
 	Origin origin.Options
 	// Registerer receives the metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
-	// Logger receives the log; nil discards.
+	// Logger receives the log; nil discards. The edge's warnings and
+	// errors are rate-limited per message: the first at once, then at most
+	// one per 10 s with the number suppressed, and a summary of what a
+	// period suppressed ("edge: log lines suppressed"). The origin pools'
+	// lines (Origin.Logger, by default this one unlimited) are not.
 	Logger *slog.Logger
 }
 

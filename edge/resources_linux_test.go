@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -202,4 +203,34 @@ func takeAllFDs(t *testing.T) []int {
 	}
 	t.Fatal("no EMFILE after 65536 descriptors")
 	return nil
+}
+
+// TestServerLogRateLimited: clients refused one after another for the
+// same reason (an origin that refuses) make one log line, not one each.
+func TestServerLogRateLimited(t *testing.T) {
+	t.Parallel()
+	for _, mode := range relayModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			var logs lockedBuffer
+			ln, oport := originListener(t)
+			ln.Close() // refuses
+			opts := Options{GoroutineRelay: mode.goroutine, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Origin: origin.Options{CheckEvery: time.Hour}}
+			e := startLoopEdge(t, opts, oport)
+			const clients = 20
+			for range clients {
+				c, err := net.DialTimeout("tcp", e.addr, waitTimeout)
+				if err != nil {
+					continue // reset before the connect returned
+				}
+				c.SetDeadline(time.Now().Add(waitTimeout))
+				c.Read(make([]byte, 1)) // until the edge resets it
+				c.Close()
+			}
+			e.waitMetric(t, clients, "realip_edge_tcp_connections_total", nil)
+			if n := logs.count("edge: no origin"); n != 1 {
+				t.Errorf("%d clients without an origin logged %d lines, want 1", clients, n)
+			}
+		})
+	}
 }

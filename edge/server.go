@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -33,6 +34,8 @@ type Server struct {
 	tcpConns *connTable     // relayed TCP connections, for idle sweeps and drain
 	evLoops  *evLoops       // epoll loops relaying TCP and UDP (Linux); nil: goroutines only
 	sweeper  sync.Once      // starts tcpConns' sweeper with the first TCP port
+	logs     *rateState     // the rate limits of the log (Options.Logger)
+	logFlush sync.Once      // starts logs' periodic summaries
 	loops    sync.WaitGroup // serveTCP and serveUDP goroutines
 	active   sync.WaitGroup // TCP connections and UDP flows, for draining
 	tuples   tupleSet       // address pairs of the UDP flows' upstream sockets
@@ -73,6 +76,10 @@ func New(opts Options) (*Server, error) {
 	if opts.RulesPath == "" {
 		return nil, errors.New("edge: no rules file")
 	}
+	// The edge's own warnings are rate-limited per message; the origin
+	// pools' (state changes) are not.
+	logs := newRateLimitHandler(opts.Logger.Handler(), logPeriod)
+	opts.Logger = slog.New(logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:      opts,
@@ -83,6 +90,7 @@ func New(opts Options) (*Server, error) {
 		flows:     newFlowLimits(opts.MaxUDPFlows, opts.MaxUDPFlowsPerIP),
 		connIPs:   newIPCounts(opts.MaxTCPConnsPerIP),
 		fileLimit: openFileLimit,
+		logs:      logs.st,
 		rules:     map[string]*ruleState{},
 		tcp:       map[uint16]*tcpPort{},
 		udp:       map[uint16]*udpPort{},
@@ -135,6 +143,7 @@ func (s *Server) ensureTOA(set *rules.Set) error {
 
 // Start reads the rules and listens on every forwarding port.
 func (s *Server) Start() error {
+	s.logFlush.Do(func() { go s.logs.run(s.ctx) })
 	return s.Reload()
 }
 
