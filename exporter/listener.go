@@ -14,8 +14,8 @@ import (
 type ListenerCollector struct {
 	stats func() listener.Stats
 
-	accepted, rejected, untrusted, ignored, headersInFlow *prometheus.Desc
-	pending, flowsLive, flowsEvicted, flowsExpired        *prometheus.Desc
+	accepted, rejected, untrusted, ignored, headersInFlow  *prometheus.Desc
+	pending, parked, flowsLive, flowsEvicted, flowsExpired *prometheus.Desc
 }
 
 // NewListenerCollector returns a collector for the counters that stats
@@ -47,6 +47,9 @@ func NewListenerCollector(name string, stats func() listener.Stats) *ListenerCol
 		pending: prometheus.NewDesc("realip_listener_pending_connections",
 			"TCP connections whose header is being read.",
 			nil, l),
+		parked: prometheus.NewDesc("realip_listener_parked_connections",
+			"TCP connections whose header is still on its way that wait for a MaxPending slot (parked, no goroutine).",
+			nil, l),
 		flowsLive: prometheus.NewDesc("realip_listener_udp_flows_active",
 			"UDP flows held (PROXY v2 flows, and SPP flows on sockets of both).",
 			nil, l),
@@ -62,7 +65,7 @@ func NewListenerCollector(name string, stats func() listener.Stats) *ListenerCol
 // Describe implements prometheus.Collector.
 func (c *ListenerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepted, c.rejected, c.untrusted, c.ignored,
-		c.headersInFlow, c.pending, c.flowsLive, c.flowsEvicted, c.flowsExpired} {
+		c.headersInFlow, c.pending, c.parked, c.flowsLive, c.flowsEvicted, c.flowsExpired} {
 		ch <- d
 	}
 }
@@ -80,6 +83,7 @@ func (c *ListenerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.ignored, prometheus.CounterValue, float64(s.IgnoredHeaders))
 	ch <- prometheus.MustNewConstMetric(c.headersInFlow, prometheus.CounterValue, float64(s.HeadersInFlow))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(s.Pending))
+	ch <- prometheus.MustNewConstMetric(c.parked, prometheus.GaugeValue, float64(s.Parked))
 	ch <- prometheus.MustNewConstMetric(c.flowsLive, prometheus.GaugeValue, float64(s.FlowsLive))
 	ch <- prometheus.MustNewConstMetric(c.flowsEvicted, prometheus.CounterValue, float64(s.FlowsEvicted))
 	ch <- prometheus.MustNewConstMetric(c.flowsExpired, prometheus.CounterValue, float64(s.FlowsExpired))

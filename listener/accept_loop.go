@@ -8,9 +8,10 @@ import (
 
 // Loop mode, for inner listeners that a deadline cannot wake: a goroutine
 // of the listener accepts from inner ahead of Accept and queues what it
-// admits; Accept takes from the queue. The queue (MaxPending deep) and the
-// handshake slots hold the loop back when Accept does not keep up, and the
-// kernel's backlog absorbs the rest.
+// admits; Accept takes from the queue. The queue (MaxPending deep) holds
+// the loop back when Accept does not keep up, and the kernel's backlog
+// absorbs the rest; a header still on its way never holds it back
+// (pending.go).
 
 // acceptQueued is Accept in loop mode.
 func (l *Listener) acceptQueued() (net.Conn, error) {

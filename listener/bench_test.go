@@ -377,8 +377,11 @@ func benchUDPPair(tb testing.TB) (server, proxy *net.UDPConn) {
 //   - raw: ReadFromUDPAddrPort / WriteToUDPAddrPort on the *net.UDPConn;
 //   - realip-spp: PacketConn.ReadFromSource / WriteToSource;
 //   - realip-spp-netaddr: PacketConn.ReadFrom / WriteTo (net.PacketConn);
-//   - realip-ppv2-flow: ReadFromSource / WriteToSource, one PROXY v2 header
-//     on the first datagram (outside the timer), bare payloads after it.
+//   - realip-ppv2-flow: ReadFromSource / WriteToSource, FramingFirstDatagram:
+//     one PROXY v2 header on the first datagram (outside the timer), bare
+//     payloads after it;
+//   - realip-ppv2-every: the same with FramingEveryDatagram, a PROXY v2
+//     header on every datagram.
 func BenchmarkUDPEcho(b *testing.B) {
 	payload := bytes.Repeat([]byte{'p'}, benchPayload)
 	spp := benchSPPDatagram(payload)
@@ -416,6 +419,7 @@ func BenchmarkUDPEcho(b *testing.B) {
 			}
 		}},
 		{"realip-ppv2-flow", payload, append(benchV2Header(b, true), payload...), benchPayload, wire.PPv2, benchServeSource},
+		{"realip-ppv2-every", append(benchV2Header(b, false), payload...), nil, benchPayload, wire.PPv2, benchServeSource},
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
@@ -423,7 +427,11 @@ func BenchmarkUDPEcho(b *testing.B) {
 			var pc *PacketConn
 			if v.name != "raw" {
 				var err error
-				pc, err = NewPacketConn(srv, Config{Trusted: benchTrusted})
+				cfg := Config{Trusted: benchTrusted}
+				if v.first != nil {
+					cfg.Framing = FramingFirstDatagram
+				}
+				pc, err = NewPacketConn(srv, cfg)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -15,7 +15,9 @@ import (
 const (
 	DefaultHeaderTimeout = 5 * time.Second
 	DefaultMaxPending    = 1024
-	DefaultMaxFlows      = 65536
+	// DefaultMaxPendingPerSource caps one address's share of MaxPending.
+	DefaultMaxPendingPerSource = 64
+	DefaultMaxFlows            = 65536
 	// DefaultFlowIdle outlasts realip-edge's UDP idle timeout (2 min): a
 	// PROXY v2 flow framed FramingFirstDatagram must live at least as long
 	// on the origin as on the edge (see FramingFirstDatagram).
@@ -114,10 +116,18 @@ type Config struct {
 	// HeaderTimeout bounds how long a TCP peer may take to send its header.
 	HeaderTimeout time.Duration
 	// MaxPending bounds the TCP connections whose header is being waited
-	// for, and separately those admitted that wait for Accept; when either
-	// is reached the listener stops accepting from the kernel until a slot
-	// frees (the backlog absorbs the burst).
+	// for (a header already complete at accept needs no slot), and
+	// separately those admitted that wait for Accept. Accepting never waits
+	// for a slot: at the bound the oldest handshake is closed to make room
+	// (ReasonShed). When Accept does not keep up, the full queue holds
+	// accepting back and the kernel's backlog absorbs the burst.
 	MaxPending int
+	// MaxPendingPerSource bounds the handshakes from one address; beyond
+	// it that address's oldest is shed. A trusted prefix is often a whole
+	// network, and one host of it must not take every slot. Default
+	// DefaultMaxPendingPerSource, at most MaxPending. A proxy sends its
+	// header at once, so its own connections rarely need a slot.
+	MaxPendingPerSource int
 	// NoDeferAccept keeps TCP_DEFER_ACCEPT off. By default a TCP listener
 	// of PROXY headers sets it on Linux: the kernel hands over a
 	// connection once its first bytes arrived, so the header is read
@@ -176,6 +186,7 @@ func newPolicy(cfg Config, supported ...wire.Proto) (*policy, error) {
 	}
 	p.HeaderTimeout = orDefault(cfg.HeaderTimeout, DefaultHeaderTimeout)
 	p.MaxPending = orDefault(cfg.MaxPending, DefaultMaxPending)
+	p.MaxPendingPerSource = min(orDefault(cfg.MaxPendingPerSource, DefaultMaxPendingPerSource), p.MaxPending)
 	p.MaxFlows = orDefault(cfg.MaxFlows, DefaultMaxFlows)
 	p.FlowIdle = orDefault(cfg.FlowIdle, DefaultFlowIdle)
 	if p.Logger == nil {

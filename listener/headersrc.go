@@ -21,6 +21,9 @@ type headerSource struct {
 	conn net.Conn
 	rc   syscall.RawConn
 	wait bool
+	// prefix is read before the connection: the bytes of a parked
+	// handshake (pending.go), read before it had a slot.
+	prefix []byte
 
 	// One read(2) through rc: readFn, made once per source so that a read
 	// allocates no closure, reads into buf and leaves its result in n, err.
@@ -34,7 +37,7 @@ type headerSource struct {
 // when conn has no file descriptor to read without waiting, or the
 // platform cannot.
 func (s *headerSource) reset(conn net.Conn, wait bool) {
-	s.conn, s.rc, s.wait = conn, nil, true
+	s.conn, s.rc, s.wait, s.prefix = conn, nil, true, nil
 	if wait || conn == nil || !nonBlockingReads {
 		return
 	}
@@ -46,6 +49,11 @@ func (s *headerSource) reset(conn net.Conn, wait bool) {
 }
 
 func (s *headerSource) Read(p []byte) (int, error) {
+	if len(s.prefix) > 0 {
+		n := copy(p, s.prefix)
+		s.prefix = s.prefix[n:]
+		return n, nil
+	}
 	if s.wait {
 		return s.conn.Read(p)
 	}

@@ -33,6 +33,11 @@ const (
 	// ReasonFlowSwitch: a datagram of a flow opened by one protocol (SPP
 	// or PROXY v2) starts with the other's header.
 	ReasonFlowSwitch
+	// ReasonShed: a TCP connection whose header was still on its way found
+	// no MaxPending slot and no room among the parked ones (4 x
+	// MaxPending; the oldest parked is closed), or had sent more than 1 KiB
+	// of an incomplete header.
+	ReasonShed
 	numReasons
 )
 
@@ -42,7 +47,7 @@ const NumReasons = int(numReasons)
 var reasonNames = [numReasons]string{
 	"malformed", "truncated", "checksum", "missing_header", "protocol_disabled",
 	"timeout", "read_error", "untrusted_header", "no_flow",
-	"flow_protocol_switch",
+	"flow_protocol_switch", "pending_shed",
 }
 
 // String returns a short snake_case name, usable as a metric label.
@@ -74,8 +79,10 @@ type Stats struct {
 	// A client trying to forge its address, or an edge that sends a header
 	// on every datagram to a socket configured for the first only.
 	HeadersInFlow uint64
-	// Pending is the number of TCP connections whose header is being read.
+	// Pending is the number of TCP connections whose header is being read
+	// (in a MaxPending slot); Parked those that wait for a slot.
 	Pending int64
+	Parked  int64
 	// FlowsLive is the number of UDP flows held; FlowsEvicted counts
 	// flows pushed out by MaxFlows, FlowsExpired those idle for FlowIdle.
 	FlowsLive    int64
@@ -109,6 +116,7 @@ type counters struct {
 	ignoredHeaders atomic.Uint64
 	headersInFlow  atomic.Uint64
 	pending        atomic.Int64
+	parked         atomic.Int64
 	flowsLive      atomic.Int64
 	flowsEvicted   atomic.Uint64
 	flowsExpired   atomic.Uint64
@@ -126,6 +134,7 @@ func (c *counters) snapshot() Stats {
 	s.IgnoredHeaders = c.ignoredHeaders.Load()
 	s.HeadersInFlow = c.headersInFlow.Load()
 	s.Pending = c.pending.Load()
+	s.Parked = c.parked.Load()
 	s.FlowsLive = c.flowsLive.Load()
 	s.FlowsEvicted = c.flowsEvicted.Load()
 	s.FlowsExpired = c.flowsExpired.Load()

@@ -29,7 +29,6 @@ type Listener struct {
 	readers sync.Pool // *headerReader
 
 	ready chan *Conn    // validated connections, for Accept
-	slots chan struct{} // one per header being waited for (awaitHeader)
 	done  chan struct{} // closed by Close
 	once  sync.Once
 	wg    sync.WaitGroup
@@ -44,9 +43,10 @@ type Listener struct {
 	err   error         // the failure, set before fatal is closed
 	errs  chan error    // transient errors of the inner Accept, for Accept
 
-	mu       sync.Mutex
-	tick     uint64                 // advanced by runClock
-	inFlight map[net.Conn]handshake // connections in handshake, closed by Close
+	// Connections whose header is being waited for (pending.go).
+	mu      sync.Mutex
+	tick    uint64 // advanced by runClock
+	pending pendingSet
 }
 
 // Listen announces on the local TCP address and wraps the listener with New.
@@ -98,12 +98,11 @@ func start(inner net.Listener, pol *policy, toa toaLookup) *Listener {
 		toa:   toa,
 		// Buffered: a finished handshake does not wait for its Accept.
 		ready: make(chan *Conn, pol.MaxPending),
-		slots: make(chan struct{}, pol.MaxPending),
 		done:  make(chan struct{}),
 		fatal: make(chan struct{}),
 		errs:  make(chan error),
 
-		inFlight: make(map[net.Conn]handshake),
+		pending: newPendingSet(),
 	}
 	l.readers.New = func() any { return newHeaderReader() }
 	l.wg.Add(1)
@@ -139,9 +138,7 @@ func (l *Listener) Close() error {
 			l.toa.Close()
 		}
 		l.mu.Lock()
-		for c := range l.inFlight {
-			c.Close()
-		}
+		l.closePending()
 		l.mu.Unlock()
 	})
 	l.wg.Wait()
@@ -194,43 +191,6 @@ func (l *Listener) admit(raw net.Conn) *Conn {
 		return nil
 	}
 	return l.finish(raw, peer, hr, h, err)
-}
-
-// handOff starts awaitHeader for a connection whose header is incomplete,
-// once one of the MaxPending slots is free; hr holds what arrived so far.
-// The connection is tracked (for the clock and Close) before the
-// goroutine starts, and counted in l.wg under the lock that Close takes
-// after closing done, so Close never misses it.
-func (l *Listener) handOff(raw net.Conn, peer netip.AddrPort, hr *headerReader) {
-	select {
-	case <-l.done:
-	case l.slots <- struct{}{}:
-		if l.track(raw) {
-			hr.src.wait = true // from now on reads wait, bounded by the clock
-			go l.awaitHeader(raw, peer, hr)
-			return
-		}
-		<-l.slots
-	}
-	l.putReader(hr)
-	raw.Close()
-}
-
-// awaitHeader finishes a handshake in a goroutine of its own and queues
-// the connection for Accept.
-func (l *Listener) awaitHeader(raw net.Conn, peer netip.AddrPort, hr *headerReader) {
-	defer l.wg.Done()
-	defer func() { <-l.slots }()
-	l.stats.pending.Add(1)
-	h, err := wire.ReadProxyHeader(hr.br)
-	if uerr := l.untrack(raw); uerr != nil && err == nil {
-		err = uerr
-	}
-	c := l.finish(raw, peer, hr, h, err)
-	l.stats.pending.Add(-1)
-	if c != nil {
-		l.enqueue(c)
-	}
 }
 
 // enqueue queues c for Accept and wakes a caller waiting in the kernel.

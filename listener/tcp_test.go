@@ -678,25 +678,25 @@ func TestClockExpiresOnlyOverdueHandshakes(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if !l.track(a) {
-		t.Fatal("track refused on an open listener")
-	}
-	defer l.wg.Done() // track counted a goroutine; the test stands in for it
+	l.mu.Lock()
+	l.slot(&handshake{raw: a, peer: netip.MustParseAddrPort("127.0.0.1:1"), born: l.tick})
+	l.mu.Unlock()
+	defer l.wg.Done() // slot counted a goroutine; the test stands in for it
 	for i := 0; i < handshakeTicks; i++ {
 		l.expireHandshakes()
 	}
 	l.mu.Lock()
-	h := l.inFlight[a]
+	expired := l.pending.byConn[a].expired
 	l.mu.Unlock()
-	if h.expired {
+	if expired {
 		t.Fatalf("expired after %d ticks, the timeout is %d ticks", handshakeTicks, handshakeTicks)
 	}
 	l.expireHandshakes()
 	if _, err := a.Read(make([]byte, 1)); !isTimeout(err) {
 		t.Fatalf("read after expiry: %v, want a timeout", err)
 	}
-	if err := l.untrack(a); err != nil {
-		t.Fatalf("untrack: %v", err)
+	if next, err := l.untrack(a); next != nil || err != nil {
+		t.Fatalf("untrack: next %v, %v", next, err)
 	}
 	go b.Write([]byte("x"))
 	if got := readN(t, a, 1); got != "x" {
