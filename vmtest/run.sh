@@ -205,11 +205,12 @@ if [[ -z $logfile ]]; then
 		cut -d' ' -f2- | xargs -r rm -f
 fi
 mkdir -p "$(dirname "$logfile")"
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp"
+qemu_machine "$smp"
+qemu=(qemu-system-x86_64 "${QEMU_MACHINE[@]}" -m "$mem"
 	-nodefaults -no-user-config -display none -serial stdio -monitor none -no-reboot
 	-kernel "$KDIR/$VMLINUZ" -initrd "$initrd"
 	-append "console=ttyS0 panic=-1 oops=panic random.trust_cpu=on $append")
-log "$alias: booting $KVER ($(du -k "$initrd" | cut -f1) KiB initramfs, timeout ${timeout_s}s), log $logfile"
+log "$alias: booting $KVER ($(du -k "$initrd" | cut -f1) KiB initramfs, timeout ${timeout_s}s, ${QEMU_MACHINE[*]}), log $logfile"
 boot_vm "$logfile" "$verbose" "$timeout_s" "${qemu[@]}"
 
 # fail REASON [EXIT]: show the console around the first kernel trouble (or

@@ -141,12 +141,21 @@ func suite(c *checker, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	n := functional(c, l, " (syncookies=2)")
+	n, served := functional(c, l, " (syncookies=2)")
 	after, _ := netstat(l.origin)
-	c.check(after["SyncookiesRecv"]-before["SyncookiesRecv"] == uint64(n) && after["SyncookiesFailed"] == before["SyncookiesFailed"],
-		"syncookies", "origin sent %d and accepted %d SYN cookies for %d connections (failed %d)",
-		after["SyncookiesSent"]-before["SyncookiesSent"], after["SyncookiesRecv"]-before["SyncookiesRecv"], n,
-		after["SyncookiesFailed"]-before["SyncookiesFailed"])
+	// What the test controls: its n connections, each answered with the
+	// right client (checked one by one above), each SYN answered with a
+	// cookie and each handshake completed by one (Sent and Recv grow by at
+	// least n). SyncookiesFailed is the origin's, not the test's: with
+	// tcp_syncookies=2 any stray segment that reaches the listener without
+	// a socket (a late ACK or FIN of an earlier connection) is checked as
+	// a cookie and fails; it is shown, not judged. Broken cookies still
+	// fail here: a handshake the cookie did not complete leaves Recv short
+	// of n and the connection unanswered.
+	sent, recv := after["SyncookiesSent"]-before["SyncookiesSent"], after["SyncookiesRecv"]-before["SyncookiesRecv"]
+	c.check(served == n && sent >= uint64(n) && recv >= uint64(n),
+		"syncookies", "origin sent %d and accepted %d SYN cookies for %d connections, %d answered with the client (want all, and at least %d each; stray cookies failed: %d)",
+		sent, recv, n, served, n, after["SyncookiesFailed"]-before["SyncookiesFailed"])
 	if err := sysctl(l.origin, "net.ipv4.tcp_syncookies", "1"); err != nil {
 		return err
 	}
@@ -176,11 +185,12 @@ func serveRemoteAddr(ln *net.TCPListener) {
 }
 
 // functional asks every service once from an IPv4 and once from an IPv6
-// client and returns how many connections it made.
-func functional(c *checker, l *lab, suffix string) int {
+// client and returns how many connections it made and how many of them
+// were answered with the client's own address.
+func functional(c *checker, l *lab, suffix string) (n, served int) {
 	before := toaStats()
 	t0 := time.Now()
-	n, wantOK := 0, 0
+	wantOK := 0
 	for _, s := range services {
 		for _, front := range []netip.Addr{front4.Addr(), front6.Addr()} {
 			n++
@@ -199,7 +209,9 @@ func functional(c *checker, l *lab, suffix string) int {
 				continue
 			}
 			ok, why := judge(s, client, line)
-			c.check(ok, name, "client %s, origin said %q%s", client, line, why)
+			if c.check(ok, name, "client %s, origin said %q%s", client, line, why) {
+				served++
+			}
 		}
 	}
 	d := delta(toaStats(), before)
@@ -213,7 +225,7 @@ func functional(c *checker, l *lab, suffix string) int {
 		d["getname_toa_ok"] == int64(wantOK) && d["probe_missed"] == 0 && d["alloc_failed"] == 0,
 		"counters"+suffix, "for %d connections in %v: %s (want syn_recv_sock_toa+%d syn_recv_sock_no_toa+%d getname_toa_ok+%d getname_toa_mismatch+1)",
 		n, time.Since(t0).Round(time.Millisecond), fmtDelta(d), n, n, wantOK)
-	return n
+	return n, served
 }
 
 // rewrites is how many accept()/getpeername() calls the origin program
