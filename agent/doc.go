@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package agent is realip-agent: it loads realip's TOA kernel module
 // (toa.ko, kmod/), keeps its trusted prefixes and option kinds in step with
 // a YAML configuration file, reports its state, and serves Prometheus
@@ -66,4 +68,6 @@
 //	realip_toa_module_info{version,srcversion}    gauge: always 1 while loaded
 //
 // plus the Go runtime and process collectors.
+//
+// The package is Linux only (build constraint linux).
 package agent

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package edge is realip-edge's forwarder: it listens on the forwarding
 // ports of a rules file (package edge/rules, the EdgeOne batch-import
 // format) and relays each TCP connection and UDP flow to an origin, passing
@@ -6,16 +8,18 @@
 // every) datagram of a flow, or an SPP header on every datagram, stripped
 // again from every reply (UDP).
 //
-// On Linux both are relayed by epoll loops, one per CPU, on raw
-// non-blocking sockets (tcploop_linux.go, udploop_linux.go): no goroutine
-// per connection or flow. A TCP connection that turns out to be a stream,
-// or whose reader falls behind, moves to a pair of goroutines copying
-// between *net.TCPConn values, so that Linux splices the bytes (relay.go);
-// Options.GoroutineRelay relays everything with goroutines, as on other
-// systems. Half-closes are passed on and a connection idle in both
-// directions for IdleTimeout is closed. UDP keeps one upstream socket per
-// client address, expired after UDPIdle and bounded by MaxUDPFlows
-// (counted when hit).
+// Both are relayed by epoll loops, one per CPU, on raw non-blocking
+// sockets (tcploop_linux.go, udploop_linux.go): no goroutine per
+// connection or flow. A TCP connection that turns out to be a stream, or
+// whose reader falls behind, moves to a pair of goroutines copying between
+// *net.TCPConn values, so that Linux splices the bytes (relay.go);
+// Options.GoroutineRelay relays everything with goroutines. Half-closes are
+// passed on and a connection idle in both directions for IdleTimeout is
+// closed. UDP keeps one upstream socket per client address, expired after
+// UDPIdle and bounded by MaxUDPFlows (counted when hit).
+//
+// The package is Linux only (build constraint linux): epoll, raw sockets
+// and Linux socket options are what it is made of.
 //
 // Origins come from package edge/origin: domain names are re-resolved,
 // groups are health-checked and fail over, and PERSIST on keeps a client on

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vmtest holds the QEMU test bench for the kernel module: shell
 // scripts that fetch Debian kernels, build modules against their headers
 // and boot them with a busybox initramfs (see README.md), and a Go test

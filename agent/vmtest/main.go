@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vmtest is realip-agent's scenario inside a VM whose kernel can
 // load toa.ko (the project's machines cannot; vmtest/run.sh boots one).
 // Build it static and run it as root in the guest with the module built for

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command edgeload is the load generator of bench/edge.sh: an origin that
 // echoes or discards, three loads (TCP throughput, new TCP connections per
 // second, UDP request/response echo) aimed at a relay, a report of the

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command realip-agent loads realip's TOA kernel module (toa.ko), keeps its
 // trusted prefixes and option kinds in step with /etc/realip/agent.yaml,
 // and serves Prometheus metrics of the module's counters.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command realip-edge is a minimal L4 edge forwarder that speaks the EdgeOne
 // L4 proxy rule format and passes the client address to origins with PROXY
 // protocol v1/v2 or SPP.

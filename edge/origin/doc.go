@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package origin picks the origin address for each TCP connection and each
 // new UDP flow of a realip-edge rule.
 //
@@ -63,4 +65,6 @@
 // of the addresses and their health, published whenever either changes,
 // and allocates only its result ([Pool.AppendCandidates] reuses a buffer).
 // Checks and resolutions run without holding the pool's lock.
+//
+// The package is Linux only (build constraint linux), as the edge is.
 package origin

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package toasend is realip-edge's TOA sender: it puts the client's address
 // into a TCP option of the connections the edge opens to an origin, where
 // realip's kernel module (kmod/, toa.ko) or any other TOA receiver reads it.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netns builds small networks of Linux network namespaces for
 // integration tests: a client, an edge and an origin, each a Host with its
 // own interfaces, addresses and routes, joined by veth pairs. Nothing leaves

@@ -1,5 +1,7 @@
+//go:build linux
+
 // Package sockopt holds socket options shared by the edge's packages, as
-// net.Dialer / net.ListenConfig Control functions.
+// net.Dialer / net.ListenConfig Control functions. Linux only, as the edge.
 package sockopt
 
 import "syscall"

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package integration runs realip against real peers (HAProxy, ...) in a
 // client/edge/origin lab of network namespaces (internal/netns).
 package integration

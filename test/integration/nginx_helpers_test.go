@@ -1,3 +1,5 @@
+//go:build linux
+
 package integration
 
 // Helpers of the nginx and fault tests: realip-edge's metrics and file

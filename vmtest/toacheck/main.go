@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command toacheck is the in-VM test of kmod/toa.ko: run inside a QEMU
 // guest by vmtest/toa.sh, with the module file beside it. It loads the
 // module, sends TOA with realip-edge's eBPF sender (edge/toasend) over

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // How toa.ko reaches getpeername() and accept(): it gives TCP and MPTCP
