@@ -6,7 +6,8 @@
 #
 # Builds toa.ko and the suite's programs once (as toa.sh does), then boots
 # run.sh BOOTS times. Per boot one line: pass, or why it failed: kernel
-# trouble after init (Oops/BUG:/WARNING:/panic/Call Trace), a suite FAIL,
+# trouble after init (lib.sh's TROUBLE_RE: Oops, BUG:, WARNING:, a
+# panic, a Call Trace, die()'s "[#N]" header), a suite FAIL,
 # a timeout. Kernel trouble before init, which run.sh boots around once
 # (VMTEST_BOOT_TRIES), is counted too (it would hide the flake): flake.sh
 # runs with VMTEST_BOOT_TRIES=1, so every boot is judged as it came.
@@ -88,7 +89,7 @@ for ((i = 1; i <= boots; i++)); do
 	fi
 	blog=$work/boot.log rc=0 t=$(now)
 	VMTEST_BOOT_TRIES=1 "$VMTEST_DIR/run.sh" --timeout 600 --log "$blog" \
-		--cmd "/test/multihost -conns $conns" "$alias" -- "$work/mh" >"$work/run.out" 2>&1 || rc=$?
+		--cmd "/test/multihost -conns $conns -timeout 570s" "$alias" -- "$work/mh" >"$work/run.out" 2>&1 || rc=$?
 	s=$(since "$t")
 	if ((${#burner[@]})); then
 		kill "${burner[@]}" 2>/dev/null || true

@@ -67,7 +67,11 @@ qemu_machine() {
 }
 
 # Kernel trouble in a console log: the patterns run.sh and sysvm.sh judge by.
-TROUBLE_RE='Oops|BUG:|WARNING:|Kernel panic|Call Trace'
+# The last one is die()'s header, "int3: 0000 [#1] PREEMPT SMP" or
+# "general protection fault: 0000 [#1]": kernels before 6.9 print it
+# without the "Oops: " prefix, so without it the first line named would be
+# the Call Trace that follows, not what happened.
+TROUBLE_RE='Oops|BUG:|WARNING:|Kernel panic|Call Trace|: [0-9a-f]{4} \[#[0-9]+\]'
 
 # broke_before_init LOG: true when the console shows kernel trouble before
 # the kernel started init (or never got that far). Nothing of ours has run

@@ -99,7 +99,7 @@ if ((negative)) && [[ -f $work/$alias/hello.ko ]]; then
 	expect_fail "neg: WARN" 1 "kernel trouble" --cmd 'insmod /test/hello.ko warn=1' "$alias" -- "$ko"
 	# Oopses after init: the int3 shape of the old TCG flake, in our module,
 	# and a panic of the kernel's own (sysrq c) with no module at all.
-	expect_fail "neg: int3 oops" 1 "kernel trouble in the console: .*Oops: int3" --cmd 'insmod /test/hello.ko int3=1' "$alias" -- "$ko"
+	expect_fail "neg: int3 oops" 1 "kernel trouble in the console: .*int3: 0000 \[#1\]" --cmd 'insmod /test/hello.ko int3=1' "$alias" -- "$ko"
 	expect_fail "neg: sysrq crash" 1 "kernel trouble" --cmd 'echo c >/proc/sysrq-trigger' "$alias"
 	expect_fail "neg: taint" 1 "kernel tainted" --allow-taint 0 --cmd 'insmod /test/hello.ko' "$alias" -- "$ko"
 	expect_fail "neg: timeout" 124 "timed out" --timeout 20 --cmd 'sleep 600' "$alias"

@@ -108,7 +108,7 @@ for alias in "$@"; do
 	boot_opts=()
 	if ((multihost)); then
 		cp "$work/toa.ko" "$work/mh/toa.ko"
-		boot multihost "$alias" 600 '^(ok|FAIL|info) ' "/test/multihost -conns $conns" "$work/mh"
+		boot multihost "$alias" 600 '^(ok|FAIL|info) ' "/test/multihost -conns $conns -timeout 570s" "$work/mh"
 	fi
 	if wanted agent; then
 		boot agent "$alias" 240 '^(PASS|FAIL) ' "/test/agent-vmtest -module /test/toa.ko" "$work/agent-vmtest" "$work/toa.ko"
