@@ -125,6 +125,8 @@ long toa_table_count(void);
 int toa_hooks_init(void);
 void toa_hooks_exit(void);
 unsigned long toa_hooks_missed(void);
+
+/* toa_getname.c */
 bool toa_getname_answer(struct socket *sock, struct sockaddr *uaddr, int peer, int *len);
 
 /* toa_ops.c */

@@ -132,7 +132,7 @@ int toa_config_swap(struct toa_config *cfg)
 	if (old)
 		kfree_rcu(old, rcu);
 	if (!cfg->nprefixes)
-		pr_warn("toa: no trusted prefixes: TOA options from every source are honoured, so anyone can forge client addresses\n");
+		pr_warn("no trusted prefixes: TOA options from every source are honoured, so anyone can forge client addresses\n");
 	return 0;
 }
 
@@ -189,7 +189,7 @@ int toa_config_init(const char *trusted, const char *kinds)
 	struct toa_config *cfg = toa_config_parse(trusted, kinds);
 
 	if (IS_ERR(cfg)) {
-		pr_err("toa: bad configuration (trusted=\"%s\" kinds=\"%s\"): %ld\n",
+		pr_err("bad configuration (trusted=\"%s\" kinds=\"%s\"): %ld\n",
 		       trusted, kinds, PTR_ERR(cfg));
 		return PTR_ERR(cfg);
 	}

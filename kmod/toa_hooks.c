@@ -14,7 +14,7 @@
  *    listener gets the module's getname once listen() succeeded (see
  *    toa_ops.c); so does a TCP one that predates the module, at its first
  *    TOA handshake. getpeername() and accept() on the sockets it accepts
- *    then get the client instead of the edge (toa_getname_answer).
+ *    then get the client instead of the edge (toa_getname.c).
  *  - mptcp_stream_accept (kretprobe): a socket accepted on an MPTCP
  *    listener that fell back to TCP gets the module's getname again (the
  *    MPTCP layer gives it the kernel's TCP table); an MPTCP listener that
@@ -30,8 +30,6 @@
 #include <linux/ipv6.h>
 #include <linux/kprobes.h>
 #include <linux/net.h>
-#include <linux/compat.h>
-#include <asm/syscall.h>
 #include <net/inet_sock.h>
 #include <net/request_sock.h>
 #include <net/tcp.h>
@@ -179,124 +177,6 @@ static int syn_recv6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	if (child && d->skb && d->skb->protocol != htons(ETH_P_IP))
 		record(d->listener, child, d->skb, d->req);
 	return 0;
-}
-
-/*
- * user_room returns the size of the caller's address buffer when the
- * running system call is getpeername(), accept() or accept4(), else 0.
- */
-static int user_room(void)
-{
-	struct pt_regs *regs = task_pt_regs(current);
-	unsigned long args[6];
-	int nr, len = 0;
-
-	if (!regs || (current->flags & PF_KTHREAD) || in_compat_syscall())
-		return 0;
-	nr = syscall_get_nr(current, regs);
-	switch (nr) {
-	case __NR_getpeername:
-#ifdef __NR_accept
-	case __NR_accept:
-#endif
-	case __NR_accept4:
-		break;
-	default:
-		return 0;
-	}
-	syscall_get_arguments(current, regs, args);
-	if (!args[1] || !args[2])
-		return 0;
-	if (copy_from_user_nofault(&len, (int __user *)args[2], sizeof(len)))
-		return 0;
-	return len;
-}
-
-static int put_sin(struct sockaddr *uaddr, const struct toa_addr *a)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)uaddr;
-
-	memset(sin, 0, sizeof(*sin));
-	sin->sin_family = AF_INET;
-	sin->sin_port = a->port;
-	sin->sin_addr.s_addr = a->addr.s6_addr32[3];
-	return sizeof(*sin);
-}
-
-static int put_sin6(struct sockaddr *uaddr, const struct toa_addr *a)
-{
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)uaddr;
-
-	memset(sin6, 0, sizeof(*sin6));
-	sin6->sin6_family = AF_INET6;
-	sin6->sin6_port = a->port;
-	sin6->sin6_addr = a->addr; /* IPv4 clients are already mapped */
-	return sizeof(*sin6);
-}
-
-/*
- * entry_matches checks that an entry still describes sk: its peer must be
- * proxy, where the option came from. It guards against an entry left by a
- * socket whose destruction was missed (a reset racing the handshake) being
- * read for a new socket at the same address.
- */
-static bool entry_matches(const struct sock *sk, const struct toa_addr *proxy)
-{
-	if (sk->sk_dport != proxy->port)
-		return false;
-	if (proxy->family == AF_INET)
-		return sk->sk_daddr == proxy->addr.s6_addr32[3];
-#if IS_ENABLED(CONFIG_IPV6)
-	return ipv6_addr_equal(&sk->sk_v6_daddr, &proxy->addr);
-#else
-	return false;
-#endif
-}
-
-/*
- * peer_connected is the condition under which the kernel's getname answers
- * a peer query (else it says ENOTCONN, and is left to say so).
- */
-static bool peer_connected(const struct sock *sk, int peer)
-{
-	if (!inet_sk(sk)->inet_dport)
-		return false;
-	return !(((1 << sk->sk_state) & (TCPF_CLOSE | TCPF_SYN_SENT)) && peer == 1);
-}
-
-/*
- * toa_getname_answer is the module's getname on the sockets of listeners it
- * took over (toa_ops.c): a peer query on a connection that carried TOA is
- * answered with the client, and *len is what getname returns. False for
- * every other call, which the kernel's getname answers: the module's answer
- * replaces the kernel's whole, so the kernel's is not computed first.
- */
-bool toa_getname_answer(struct socket *sock, struct sockaddr *uaddr, int peer, int *len)
-{
-	struct toa_addr client, proxy;
-	struct sock *sk = sock->sk;
-
-	if (!peer || !sk || !peer_connected(sk, peer)) {
-		toa_count(TOA_GETNAME_TOA_BYPASS);
-		return false;
-	}
-	if (!toa_table_lookup(sk, &client, &proxy) || !entry_matches(sk, &proxy)) {
-		toa_count(TOA_GETNAME_TOA_EMPTY);
-		return false;
-	}
-	if (sk->sk_family == AF_INET6) {
-		*len = put_sin6(uaddr, &client);
-	} else if (client.family == AF_INET) {
-		*len = put_sin(uaddr, &client);
-	} else if (user_room() >= (int)sizeof(struct sockaddr_in6)) {
-		/* An IPv6 client on an IPv4 socket, and room for it (NAT64). */
-		*len = put_sin6(uaddr, &client);
-	} else {
-		toa_count(TOA_GETNAME_TOA_MISMATCH);
-		return false;
-	}
-	toa_count(TOA_GETNAME_TOA_OK);
-	return true;
 }
 
 static int destroy_pre(struct kprobe *kp, struct pt_regs *regs)
@@ -451,7 +331,7 @@ static void mptcp_hooks_init(void)
 	mptcp_listen_probe.maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
 	err = register_kretprobes(mptcp_kretprobes, ARRAY_SIZE(mptcp_kretprobes));
 	if (err) {
-		pr_warn("toa: kretprobes on mptcp_listen, mptcp_stream_accept: %d; MPTCP sockets (Go's default listeners) will report the edge\n",
+		pr_warn("kretprobes on mptcp_listen, mptcp_stream_accept: %d; MPTCP sockets (Go's default listeners) will report the edge\n",
 			err);
 		toa_ops_drop_mptcp();
 		return;
@@ -474,6 +354,7 @@ static void mptcp_hooks_exit(void)
  */
 int toa_hooks_init(void)
 {
+	bool shared = false; /* sockets may hold the module's ops copies */
 	unsigned int i;
 	int err;
 
@@ -482,43 +363,44 @@ int toa_hooks_init(void)
 		return err;
 	err = register_kprobe(&destroy_probe);
 	if (err) {
-		pr_err("toa: kprobe on %s: %d\n", destroy_probe.symbol_name, err);
+		pr_err("kprobe on %s: %d\n", destroy_probe.symbol_name, err);
 		goto out_ops;
 	}
 	ulp_probe.maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
 	err = register_kretprobe(&ulp_probe);
 	if (err) {
-		pr_err("toa: kretprobe on %s: %d\n", ulp_probe.kp.symbol_name, err);
+		pr_err("kretprobe on %s: %d\n", ulp_probe.kp.symbol_name, err);
 		goto out_destroy;
 	}
 	/* From here on sockets may hold the module's tables. */
+	shared = true;
 	mptcp_hooks_init();
 	for (i = 0; i < ARRAY_SIZE(toa_kretprobes); i++)
 		toa_kretprobes[i]->maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
 	err = register_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
 	if (err) {
-		pr_err("toa: kretprobes on tcp_v{4,6}_syn_recv_sock: %d\n", err);
+		pr_err("kretprobes on tcp_v{4,6}_syn_recv_sock: %d\n", err);
 		goto out_mptcp;
 	}
 	tcp_listen_probe.maxactive = TOA_MAXACTIVE_PER_CPU * num_possible_cpus();
 	err = register_kretprobe(&tcp_listen_probe);
 	if (err) {
-		pr_err("toa: kretprobe on %s: %d\n", tcp_listen_probe.kp.symbol_name, err);
-		unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
-		goto out_mptcp;
+		pr_err("kretprobe on %s: %d\n", tcp_listen_probe.kp.symbol_name, err);
+		goto out_syn_recv;
 	}
 	return 0;
 
+out_syn_recv:
+	unregister_kretprobes(toa_kretprobes, ARRAY_SIZE(toa_kretprobes));
 out_mptcp:
 	mptcp_hooks_exit();
-	toa_ops_exit(); /* an MPTCP socket may hold a copy already */
+	toa_ops_exit(); /* the kernel's getname back in every copy */
 	unregister_kretprobe(&ulp_probe);
-	unregister_kprobe(&destroy_probe);
-	return err;
 out_destroy:
 	unregister_kprobe(&destroy_probe);
 out_ops:
-	toa_ops_free();
+	if (!shared) /* else the copies outlive the module, as at unload */
+		toa_ops_free();
 	return err;
 }
 

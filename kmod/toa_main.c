@@ -123,7 +123,7 @@ static int __init toa_init(void)
 	err = toa_hooks_init();
 	if (err)
 		goto out_netlink;
-	pr_info("toa: realip TOA " TOA_VERSION " loaded (kinds %s, trusted \"%s\")\n",
+	pr_info("realip TOA " TOA_VERSION " loaded (kinds %s, trusted \"%s\")\n",
 		toa_kinds_str, toa_trusted_str);
 	return 0;
 
@@ -151,7 +151,7 @@ static void __exit toa_exit(void)
 	toa_live = false;
 	mutex_unlock(&toa_param_lock);
 	toa_config_exit();
-	pr_info("toa: unloaded, %llu of %llu entries freed\n",
+	pr_info("unloaded, %llu of %llu entries freed\n",
 		toa_counter_sum(TOA_IP6_ADDRESS_FREE), toa_counter_sum(TOA_IP6_ADDRESS_ALLOC));
 }
 

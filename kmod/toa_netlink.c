@@ -127,7 +127,7 @@ static int toa_set_config(struct sk_buff *skb, struct genl_info *info)
 		goto out;
 	}
 	err = toa_config_swap(cfg);
-	pr_info("toa: configuration set: trusted=\"%s\" kinds=\"%s\"\n", trusted, kinds);
+	pr_info("configuration set: trusted=\"%s\" kinds=\"%s\"\n", trusted, kinds);
 out:
 	kfree(trusted);
 	kfree(kinds);
@@ -230,7 +230,7 @@ static int toa_get_entry(struct sk_buff *skb, struct genl_info *info)
  * address and client, in the caller's namespace only; the dump of every
  * entry (all clients of all servers) needs CAP_NET_ADMIN, as SET_CONFIG.
  */
-static const struct genl_small_ops toa_ops[] = {
+static const struct genl_small_ops toa_genl_ops[] = {
 	{ .cmd = TOA_CMD_GET_CONFIG, .doit = toa_get_config },
 	{ .cmd = TOA_CMD_SET_CONFIG, .doit = toa_set_config, .flags = GENL_ADMIN_PERM },
 	{ .cmd = TOA_CMD_GET_STATS, .doit = toa_get_stats },
@@ -245,8 +245,8 @@ static struct genl_family toa_family = {
 	.policy = toa_policy,
 	.netnsok = true,
 	.module = THIS_MODULE,
-	.small_ops = toa_ops,
-	.n_small_ops = ARRAY_SIZE(toa_ops),
+	.small_ops = toa_genl_ops,
+	.n_small_ops = ARRAY_SIZE(toa_genl_ops),
 };
 
 int toa_netlink_init(void)

@@ -148,12 +148,12 @@ static int pair_init(struct toa_ops_pair *p, int family, int protocol, bool requ
 	p->orig = kernel_stream_ops(family, protocol);
 	if (!p->orig) {
 		if (required)
-			pr_err("toa: cannot create a kernel %s/%s socket\n", name, fam);
+			pr_err("cannot create a kernel %s/%s socket\n", name, fam);
 		return required ? -EAFNOSUPPORT : 0;
 	}
 	if (!module_getname(p->orig->getname)) {
 		/* Not inet_getname: this kernel's sockets of that kind are not ours to answer. */
-		pr_warn("toa: %s/%s sockets have their own getname (%ps); their accept() and getpeername() report the edge\n",
+		pr_warn("%s/%s sockets have their own getname (%ps); their accept() and getpeername() report the edge\n",
 			name, fam, p->orig->getname);
 		p->orig = NULL;
 		return required ? -EOPNOTSUPP : 0;
