@@ -34,6 +34,10 @@ prefix() {
 loaded() { [[ -d /sys/module/toa ]] && grep -q '^toa ' /proc/modules; }
 active() { [[ $(systemctl is-active "$unit") == active ]]; }
 mainpid() { systemctl show -p MainPID --value "$unit"; }
+# The agent's log lines reach the journal after systemctl has returned
+# (journald reads the agent's output on its own), so every journal check
+# waits for its line, bounded: a line that never comes still fails.
+
 loads_logged() { dmesg | grep -c 'toa: realip TOA .* loaded' || true; }
 # snapshot: the files of the root file system that packages own or make,
 # without what changes by itself (logs, dpkg's own database, caches).
@@ -61,7 +65,7 @@ fi
 eq "enabled by the postinst" "$(systemctl is-enabled "$unit")" enabled
 check "started by the postinst and active (Type=notify: module loaded and configured)" wait_for 30 active
 check "toa loaded" loaded
-check "the agent loaded the DKMS module" sh -c "journalctl -u $unit -o cat | grep -q 'loaded the toa module.*path=/lib/modules/$kver/updates/dkms/toa.ko'"
+check "the agent loaded the DKMS module" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -q 'loaded the toa module.*path=/lib/modules/$kver/updates/dkms/toa.ko'"
 eq "module version (sysfs)" "$(cat /sys/module/toa/version 2>/dev/null)" "$(modinfo -F version toa)"
 
 # --- hardening, as the kernel applies it to the running process
@@ -105,7 +109,7 @@ check "the module trusts 198.51.100.0/24 and 2001:db8::/32 (read back over netli
 check "the module's parameter says so too" grep -q '198.51.100.0/24' /sys/module/toa/parameters/trusted
 eq "same agent process" "$(mainpid)" "$pid"
 eq "module not reloaded" "$(loads_logged)" 1
-check "journal: configuration reloaded" sh -c "journalctl -u $unit -o cat | grep -q 'configuration reloaded'"
+check "journal: configuration reloaded" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -q 'configuration reloaded'"
 
 # --- a bad file: refused whole, the settings in force stay
 cp /etc/realip/agent.yaml /tmp/agent.yaml.good
@@ -135,7 +139,8 @@ check "realip-agent modprobe-conf writes the trust into modprobe.d" grep -q 'tru
 realip-agent unload >/dev/null
 systemctl restart systemd-modules-load.service
 check "a boot-time load trusts what agent.yaml says" grep -q '198.51.100.0/24' /sys/module/toa/parameters/trusted
-check "systemctl start adopts the loaded module" sh -c "systemctl start $unit && journalctl -u $unit -o cat | grep -q 'adopted the loaded toa module'"
+check "systemctl start" systemctl start "$unit"
+check "it adopted the loaded module" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -q 'adopted the loaded toa module'"
 check "active again" wait_for 10 active
 
 # --- upgrade V1 -> V2 keeps the edited configuration and restarts the agent
@@ -154,7 +159,7 @@ check "edited modprobe.d/toa.conf kept" cmp -s /etc/modprobe.d/toa.conf /tmp/mod
 check "no .dpkg-new/.dpkg-dist left" sh -c '! ls /etc/realip /etc/modprobe.d /etc/modules-load.d | grep -q dpkg-'
 check "active after the upgrade" wait_for 30 active
 check "restarted by the upgrade" test "$(mainpid)" != "$pid"
-check "the new agent adopted the module" sh -c "journalctl -u $unit -o cat | grep -c 'adopted the loaded toa module' | grep -qx 2"
+check "the new agent adopted the module" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -c 'adopted the loaded toa module' | grep -qx 2"
 check "trust survived the upgrade" sh -c "realip-agent status | grep -q '198.51.100.0/24'"
 
 # --- remove: service stopped, program gone, configuration kept

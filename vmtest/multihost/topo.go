@@ -124,26 +124,55 @@ func sysctl(ns *vmnet.NS, key, value string) error {
 
 // netstat reads the TcpExt counters of ns.
 func netstat(ns *vmnet.NS) (map[string]uint64, error) {
-	out := map[string]uint64{}
-	err := ns.Do(func() error {
-		b, err := os.ReadFile("/proc/thread-self/net/netstat")
-		if err != nil {
-			return err
-		}
-		lines := strings.Split(string(b), "\n")
-		for i := 0; i+1 < len(lines); i += 2 {
-			names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-			if len(names) != len(values) || len(names) == 0 || names[0] != "TcpExt:" {
-				continue
-			}
-			for j := 1; j < len(names); j++ {
-				n, _ := strconv.ParseUint(values[j], 10, 64)
-				out[names[j]] = n
-			}
-		}
-		return nil
+	var out map[string]uint64
+	err := ns.Do(func() (err error) {
+		out, err = procCounters("netstat", "TcpExt:")
+		return err
 	})
 	return out, err
+}
+
+// passiveOpens is the sum of Tcp PassiveOpens (/proc/net/snmp) over the
+// lab's namespaces and the guest's own: every child socket a listener
+// made, whatever made the connection (the suite, the edge's health checks
+// of the origin, a SYN-ACK retransmit whose duplicate ACK raced the first).
+func passiveOpens(l *lab) (uint64, error) {
+	tcp, err := procCounters("snmp", "Tcp:")
+	sum := tcp["PassiveOpens"]
+	for _, ns := range []*vmnet.NS{l.client, l.edge, l.origin, l.rogue} {
+		if err != nil {
+			break
+		}
+		err = ns.Do(func() (err error) {
+			tcp, err = procCounters("snmp", "Tcp:")
+			sum += tcp["PassiveOpens"]
+			return err
+		})
+	}
+	return sum, err
+}
+
+// procCounters reads one section of /proc/thread-self/net/FILE (netstat,
+// snmp: a line of names, then a line of values, per section) in the
+// calling thread's namespace.
+func procCounters(file, section string) (map[string]uint64, error) {
+	b, err := os.ReadFile("/proc/thread-self/net/" + file)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) != len(values) || len(names) == 0 || names[0] != section {
+			continue
+		}
+		for j := 1; j < len(names); j++ {
+			n, _ := strconv.ParseUint(values[j], 10, 64)
+			out[names[j]] = n
+		}
+	}
+	return out, nil
 }
 
 // cgroup makes (or reuses) the cgroup v2 folder name under the guest's
@@ -383,6 +412,32 @@ func toaStats() map[string]uint64 {
 		m[name], _ = toaStat(name)
 	}
 	return m
+}
+
+// handshakeCounts reads the module's counters and passiveOpens(l) at a
+// moment when no handshake is half counted: the kernel counts a child in
+// PassiveOpens inside syn_recv_sock, the module on its return, so a read
+// between the two (an edge health check of the origin in flight) would be
+// off by one. Reads repeat, 20 ms apart, until two in a row agree on the
+// module's handshakes (toa + no_toa) minus PassiveOpens.
+func handshakeCounts(l *lab) (map[string]uint64, uint64, error) {
+	var lastGap int64
+	for try := 0; ; try++ {
+		stats := toaStats()
+		opens, err := passiveOpens(l)
+		if err != nil {
+			return nil, 0, err
+		}
+		gap := int64(stats["syn_recv_sock_toa"]+stats["syn_recv_sock_no_toa"]) - int64(opens)
+		if try > 0 && gap == lastGap {
+			return stats, opens, nil
+		}
+		if try == 50 {
+			return nil, 0, fmt.Errorf("module handshakes minus PassiveOpens never settled (last %d, %d)", lastGap, gap)
+		}
+		lastGap = gap
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func delta(after, before map[string]uint64) map[string]int64 {
