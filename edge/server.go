@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/realip/realip/edge/origin"
 	"github.com/realip/realip/edge/rules"
 	"github.com/realip/realip/edge/toasend"
@@ -102,9 +104,11 @@ func New(opts Options) (*Server, error) {
 		s.evLoops = newEvLoops(s)
 	}
 	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(newOriginCollector(s)); err != nil {
-			cancel()
-			return nil, fmt.Errorf("edge: metrics: %w", err)
+		for _, c := range []prometheus.Collector{newOriginCollector(s), newTOACollector(s.TOAStats)} {
+			if err := opts.Registerer.Register(c); err != nil {
+				cancel()
+				return nil, fmt.Errorf("edge: metrics: %w", err)
+			}
 		}
 	}
 	return s, nil

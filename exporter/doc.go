@@ -37,16 +37,13 @@
 // the file is read: a CPU taken offline takes its column with it, which
 // Prometheus' rate() sees as a counter reset.
 //
-// # Listener and edge counters
+// # Listener counters
 //
 // NewListenerCollector exposes a listener.Listener's or
 // listener.PacketConn's Stats (realip_listener_*) with one call:
 //
 //	prometheus.MustRegister(exporter.NewListenerCollector("web", ln.Stats))
 //
-// NewEdgeTOACollector exposes the edge's TOA writer counters from a
-// function returning plain numbers, so that this package depends on
-// neither edge/ nor agent/; realip-edge serves it on -metrics
-// (realip_edge_toa_*), with no series while no toa rule attached the
-// writer (ErrNoEdgeTOAWriter).
+// The edge registers its own collectors (package edge, realip_edge_*);
+// commands serve a registry with Listen.
 package exporter

@@ -1,8 +1,6 @@
 package exporter
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/realip/realip/listener"
@@ -87,73 +85,4 @@ func (c *ListenerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.flowsLive, prometheus.GaugeValue, float64(s.FlowsLive))
 	ch <- prometheus.MustNewConstMetric(c.flowsEvicted, prometheus.CounterValue, float64(s.FlowsEvicted))
 	ch <- prometheus.MustNewConstMetric(c.flowsExpired, prometheus.CounterValue, float64(s.FlowsExpired))
-}
-
-// EdgeTOAStats are the counters of the edge's TOA writer (the sockops
-// program of realip-edge that puts the option on the handshake), as plain
-// numbers so that this package need not import edge/.
-type EdgeTOAStats struct {
-	Armed   uint64 // sockets that connected with an address to send
-	SYN     uint64 // SYN segments written with the option (retransmissions too)
-	ACK     uint64 // handshake ACKs written with the option
-	Data    uint64 // first data segments written with the option
-	NoSpace uint64 // segments with no room left for the option
-	Failed  uint64 // errors writing the option or arming the socket
-}
-
-// ErrNoEdgeTOAWriter is what the stats function of NewEdgeTOACollector
-// returns (or wraps) while the edge has no TOA writer, because no rule has
-// asked for TOA: the collector then exports nothing, rather than a
-// writer that looks down.
-var ErrNoEdgeTOAWriter = errors.New("exporter: the edge has no TOA writer (no toa rule)")
-
-// EdgeTOACollector exposes EdgeTOAStats.
-type EdgeTOACollector struct {
-	stats                               func() (EdgeTOAStats, error)
-	armed, options, noSpace, failed, up *prometheus.Desc
-}
-
-// NewEdgeTOACollector returns a collector calling stats at every scrape.
-// While stats fails, realip_edge_toa_writer_up is 0 and the counters are
-// left out; while it returns ErrNoEdgeTOAWriter, nothing is exported.
-func NewEdgeTOACollector(stats func() (EdgeTOAStats, error)) *EdgeTOACollector {
-	return &EdgeTOACollector{
-		stats: stats,
-		armed: prometheus.NewDesc("realip_edge_toa_sockets_armed_total",
-			"Edge sockets that connected with a client address to send as TOA.", nil, nil),
-		options: prometheus.NewDesc("realip_edge_toa_options_written_total",
-			"TOA options written, by segment (syn, ack, data: the first data segment).", []string{"segment"}, nil),
-		noSpace: prometheus.NewDesc("realip_edge_toa_no_space_total",
-			"Segments that had no room left for the TOA option.", nil, nil),
-		failed: prometheus.NewDesc("realip_edge_toa_errors_total",
-			"Errors writing the TOA option or arming a socket.", nil, nil),
-		up: prometheus.NewDesc("realip_edge_toa_writer_up",
-			"1 when the edge's TOA writer counters could be read, else 0.", nil, nil),
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (c *EdgeTOACollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.armed, c.options, c.noSpace, c.failed, c.up} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *EdgeTOACollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.stats()
-	if errors.Is(err, ErrNoEdgeTOAWriter) {
-		return
-	}
-	if err != nil {
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
-		return
-	}
-	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
-	ch <- prometheus.MustNewConstMetric(c.armed, prometheus.CounterValue, float64(s.Armed))
-	ch <- prometheus.MustNewConstMetric(c.options, prometheus.CounterValue, float64(s.SYN), "syn")
-	ch <- prometheus.MustNewConstMetric(c.options, prometheus.CounterValue, float64(s.ACK), "ack")
-	ch <- prometheus.MustNewConstMetric(c.options, prometheus.CounterValue, float64(s.Data), "data")
-	ch <- prometheus.MustNewConstMetric(c.noSpace, prometheus.CounterValue, float64(s.NoSpace))
-	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed))
 }

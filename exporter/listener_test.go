@@ -3,8 +3,6 @@ package exporter
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -97,63 +95,15 @@ func TestListenerCollectorLive(t *testing.T) {
 	}
 }
 
-func TestEdgeTOACollector(t *testing.T) {
-	var statsErr error
-	c := NewEdgeTOACollector(func() (EdgeTOAStats, error) {
-		if statsErr != nil {
-			return EdgeTOAStats{}, statsErr
-		}
-		return EdgeTOAStats{Armed: 10, SYN: 12, ACK: 10, Data: 9, NoSpace: 1, Failed: 2}, nil
-	})
-	want := `
-# HELP realip_edge_toa_options_written_total TOA options written, by segment (syn, ack, data: the first data segment).
-# TYPE realip_edge_toa_options_written_total counter
-realip_edge_toa_options_written_total{segment="ack"} 10
-realip_edge_toa_options_written_total{segment="data"} 9
-realip_edge_toa_options_written_total{segment="syn"} 12
-# HELP realip_edge_toa_writer_up 1 when the edge's TOA writer counters could be read, else 0.
-# TYPE realip_edge_toa_writer_up gauge
-realip_edge_toa_writer_up 1
-`
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
-		"realip_edge_toa_options_written_total", "realip_edge_toa_writer_up"); err != nil {
-		t.Fatal(err)
-	}
-	if n := testutil.CollectAndCount(c); n != 7 {
-		t.Errorf("%d metrics", n)
-	}
-	statsErr = errors.New("closed")
-	if n := testutil.CollectAndCount(c); n != 1 {
-		t.Errorf("failing stats: %d metrics, want only the up gauge", n)
-	}
-	if err := testutil.CollectAndCompare(c, strings.NewReader(`
-# HELP realip_edge_toa_writer_up 1 when the edge's TOA writer counters could be read, else 0.
-# TYPE realip_edge_toa_writer_up gauge
-realip_edge_toa_writer_up 0
-`)); err != nil {
-		t.Error(err)
-	}
-	statsErr = fmt.Errorf("edge: %w", ErrNoEdgeTOAWriter)
-	if n := testutil.CollectAndCount(c); n != 0 {
-		t.Errorf("no TOA writer: %d metrics, want none", n)
-	}
-	statsErr = nil
-	problems, err := testutil.CollectAndLint(c)
-	if err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %v", problems, err)
-	}
-}
-
 // expositions render every collector of this package in the text format:
-// summed toa_stats (with extra rows) and the listener and edge collectors
+// summed toa_stats (with extra rows) and the listener collectors
 // in one, per-CPU toa_stats in the other.
 func expositions(t *testing.T) [][]byte {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(newTestCollector(t, "testdata/extra", false),
 		NewListenerCollector("web", sampleListenerStats),
-		NewListenerCollector("dns", func() listener.Stats { return listener.Stats{} }),
-		NewEdgeTOACollector(func() (EdgeTOAStats, error) { return EdgeTOAStats{SYN: 1}, nil }))
+		NewListenerCollector("dns", func() listener.Stats { return listener.Stats{} }))
 	perCPU := prometheus.NewPedanticRegistry()
 	perCPU.MustRegister(newTestCollector(t, fixtureTree(t, manyCPUs(4)), true))
 	var out [][]byte
@@ -182,7 +132,7 @@ func TestPromtool(t *testing.T) {
 	exps := expositions(t)
 	all := bytes.Join(exps, nil)
 	for _, want := range []string{"realip_toa_syn_recv_sock_future_total", `realip_toa_probe_missed_total{cpu="3"}`,
-		"realip_listener_rejected_total", "realip_edge_toa_writer_up"} {
+		"realip_listener_rejected_total"} {
 		if !bytes.Contains(all, []byte(want)) {
 			t.Fatalf("expositions lack %s", want)
 		}

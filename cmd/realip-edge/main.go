@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -30,7 +28,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/realip/realip/edge"
 	"github.com/realip/realip/edge/origin"
 	"github.com/realip/realip/edge/rules"
@@ -150,7 +147,6 @@ func run(f *flags) error {
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(exporter.NewEdgeTOACollector(edgeTOAStats(srv)))
 	// Before Start logs that the rules are applied: a SIGHUP or SIGTERM
 	// sent from then on must reach waitSignals, not kill the process.
 	sig := make(chan os.Signal, 1)
@@ -159,49 +155,19 @@ func run(f *flags) error {
 		return err
 	}
 	if f.metrics != "" {
-		if err := serveMetrics(f.metrics, reg, log); err != nil {
+		m, err := exporter.Listen(f.metrics, reg, log)
+		if err != nil {
 			srv.Shutdown(context.Background())
-			return err
+			return fmt.Errorf("-metrics: %w", err)
 		}
+		log.Info("metrics", "addr", m.Addr().String())
+		go func() {
+			if err := <-m.Done(); err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
 	}
 	return waitSignals(sig, srv, f.drain, log)
-}
-
-// toaStatser is the part of *edge.Server the TOA metrics read.
-type toaStatser interface {
-	TOAStats() (st toasend.Stats, attached bool, err error)
-}
-
-// edgeTOAStats feeds the edge's TOA sender counters to
-// exporter.NewEdgeTOACollector (realip_edge_toa_*): nothing while no toa
-// rule has attached the sender, realip_edge_toa_writer_up 0 while its
-// counters cannot be read.
-func edgeTOAStats(srv toaStatser) func() (exporter.EdgeTOAStats, error) {
-	return func() (exporter.EdgeTOAStats, error) {
-		st, attached, err := srv.TOAStats()
-		switch {
-		case !attached:
-			return exporter.EdgeTOAStats{}, exporter.ErrNoEdgeTOAWriter
-		case err != nil:
-			return exporter.EdgeTOAStats{}, err
-		}
-		return exporter.EdgeTOAStats{Armed: st.Armed, SYN: st.SYN, ACK: st.ACK, Data: st.Data, NoSpace: st.NoSpace, Failed: st.Failed}, nil
-	}
-}
-
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("-metrics: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	go func() {
-		err := (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
-		log.Error("metrics server stopped", "err", err)
-	}()
-	log.Info("metrics", "addr", ln.Addr().String())
-	return nil
 }
 
 func waitSignals(sig <-chan os.Signal, srv *edge.Server, drain time.Duration, log *slog.Logger) error {
