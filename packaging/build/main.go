@@ -57,62 +57,28 @@ func main() {
 	}
 }
 
-func run() error {
-	out := flag.String("out", "../dist", "output folder")
-	version := flag.String("version", "", "package version (default: from git describe)")
-	archList := flag.String("arch", "amd64,arm64", "GOARCHes of the binary packages")
-	formatList := flag.String("format", "deb,rpm", "package formats")
-	pkgList := flag.String("pkg", "", "packages to make (default all)")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
-	}
+// options are the command line of the packaging tool.
+type options struct {
+	out, version   string
+	archs, formats []string
+	want           []string // packages to make; nil: all
+}
 
+func run() error {
+	o, err := parseOptions()
+	if err != nil {
+		return err
+	}
 	pkgDir, err := packagingDir()
 	if err != nil {
 		return err
 	}
 	repo := filepath.Dir(pkgDir)
-	gi, err := describe(repo)
-	if err != nil && *version == "" {
+	gi, err := buildInfo(repo, o.version)
+	if err != nil {
 		return err
 	}
-	if *version != "" {
-		if err := checkVersion(*version); err != nil {
-			return err
-		}
-		gi.Version = *version
-	}
-	if gi.Time.IsZero() {
-		gi.Time = time.Now().UTC().Truncate(time.Second)
-	}
-	if gi.Dirty {
-		logf("warning: the work tree has uncommitted changes; the packages say version %s all the same", gi.Version)
-	}
-
-	archs := split(*archList)
-	for _, a := range archs {
-		if a != "amd64" && a != "arm64" {
-			return fmt.Errorf("-arch %q: amd64 and arm64 are supported", a)
-		}
-	}
-	formats := split(*formatList)
-	for _, f := range formats {
-		if f != "deb" && f != "rpm" {
-			return fmt.Errorf("-format %q: deb and rpm are supported", f)
-		}
-	}
-	var want []string
-	if *pkgList != "" {
-		want = split(*pkgList)
-		for _, w := range want {
-			if !slices.ContainsFunc(packages, func(p pkgDef) bool { return p.name == w }) {
-				return fmt.Errorf("-pkg %q: no such package", w)
-			}
-		}
-	}
-
-	outDir, err := filepath.Abs(*out)
+	outDir, err := filepath.Abs(o.out)
 	if err != nil {
 		return err
 	}
@@ -128,48 +94,114 @@ func run() error {
 		maintainer = defaultMaintainer
 	}
 	s := &stager{repo: repo, pkgDir: pkgDir, stage: stage, info: gi, maintainer: maintainer}
-
 	logf("version %s (commit %.12s)", gi.Version, gi.Commit)
 	var made []string
 	for _, p := range packages {
-		if want != nil && !slices.Contains(want, p.name) {
+		if o.want != nil && !slices.Contains(o.want, p.name) {
 			continue
 		}
-		pkgArchs := archs
-		if len(p.binaries) == 0 {
-			pkgArchs = []string{"all"}
+		paths, err := s.makeAll(p, o, outDir)
+		if err != nil {
+			return err
 		}
-		for _, arch := range pkgArchs {
-			for _, b := range p.binaries {
-				if err := s.buildBinary(b, arch); err != nil {
-					return err
-				}
-			}
-		}
-		if err := s.stagePackage(p.name, p.unit, p.binaries, pkgArchs); err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
-		for _, arch := range pkgArchs {
-			for _, format := range formats {
-				path, err := makePackage(filepath.Join(pkgDir, "nfpm", p.name+".yaml"), format, arch, outDir, map[string]string{
-					"VERSION":    gi.Version,
-					"ARCH":       arch,
-					"STAGE":      stage,
-					"PKG":        pkgDir,
-					"REPO":       repo,
-					"MAINTAINER": maintainer,
-				}, gi.Time)
-				if err != nil {
-					return fmt.Errorf("%s %s %s: %w", p.name, arch, format, err)
-				}
-				made = append(made, path)
-			}
-		}
+		made = append(made, paths...)
 	}
 	for _, m := range made {
 		fmt.Println(m)
 	}
 	return nil
+}
+
+// parseOptions reads and checks the command line.
+func parseOptions() (options, error) {
+	out := flag.String("out", "../dist", "output folder")
+	version := flag.String("version", "", "package version (default: from git describe)")
+	archList := flag.String("arch", "amd64,arm64", "GOARCHes of the binary packages")
+	formatList := flag.String("format", "deb,rpm", "package formats")
+	pkgList := flag.String("pkg", "", "packages to make (default all)")
+	flag.Parse()
+	o := options{out: *out, version: *version, archs: split(*archList), formats: split(*formatList)}
+	if flag.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	for _, a := range o.archs {
+		if a != "amd64" && a != "arm64" {
+			return o, fmt.Errorf("-arch %q: amd64 and arm64 are supported", a)
+		}
+	}
+	for _, f := range o.formats {
+		if f != "deb" && f != "rpm" {
+			return o, fmt.Errorf("-format %q: deb and rpm are supported", f)
+		}
+	}
+	if *pkgList != "" {
+		o.want = split(*pkgList)
+		for _, w := range o.want {
+			if !slices.ContainsFunc(packages, func(p pkgDef) bool { return p.name == w }) {
+				return o, fmt.Errorf("-pkg %q: no such package", w)
+			}
+		}
+	}
+	return o, nil
+}
+
+// buildInfo is what git says of repo, with version (when set) as the
+// package version.
+func buildInfo(repo, version string) (gitInfo, error) {
+	gi, err := describe(repo)
+	if err != nil && version == "" {
+		return gi, err
+	}
+	if version != "" {
+		if err := checkVersion(version); err != nil {
+			return gi, err
+		}
+		gi.Version = version
+	}
+	if gi.Time.IsZero() {
+		gi.Time = time.Now().UTC().Truncate(time.Second)
+	}
+	if gi.Dirty {
+		logf("warning: the work tree has uncommitted changes; the packages say version %s all the same", gi.Version)
+	}
+	return gi, nil
+}
+
+// makeAll builds p's binaries, stages p and makes its packages in every
+// architecture and format of o, returning their paths.
+func (s *stager) makeAll(p pkgDef, o options, outDir string) ([]string, error) {
+	archs := o.archs
+	if len(p.binaries) == 0 {
+		archs = []string{"all"}
+	}
+	for _, arch := range archs {
+		for _, b := range p.binaries {
+			if err := s.buildBinary(b, arch); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := s.stagePackage(p.name, p.unit, p.binaries, archs); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.name, err)
+	}
+	var made []string
+	for _, arch := range archs {
+		for _, format := range o.formats {
+			path, err := makePackage(filepath.Join(s.pkgDir, "nfpm", p.name+".yaml"), format, arch, outDir, map[string]string{
+				"VERSION":    s.info.Version,
+				"ARCH":       arch,
+				"STAGE":      s.stage,
+				"PKG":        s.pkgDir,
+				"REPO":       s.repo,
+				"MAINTAINER": s.maintainer,
+			}, s.info.Time)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s %s: %w", p.name, arch, format, err)
+			}
+			made = append(made, path)
+		}
+	}
+	return made, nil
 }
 
 // makePackage makes one package from an nfpm configuration, with vars as
