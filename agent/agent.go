@@ -124,7 +124,7 @@ func New(opts Options) (*Agent, error) {
 		a.dial = DialToactl
 	}
 	if a.notify == nil {
-		a.notify = sdNotify
+		a.notify = SDNotify
 	}
 	a.reg = prometheus.NewRegistry()
 	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{

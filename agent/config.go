@@ -98,6 +98,22 @@ func (c Config) ModuleParams() string {
 	return strings.Join(parts, " ")
 }
 
+// ModprobeConf renders /etc/modprobe.d/toa.conf for cfg: the options the
+// module gets when it is loaded without the agent (at boot through
+// /etc/modules-load.d/toa.conf, or by modprobe).
+func ModprobeConf(cfg Config, from string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by `realip-agent modprobe-conf` from %s.\n", from)
+	b.WriteString("# Options of toa.ko when it is loaded without the agent (at boot through\n")
+	b.WriteString("# /etc/modules-load.d/toa.conf, or by modprobe); the agent sets the same\n")
+	b.WriteString("# values over netlink when it runs.\n")
+	if len(cfg.Trusted) == 0 {
+		b.WriteString("# WARNING: no trusted prefixes: TOA options from every source are honoured.\n")
+	}
+	fmt.Fprintf(&b, "options toa %s\n", cfg.ModuleParams())
+	return b.String()
+}
+
 // TrustedString is the module's form of the trusted list.
 func (c Config) TrustedString() string {
 	s := make([]string, len(c.Trusted))

@@ -3,7 +3,10 @@
 // Package agent is realip-agent: it loads realip's TOA kernel module
 // (toa.ko, kmod/), keeps its trusted prefixes and option kinds in step with
 // a YAML configuration file, reports its state, and serves Prometheus
-// metrics. cmd/realip-agent is a thin wrapper around Main.
+// metrics. It is a library: the realip-agent command line (subcommands,
+// flags, exit statuses) is cmd/realip-agent and its package cli, and
+// package agent/agenttest has fakes (a kernel module, module files) for
+// tests of code that drives an agent.
 //
 // # Loading
 //

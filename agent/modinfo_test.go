@@ -1,6 +1,6 @@
 //go:build linux
 
-package agent
+package agent_test
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,82 +17,35 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
+	"github.com/realip/realip/agent"
+	"github.com/realip/realip/agent/agenttest"
 	"github.com/realip/realip/internal/testenv"
 )
 
-const (
-	testRelease  = "6.1.0-56-amd64"
-	otherRelease = "6.1.0-55-amd64"
-)
-
-// realipFields are the .modinfo entries of a realip toa.ko built for rel.
-func realipFields(rel string) []string {
-	return []string{
-		"version=0.1.0",
-		"description=realip TOA: real client addresses from a TCP option",
-		"author=realip",
-		"license=GPL",
-		"parm=trusted:comma-separated source prefixes",
-		"parm=kinds:comma-separated TCP option kinds",
-		"srcversion=0123456789ABCDEF012345",
-		"depends=",
-		"name=toa",
-		"vermagic=" + rel + " SMP preempt mod_unload modversions ",
-	}
-}
-
-// buildObject compiles, with gcc -c, a C file holding each field as a
-// string in the .modinfo section (as the kernel's MODULE_INFO does) and
-// returns the object file's path. No fields: no .modinfo section at all.
-func buildObject(t testing.TB, dir, name string, fields ...string) string {
-	t.Helper()
-	gcc := testenv.RequireCommand(t, "gcc")
-	var src strings.Builder
-	src.WriteString("int toa_dummy_symbol(void) { return 42; }\n")
-	for i, f := range fields {
-		fmt.Fprintf(&src, "static const char modinfo_%d[] __attribute__((section(\".modinfo\"), used, aligned(1))) = %q;\n", i, f)
-	}
-	c := filepath.Join(dir, name+".c")
-	if err := os.WriteFile(c, []byte(src.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, name)
-	if b, err := exec.Command(gcc, "-c", "-o", out, c).CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v\n%s", err, b)
-	}
-	return out
-}
-
-// buildModule is buildObject named NAME.ko.
-func buildModule(t testing.TB, dir string, fields ...string) string {
-	t.Helper()
-	return buildObject(t, dir, "toa.ko", fields...)
-}
-
 func TestParseModInfoRealELF(t *testing.T) {
-	p := buildModule(t, t.TempDir(), realipFields(testRelease)...)
-	m, err := ReadModuleFile(p)
+	p := agenttest.BuildModule(t, t.TempDir(), agenttest.RealipFields(agenttest.KernelRelease)...)
+	m, err := agent.ReadModuleFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	i := m.Info
-	if m.Compression != CompressNone || i.Name != "toa" || i.Version != "0.1.0" ||
-		i.Vermagic != testRelease+" SMP preempt mod_unload modversions " || i.Release() != testRelease ||
+	if m.Compression != agent.CompressNone || i.Name != "toa" || i.Version != "0.1.0" ||
+		i.Vermagic != agenttest.KernelRelease+" SMP preempt mod_unload modversions " || i.Release() != agenttest.KernelRelease ||
 		i.SrcVersion != "0123456789ABCDEF012345" || i.Author != "realip" || i.License != "GPL" || !i.IsRealip() {
 		t.Errorf("modinfo %+v", i)
 	}
 	if got := i.Fields["parm"]; len(got) != 2 || !strings.HasPrefix(got[1], "kinds:") {
 		t.Errorf("parm = %q", got)
 	}
-	if err := CheckModule(m, testRelease); err != nil {
+	if err := agent.CheckModule(m, agenttest.KernelRelease); err != nil {
 		t.Errorf("CheckModule for the right kernel: %v", err)
 	}
 }
 
 // TestVermagicOnly is the minimal module of the issue: one vermagic line.
 func TestVermagicOnly(t *testing.T) {
-	p := buildModule(t, t.TempDir(), "vermagic=6.1.0-56-amd64 SMP preempt mod_unload modversions ")
-	m, err := ReadModuleFile(p)
+	p := agenttest.BuildModule(t, t.TempDir(), "vermagic=6.1.0-56-amd64 SMP preempt mod_unload modversions ")
+	m, err := agent.ReadModuleFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,12 +53,12 @@ func TestVermagicOnly(t *testing.T) {
 		t.Fatalf("%+v", m.Info)
 	}
 	// Right kernel, but no sign of being realip's module.
-	err = CheckModule(m, "6.1.0-56-amd64")
+	err = agent.CheckModule(m, "6.1.0-56-amd64")
 	if err == nil || !strings.Contains(err.Error(), "not realip's toa.ko") || !strings.Contains(err.Error(), "realip-agent exporter") {
 		t.Errorf("CheckModule: %v", err)
 	}
-	var ve *VermagicError
-	if err := CheckModule(m, "6.12.117+deb12-amd64"); !errors.As(err, &ve) {
+	var ve *agent.VermagicError
+	if err := agent.CheckModule(m, "6.12.117+deb12-amd64"); !errors.As(err, &ve) {
 		t.Errorf("wrong kernel: %v", err)
 	} else if !strings.Contains(err.Error(), "dkms install toa/VERSION -k 6.12.117+deb12-amd64") {
 		t.Errorf("no version in modinfo: %v", err)
@@ -115,27 +67,27 @@ func TestVermagicOnly(t *testing.T) {
 
 func TestVermagicRefusalMessage(t *testing.T) {
 	dir := t.TempDir()
-	p := buildModule(t, dir, realipFields(otherRelease)...)
-	m, err := ReadModuleFile(p)
+	p := agenttest.BuildModule(t, dir, agenttest.RealipFields(agenttest.OtherRelease)...)
+	m, err := agent.ReadModuleFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = CheckModule(m, testRelease)
-	var ve *VermagicError
+	err = agent.CheckModule(m, agenttest.KernelRelease)
+	var ve *agent.VermagicError
 	if !errors.As(err, &ve) {
-		t.Fatalf("err = %v, want a *VermagicError", err)
+		t.Fatalf("err = %v, want a *agent.VermagicError", err)
 	}
-	if ve.ModuleRelease != otherRelease || ve.KernelRelease != testRelease || ve.ModuleVersion != "0.1.0" || ve.Path != p {
+	if ve.ModuleRelease != agenttest.OtherRelease || ve.KernelRelease != agenttest.KernelRelease || ve.ModuleVersion != "0.1.0" || ve.Path != p {
 		t.Errorf("%+v", ve)
 	}
 	msg := err.Error()
 	for _, want := range []string{
 		p,
-		"built for kernel " + otherRelease,
-		"running kernel is " + testRelease,
-		`vermagic "` + otherRelease + ` SMP preempt mod_unload modversions "`,
-		"`dkms install toa/0.1.0 -k " + testRelease + "`",
-		"`make -C kmod KDIR=/lib/modules/" + testRelease + "/build`",
+		"built for kernel " + agenttest.OtherRelease,
+		"running kernel is " + agenttest.KernelRelease,
+		`vermagic "` + agenttest.OtherRelease + ` SMP preempt mod_unload modversions "`,
+		"`dkms install toa/0.1.0 -k " + agenttest.KernelRelease + "`",
+		"`make -C kmod KDIR=/lib/modules/" + agenttest.KernelRelease + "/build`",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message lacks %q:\n%s", want, msg)
@@ -144,13 +96,13 @@ func TestVermagicRefusalMessage(t *testing.T) {
 }
 
 func TestCheckModuleOtherName(t *testing.T) {
-	fields := realipFields(testRelease)
+	fields := agenttest.RealipFields(agenttest.KernelRelease)
 	fields[8] = "name=hello"
-	m, err := ReadModuleFile(buildModule(t, t.TempDir(), fields...))
+	m, err := agent.ReadModuleFile(agenttest.BuildModule(t, t.TempDir(), fields...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckModule(m, testRelease); err == nil || !strings.Contains(err.Error(), `the module "hello", not "toa"`) {
+	if err := agent.CheckModule(m, agenttest.KernelRelease); err == nil || !strings.Contains(err.Error(), `the module "hello", not "toa"`) {
 		t.Errorf("CheckModule: %v", err)
 	}
 }
@@ -162,9 +114,9 @@ func compressWith(t *testing.T, format string, src []byte) []byte {
 	t.Helper()
 	var tool []string
 	switch format {
-	case CompressXZ:
+	case agent.CompressXZ:
 		tool = []string{"xz", "--check=crc32", "--lzma2=dict=1MiB", "-c"}
-	case CompressZstd:
+	case agent.CompressZstd:
 		tool = []string{"zstd", "-q", "-c"}
 	}
 	if tool != nil {
@@ -180,18 +132,18 @@ func compressWith(t *testing.T, format string, src []byte) []byte {
 	}
 	var b bytes.Buffer
 	switch format {
-	case CompressXZ:
+	case agent.CompressXZ:
 		w, err := xz.NewWriter(&b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		w.Write(src)
 		w.Close()
-	case CompressZstd:
+	case agent.CompressZstd:
 		w, _ := zstd.NewWriter(&b)
 		w.Write(src)
 		w.Close()
-	case CompressGzip:
+	case agent.CompressGzip:
 		w := gzip.NewWriter(&b)
 		w.Write(src)
 		w.Close()
@@ -201,32 +153,32 @@ func compressWith(t *testing.T, format string, src []byte) []byte {
 
 func TestCompressedModules(t *testing.T) {
 	dir := t.TempDir()
-	plain := buildModule(t, dir, realipFields(testRelease)...)
+	plain := agenttest.BuildModule(t, dir, agenttest.RealipFields(agenttest.KernelRelease)...)
 	img, _ := os.ReadFile(plain)
 	for _, tc := range []struct{ format, ext string }{
-		{CompressXZ, ".xz"}, {CompressZstd, ".zst"}, {CompressGzip, ".gz"},
+		{agent.CompressXZ, ".xz"}, {agent.CompressZstd, ".zst"}, {agent.CompressGzip, ".gz"},
 	} {
 		t.Run(tc.format, func(t *testing.T) {
 			comp := compressWith(t, tc.format, img)
 			p := plain + tc.ext
 			os.WriteFile(p, comp, 0o644)
-			m, err := ReadModuleFile(p)
+			m, err := agent.ReadModuleFile(p)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Compression != tc.format || !bytes.Equal(m.Image, img) || m.Info.Release() != testRelease || !m.Info.IsRealip() {
+			if m.Compression != tc.format || !bytes.Equal(m.Image, img) || m.Info.Release() != agenttest.KernelRelease || !m.Info.IsRealip() {
 				t.Errorf("compression %q, %d image bytes, %+v", m.Compression, len(m.Image), m.Info)
 			}
 			// The magic decides, not the name.
 			renamed := filepath.Join(dir, "renamed-"+tc.format+".ko")
 			os.WriteFile(renamed, comp, 0o644)
-			if m, err := ReadModuleFile(renamed); err != nil || m.Compression != tc.format {
+			if m, err := agent.ReadModuleFile(renamed); err != nil || m.Compression != tc.format {
 				t.Errorf("renamed: %v", err)
 			}
 			// A cut file is an error, not a panic or a silent short image.
 			cut := filepath.Join(dir, "cut"+tc.ext)
 			os.WriteFile(cut, comp[:len(comp)/2], 0o644)
-			if _, err := ReadModuleFile(cut); err == nil || !strings.Contains(err.Error(), tc.format+"-compressed module") {
+			if _, err := agent.ReadModuleFile(cut); err == nil || !strings.Contains(err.Error(), tc.format+"-compressed module") {
 				t.Errorf("truncated %s: %v", tc.format, err)
 			}
 		})
@@ -238,8 +190,8 @@ func TestNotAModule(t *testing.T) {
 	text := filepath.Join(dir, "text.ko")
 	os.WriteFile(text, []byte("this is not a module\n"), 0o644)
 
-	noModinfo := buildObject(t, dir, "plain.o")
-	noVermagic := buildObject(t, dir, "novermagic.ko", "name=toa", "author=realip")
+	noModinfo := agenttest.BuildObject(t, dir, "plain.o")
+	noVermagic := agenttest.BuildObject(t, dir, "novermagic.ko", "name=toa", "author=realip")
 
 	gcc := testenv.RequireCommand(t, "gcc")
 	exe := filepath.Join(dir, "prog")
@@ -250,9 +202,9 @@ func TestNotAModule(t *testing.T) {
 
 	// The same object with another machine in its ELF header.
 	foreign := filepath.Join(dir, "arm.ko")
-	img, _ := os.ReadFile(buildModule(t, dir, realipFields(testRelease)...))
+	img, _ := os.ReadFile(agenttest.BuildModule(t, dir, agenttest.RealipFields(agenttest.KernelRelease)...))
 	other := elf.EM_AARCH64
-	if want, ok := elfMachines["arm64"]; ok && binary.LittleEndian.Uint16(img[18:]) == uint16(want) {
+	if elf.Machine(binary.LittleEndian.Uint16(img[18:])) == elf.EM_AARCH64 {
 		other = elf.EM_X86_64
 	}
 	binary.LittleEndian.PutUint16(img[18:], uint16(other))
@@ -266,7 +218,7 @@ func TestNotAModule(t *testing.T) {
 		{foreign, "built for " + other.String()},
 		{filepath.Join(dir, "missing.ko"), "no such file"},
 	} {
-		_, err := ReadModuleFile(tc.path)
+		_, err := agent.ReadModuleFile(tc.path)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("%s: %v, want an error with %q and the path", filepath.Base(tc.path), err, tc.want)
 		}
@@ -275,45 +227,45 @@ func TestNotAModule(t *testing.T) {
 
 func TestFindModule(t *testing.T) {
 	root := t.TempDir()
-	base := filepath.Join(root, testRelease)
+	base := filepath.Join(root, agenttest.KernelRelease)
 	put := func(rel string) string {
 		p := filepath.Join(base, rel)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte("x"), 0o644)
 		return p
 	}
-	if _, err := FindModule(root, testRelease); err == nil ||
-		!strings.Contains(err.Error(), "no toa.ko for the running kernel "+testRelease) ||
-		!strings.Contains(err.Error(), "dkms install toa/VERSION -k "+testRelease) ||
+	if _, err := agent.FindModule(root, agenttest.KernelRelease); err == nil ||
+		!strings.Contains(err.Error(), "no toa.ko for the running kernel "+agenttest.KernelRelease) ||
+		!strings.Contains(err.Error(), "dkms install toa/VERSION -k "+agenttest.KernelRelease) ||
 		!strings.Contains(err.Error(), filepath.Join(base, "updates/dkms")) {
 		t.Errorf("empty tree: %v", err)
 	}
 	inTree := put("kernel/net/ipv4/toa.ko.xz")
 	put("kernel/net/ipv4/toa_helper.ko")
-	if p, err := FindModule(root, testRelease); err != nil || p != inTree {
+	if p, err := agent.FindModule(root, agenttest.KernelRelease); err != nil || p != inTree {
 		t.Errorf("kernel/: %q %v", p, err)
 	}
 	plainInTree := put("kernel/extra-net/toa.ko")
-	if p, _ := FindModule(root, testRelease); p != plainInTree {
+	if p, _ := agent.FindModule(root, agenttest.KernelRelease); p != plainInTree {
 		t.Errorf("kernel/ prefers the uncompressed file: %q", p)
 	}
 	updates := put("updates/toa.ko")
-	if p, _ := FindModule(root, testRelease); p != updates {
+	if p, _ := agent.FindModule(root, agenttest.KernelRelease); p != updates {
 		t.Errorf("updates/: %q", p)
 	}
 	extra := put("extra/toa.ko.zst")
-	if p, _ := FindModule(root, testRelease); p != extra {
+	if p, _ := agent.FindModule(root, agenttest.KernelRelease); p != extra {
 		t.Errorf("extra/: %q", p)
 	}
 	dkms := put("updates/dkms/toa.ko.xz")
-	if p, _ := FindModule(root, testRelease); p != dkms {
+	if p, _ := agent.FindModule(root, agenttest.KernelRelease); p != dkms {
 		t.Errorf("updates/dkms: %q", p)
 	}
 	dkmsPlain := put("updates/dkms/toa.ko")
-	if p, _ := FindModule(root, testRelease); p != dkmsPlain {
+	if p, _ := agent.FindModule(root, agenttest.KernelRelease); p != dkmsPlain {
 		t.Errorf("updates/dkms prefers toa.ko: %q", p)
 	}
-	if _, err := FindModule(root, otherRelease); err == nil {
+	if _, err := agent.FindModule(root, agenttest.OtherRelease); err == nil {
 		t.Error("found a module for another release")
 	}
 }
@@ -325,15 +277,15 @@ func TestSysKernelWithoutModuleSupport(t *testing.T) {
 	if _, err := os.Stat("/proc/modules"); err == nil {
 		t.Skip("this kernel supports modules; finit_module is exercised in the VM (agent/vmtest)")
 	}
-	m, err := ReadModuleFile(buildModule(t, t.TempDir(), realipFields(testRelease)...))
+	m, err := agent.ReadModuleFile(agenttest.BuildModule(t, t.TempDir(), agenttest.RealipFields(agenttest.KernelRelease)...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = SysKernel{}.Load(m, "trusted=198.51.100.0/24")
+	err = agent.SysKernel{}.Load(m, "trusted=198.51.100.0/24")
 	if err == nil || !strings.Contains(err.Error(), "no loadable module support") || !strings.Contains(err.Error(), "finit_module") {
 		t.Errorf("Load: %v", err)
 	}
-	if err := (SysKernel{}).Unload("toa"); err == nil {
+	if err := (agent.SysKernel{}).Unload("toa"); err == nil {
 		t.Error("Unload succeeded without module support")
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sdNotify sends state to systemd's notification socket (Type=notify), if
-// the agent runs under systemd; errors are ignored, as in sd_notify(3).
-func sdNotify(state string) {
+// SDNotify sends state to systemd's notification socket (Type=notify), if
+// the process runs under systemd; errors are ignored, as in sd_notify(3).
+// It is what Options.Notify defaults to; `realip-agent exporter` uses it
+// too.
+func SDNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return

@@ -55,7 +55,15 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/realip/realip/agent"
+	"github.com/realip/realip/cmd/realip-agent/cli"
 	"github.com/realip/realip/toactl"
+)
+
+// realip-agent's documented exit statuses (its usage text) that the
+// scenario checks.
+const (
+	exitNotLoaded = 3  // status: the module is not loaded
+	exitConfig    = 78 // EX_CONFIG: bad configuration file or refused module
 )
 
 var (
@@ -91,7 +99,7 @@ func check(name string, err error, okFormat string, args ...any) bool {
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
-		os.Exit(agent.Main(os.Args[2:], os.Stdout, os.Stderr))
+		os.Exit(cli.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	flag.Parse()
 	if *agentBin == "" {
@@ -604,8 +612,8 @@ func (s *scenario) run() {
 	} else {
 		pass("unload", "%s; /sys/module/toa gone", strings.TrimSpace(out))
 	}
-	if code, out, _ = s.agentCmd("status"); code != agent.ExitNotLoaded {
-		fail("status-not-loaded", "exit %d, want %d: %s", code, agent.ExitNotLoaded, out)
+	if code, out, _ = s.agentCmd("status"); code != exitNotLoaded {
+		fail("status-not-loaded", "exit %d, want %d: %s", code, exitNotLoaded, out)
 	} else {
 		pass("status-not-loaded", "exit %d", code)
 	}
@@ -623,8 +631,8 @@ func (s *scenario) run() {
 		err := missing(errs, "refusing to load "+badKo, "built for kernel "+fake, "running kernel is "+s.release,
 			"dkms install toa/"+m.Info.Version+" -k "+s.release, "make -C kmod KDIR=/lib/modules/"+s.release+"/build")
 		switch {
-		case code != agent.ExitConfig:
-			fail("vermagic", "exit %d, want %d: %s %s", code, agent.ExitConfig, out, errs)
+		case code != exitConfig:
+			fail("vermagic", "exit %d, want %d: %s %s", code, exitConfig, out, errs)
 		case err != nil:
 			fail("vermagic", "%v", err)
 		case moduleLoaded() || countLog(loadedLine) != loads:

@@ -12,16 +12,18 @@
 //	realip-agent modprobe-conf [-config FILE]
 //	realip-agent exporter -listen ADDR [-procfs DIR] [-per-cpu]
 //
-// See package github.com/realip/realip/agent for the configuration file
-// and packaging/systemd/realip-agent.service for the service.
+// The command line (subcommands, flags, exit statuses) is package
+// github.com/realip/realip/cmd/realip-agent/cli. See package
+// github.com/realip/realip/agent for the configuration file and
+// packaging/systemd/realip-agent.service for the service.
 package main
 
 import (
 	"os"
 
-	"github.com/realip/realip/agent"
+	"github.com/realip/realip/cmd/realip-agent/cli"
 )
 
 func main() {
-	os.Exit(agent.Main(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -1,0 +1,159 @@
+//go:build linux
+
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/realip/realip/agent"
+)
+
+// A command is a subcommand of realip-agent.
+type command struct {
+	name     string
+	synopsis string   // its flags, as the usage text shows them
+	help     []string // lines of the usage text telling what it does
+	// flags defines the command's flags on fs, into v; nil: none.
+	flags func(fs *flag.FlagSet, v *flagValues)
+	// run runs the command once its flags are parsed and returns the
+	// exit status.
+	run func(inv *invocation) int
+}
+
+// commands is realip-agent's command table, in the usage text's order.
+var commands = []command{
+	{"run", "[-config FILE]", []string{
+		"load or adopt the module, push the configuration,",
+		"serve metrics; SIGHUP reloads the file, SIGTERM",
+		"exits and leaves the module loaded",
+	}, configFlag, runRun},
+	{"load", "[-config FILE]", []string{
+		"load or adopt the module and push the configuration",
+	}, configFlag, runLoad},
+	{"unload", "", []string{
+		"remove the module (delete_module)",
+	}, nil, runUnload},
+	{"status", "[-json] [-config FILE]", []string{
+		"module state and version, its configuration,",
+		"counters and live entries (exit 3: not loaded)",
+	}, statusFlags, runStatus},
+	{"check", "[-config FILE]", []string{
+		"check the configuration file",
+	}, configFlag, runCheck},
+	{"modprobe-conf", "[-config FILE]", []string{
+		"print an /etc/modprobe.d/toa.conf line with the",
+		"file's trusted prefixes and kinds",
+	}, configFlag, runModprobeConf},
+	{"exporter", "-listen ADDR [-procfs DIR] [-per-cpu]", []string{
+		"serve /proc/net/toa_stats metrics only (any",
+		"vendor's TOA module; no module handling)",
+	}, exporterFlags, runExporterCommand},
+}
+
+func configFlag(fs *flag.FlagSet, v *flagValues) {
+	fs.StringVar(&v.config, "config", agent.DefaultConfigPath, "configuration file (YAML)")
+}
+
+func statusFlags(fs *flag.FlagSet, v *flagValues) {
+	fs.BoolVar(&v.json, "json", false, "print JSON")
+	fs.StringVar(&v.config, "config", "", "also tell whether this configuration file is in force")
+}
+
+func runRun(inv *invocation) int {
+	a, err := agent.New(inv.opts)
+	if err != nil {
+		return inv.fail(err)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	if err := a.Run(context.Background(), inv.flags.config, sigs); err != nil {
+		return inv.fail(err)
+	}
+	return exitOK
+}
+
+func runLoad(inv *invocation) int {
+	a, err := agent.New(inv.opts)
+	if err != nil {
+		return inv.fail(err)
+	}
+	cfg, res, err := a.Start(inv.flags.config)
+	if err != nil {
+		return inv.fail(err)
+	}
+	what := "loaded " + res.Path
+	if res.Adopted {
+		what = "already loaded"
+	}
+	fmt.Fprintf(inv.stdout, "toa %s: %s; trusted=%q kinds=%q\n", res.Version, what, cfg.TrustedString(), cfg.KindsString())
+	return exitOK
+}
+
+func runUnload(inv *invocation) int {
+	a, err := agent.New(inv.opts)
+	if err != nil {
+		return inv.fail(err)
+	}
+	if err := a.Unload(); err != nil {
+		if errors.Is(err, agent.ErrNotLoaded) {
+			fmt.Fprintln(inv.stdout, "toa is not loaded")
+			return exitOK
+		}
+		return inv.fail(err)
+	}
+	fmt.Fprintln(inv.stdout, "toa unloaded")
+	return exitOK
+}
+
+func runStatus(inv *invocation) int {
+	a, err := agent.New(inv.opts)
+	if err != nil {
+		return inv.fail(err)
+	}
+	st, err := a.Status(inv.flags.config)
+	if err != nil {
+		return inv.fail(err)
+	}
+	if inv.flags.json {
+		err = st.WriteJSON(inv.stdout)
+	} else {
+		err = st.WriteText(inv.stdout)
+	}
+	if err != nil {
+		return inv.fail(err)
+	}
+	if !st.Module.Loaded {
+		return exitNotLoaded
+	}
+	return exitOK
+}
+
+func runCheck(inv *invocation) int {
+	path := inv.flags.config
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		return inv.fail(err)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(inv.stderr, "realip-agent check: warning: %s\n", w)
+	}
+	fmt.Fprintf(inv.stdout, "%s: ok (module_path=%q trusted=%q kinds=%q metrics_listen=%q metrics_per_cpu=%v procfs=%q)\n",
+		path, cfg.ModulePath, cfg.TrustedString(), cfg.KindsString(), cfg.MetricsListen, cfg.MetricsPerCPU, cfg.Procfs)
+	return exitOK
+}
+
+func runModprobeConf(inv *invocation) int {
+	cfg, err := agent.LoadConfig(inv.flags.config)
+	if err != nil {
+		return inv.fail(err)
+	}
+	fmt.Fprint(inv.stdout, agent.ModprobeConf(cfg, inv.flags.config))
+	return exitOK
+}
