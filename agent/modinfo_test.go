@@ -275,7 +275,7 @@ func TestFindModule(t *testing.T) {
 // error must say so. Elsewhere the test would load a module, so it skips.
 func TestSysKernelWithoutModuleSupport(t *testing.T) {
 	if _, err := os.Stat("/proc/modules"); err == nil {
-		t.Skip("this kernel supports modules; finit_module is exercised in the VM (agent/vmtest)")
+		t.Skip("this kernel supports modules; finit_module is exercised in the VM (vmtest/agent)")
 	}
 	m, err := agent.ReadModuleFile(agenttest.BuildModule(t, t.TempDir(), agenttest.RealipFields(agenttest.KernelRelease)...))
 	if err != nil {

@@ -13,7 +13,7 @@
 #      examples/whoami -proto toa and a Go server must see the client, also
 #      with syncookies forced; a forged option is ignored; thousands of
 #      connections with concurrent getpeername(); unload under load;
-#   3. agent/vmtest: realip-agent load, SIGHUP, refusal of a foreign
+#   3. vmtest/agent: realip-agent load, SIGHUP, refusal of a foreign
 #      module, unload.
 # --arm64 also cross-builds toa.ko for arm64 against each kernel's arm64
 # headers (warning-free, vermagic and ELF machine checked; not booted).
@@ -62,7 +62,7 @@ t0=$(now)
 	cd "$root"
 	export CGO_ENABLED=0
 	go build -o "$work/toacheck" ./vmtest/toacheck
-	go build -trimpath -o "$work/agent-vmtest" ./agent/vmtest
+	go build -trimpath -o "$work/agent-vmtest" ./vmtest/agent
 	if ((multihost)); then
 		go build -trimpath -o "$work/mh/multihost" ./vmtest/multihost
 		go build -trimpath -o "$work/mh/realip-edge" ./cmd/realip-edge

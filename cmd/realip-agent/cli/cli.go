@@ -2,7 +2,7 @@
 
 // Package cli is realip-agent's command line: its subcommand table, from
 // which both the dispatch and the usage text are made, its flags and its
-// exit statuses. cmd/realip-agent runs it, and so does agent/vmtest when
+// exit statuses. cmd/realip-agent runs it, and so does vmtest/agent when
 // it re-executes itself as the agent; package agent does the work.
 package cli
 

@@ -365,130 +365,174 @@ func tableRows(text string) []agent.Entry {
 // entry (local, proxy, client) for each honoured connection and none for
 // the others. Then it closes them and checks the entries are freed.
 func (s *scenario) trafficRound(l *lab, round string, cases []trustCase) {
-	name := func(check string) string { return "traffic-" + round + "-" + check }
-	before, _, err := scrapeValues()
-	if err != nil {
-		fail(name("setup"), "metrics before: %v", err)
+	r := &trafficRun{s: s, round: round}
+	if !r.baseline() {
 		return
 	}
-	entsBefore, _, _, err := s.statusEntries()
-	if err != nil {
-		fail(name("setup"), "%v", err)
+	defer r.closeConns()
+	if !r.open(l, cases) {
 		return
 	}
-	var conns []*toaConn
-	defer func() {
-		for _, c := range conns {
-			c.close()
-		}
-	}()
-	var nTrusted, nUntrusted, nOther int
-	var want, notWant []agent.Entry
+	r.checkMetrics()
+	r.checkStatus()
+	r.closeConns()
+	r.checkFreed()
+}
+
+// trafficRun is the state of one traffic round.
+type trafficRun struct {
+	s     *scenario
+	round string
+
+	before     map[string]float64 // the agent's metrics before the round
+	entsBefore []agent.Entry      // the module's entries before the round
+	conns      []*toaConn
+
+	nTrusted, nUntrusted, nOther int
+	want, notWant                []agent.Entry // entries of honoured connections, of the others
+}
+
+// name is the name of one of the round's checks.
+func (r *trafficRun) name(check string) string { return "traffic-" + r.round + "-" + check }
+
+// baseline reads the metrics and entries the round's checks compare with.
+func (r *trafficRun) baseline() bool {
+	var err error
+	if r.before, _, err = scrapeValues(); err != nil {
+		fail(r.name("setup"), "metrics before: %v", err)
+		return false
+	}
+	if r.entsBefore, _, _, err = r.s.statusEntries(); err != nil {
+		fail(r.name("setup"), "%v", err)
+		return false
+	}
+	return true
+}
+
+// open dials the connections of cases and checks what accept() and
+// getpeername() report for each; false if one could not be opened.
+func (r *trafficRun) open(l *lab, cases []trustCase) bool {
 	var seen []string
 	good := true
 	for _, tc := range cases {
 		c, err := l.dial(tc.src, tc.client)
 		if err != nil {
-			fail(name("dial"), "%v", err)
-			return
+			fail(r.name("dial"), "%v", err)
+			return false
 		}
-		conns = append(conns, c)
+		r.conns = append(r.conns, c)
 		ok, what := c.check(tc.want)
 		if !ok {
 			good = false
-			fail(name("getpeername"), "want the option %s: %s", tc.want, what)
+			fail(r.name("getpeername"), "want the option %s: %s", tc.want, what)
 		}
 		seen = append(seen, tc.want.String()+": "+what)
 		switch tc.want {
 		case honoured:
-			nTrusted++
-			want = append(want, c.entry())
+			r.nTrusted++
+			r.want = append(r.want, c.entry())
 		case untrusted:
-			nUntrusted++
-			notWant = append(notWant, c.entry())
+			r.nUntrusted++
+			r.notWant = append(r.notWant, c.entry())
 		case otherKind:
-			nOther++
-			notWant = append(notWant, c.entry())
+			r.nOther++
+			r.notWant = append(r.notWant, c.entry())
 		}
 	}
 	if good {
-		pass(name("getpeername"), "%d options honoured, %d from untrusted sources ignored, %d of a kind not configured not read (the SYN and ACK of each carried it):\n    %s",
-			nTrusted, nUntrusted, nOther, strings.Join(seen, "\n    "))
+		pass(r.name("getpeername"), "%d options honoured, %d from untrusted sources ignored, %d of a kind not configured not read (the SYN and ACK of each carried it):\n    %s",
+			r.nTrusted, r.nUntrusted, r.nOther, strings.Join(seen, "\n    "))
 	}
+	return true
+}
 
-	after, body, err := scrapeValues()
-	if err != nil {
-		fail(name("metrics"), "%v", err)
-	} else {
-		var errs []error
-		for _, d := range []struct {
-			metric string
-			want   int
-		}{
-			{mUntrusted, nUntrusted},
-			{mTOA, nTrusted},
-			{mInUse, nTrusted},
-		} {
-			b, okb := before[d.metric]
-			a, oka := after[d.metric]
-			if !okb || !oka {
-				errs = append(errs, fmt.Errorf("%s missing from the scrape", d.metric))
-			} else if a-b != float64(d.want) {
-				errs = append(errs, fmt.Errorf("%s moved from %v to %v, want +%d", d.metric, b, a, d.want))
-			}
-		}
-		// accept() and getpeername() of each honoured connection, at least.
-		if got := after[mGetnameOK] - before[mGetnameOK]; got < float64(2*nTrusted) {
-			errs = append(errs, fmt.Errorf("%s moved by %v, want at least %d", mGetnameOK, got, 2*nTrusted))
-		}
-		if err := errors.Join(errs...); err != nil {
-			fail(name("metrics"), "%v\nscrape:\n%s", err, body)
-		} else {
-			pass(name("metrics"), "/metrics: %s +%d, %s +%d, %s +%d",
-				mUntrusted, nUntrusted, mTOA, nTrusted, mInUse, nTrusted)
-		}
-	}
-
-	ents, live, text, err := s.statusEntries()
-	switch {
-	case err != nil:
-		fail(name("status"), "%v", err)
-	case len(ents) != len(entsBefore)+nTrusted:
-		fail(name("status"), "%d entries (live %d), want %d:\n%s", len(ents), live, len(entsBefore)+nTrusted, text)
-	default:
-		var errs []error
-		for _, e := range want {
-			if !slices.Contains(ents, e) {
-				errs = append(errs, fmt.Errorf("no entry %+v", e))
-			}
-		}
-		for _, e := range notWant {
-			for _, got := range ents {
-				if got.Local == e.Local && got.Proxy == e.Proxy {
-					errs = append(errs, fmt.Errorf("an entry %+v for an untrusted connection", got))
-				}
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
-			fail(name("status"), "%v; status:\n%s", err, text)
-		} else {
-			pass(name("status"), "status and status -json list the %d honoured connections (local, proxy, client), none of the %d others:\n%s",
-				nTrusted, nUntrusted+nOther, indent(text))
-		}
-	}
-
-	for _, c := range conns {
+func (r *trafficRun) closeConns() {
+	for _, c := range r.conns {
 		c.close()
 	}
-	conns = nil
+	r.conns = nil
+}
+
+// checkMetrics checks the agent's metrics moved by the round's connections.
+func (r *trafficRun) checkMetrics() {
+	after, body, err := scrapeValues()
+	if err != nil {
+		fail(r.name("metrics"), "%v", err)
+		return
+	}
+	var errs []error
+	for _, d := range []struct {
+		metric string
+		want   int
+	}{
+		{mUntrusted, r.nUntrusted},
+		{mTOA, r.nTrusted},
+		{mInUse, r.nTrusted},
+	} {
+		b, okb := r.before[d.metric]
+		a, oka := after[d.metric]
+		if !okb || !oka {
+			errs = append(errs, fmt.Errorf("%s missing from the scrape", d.metric))
+		} else if a-b != float64(d.want) {
+			errs = append(errs, fmt.Errorf("%s moved from %v to %v, want +%d", d.metric, b, a, d.want))
+		}
+	}
+	// accept() and getpeername() of each honoured connection, at least.
+	if got := after[mGetnameOK] - r.before[mGetnameOK]; got < float64(2*r.nTrusted) {
+		errs = append(errs, fmt.Errorf("%s moved by %v, want at least %d", mGetnameOK, got, 2*r.nTrusted))
+	}
+	if err := errors.Join(errs...); err != nil {
+		fail(r.name("metrics"), "%v\nscrape:\n%s", err, body)
+	} else {
+		pass(r.name("metrics"), "/metrics: %s +%d, %s +%d, %s +%d",
+			mUntrusted, r.nUntrusted, mTOA, r.nTrusted, mInUse, r.nTrusted)
+	}
+}
+
+// checkStatus checks `status` and `status -json` list an entry for each
+// honoured connection and none for the others.
+func (r *trafficRun) checkStatus() {
+	ents, live, text, err := r.s.statusEntries()
+	switch {
+	case err != nil:
+		fail(r.name("status"), "%v", err)
+		return
+	case len(ents) != len(r.entsBefore)+r.nTrusted:
+		fail(r.name("status"), "%d entries (live %d), want %d:\n%s", len(ents), live, len(r.entsBefore)+r.nTrusted, text)
+		return
+	}
+	var errs []error
+	for _, e := range r.want {
+		if !slices.Contains(ents, e) {
+			errs = append(errs, fmt.Errorf("no entry %+v", e))
+		}
+	}
+	for _, e := range r.notWant {
+		for _, got := range ents {
+			if got.Local == e.Local && got.Proxy == e.Proxy {
+				errs = append(errs, fmt.Errorf("an entry %+v for an untrusted connection", got))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		fail(r.name("status"), "%v; status:\n%s", err, text)
+	} else {
+		pass(r.name("status"), "status and status -json list the %d honoured connections (local, proxy, client), none of the %d others:\n%s",
+			r.nTrusted, r.nUntrusted+r.nOther, indent(text))
+	}
+}
+
+// checkFreed checks, once the connections are closed, that their entries
+// are gone and the entries-in-use gauge is back where it was.
+func (r *trafficRun) checkFreed() {
 	var left []agent.Entry
 	ok := waitFor(10*time.Second, func() bool {
-		ents, _, _, err := s.statusEntries()
+		ents, _, _, err := r.s.statusEntries()
 		if err != nil {
 			return false
 		}
 		left = nil
-		for _, e := range want {
+		for _, e := range r.want {
 			if slices.Contains(ents, e) {
 				left = append(left, e)
 			}
@@ -498,13 +542,13 @@ func (s *scenario) trafficRound(l *lab, round string, cases []trustCase) {
 	end, _, err := scrapeValues()
 	switch {
 	case !ok:
-		fail(name("freed"), "entries still listed 10s after close: %+v", left)
+		fail(r.name("freed"), "entries still listed 10s after close: %+v", left)
 	case err != nil:
-		fail(name("freed"), "%v", err)
-	case end[mInUse] != before[mInUse]:
-		fail(name("freed"), "%s is %v after close, was %v before", mInUse, end[mInUse], before[mInUse])
+		fail(r.name("freed"), "%v", err)
+	case end[mInUse] != r.before[mInUse]:
+		fail(r.name("freed"), "%s is %v after close, was %v before", mInUse, end[mInUse], r.before[mInUse])
 	default:
-		pass(name("freed"), "entries gone after close, %s back to %v", mInUse, end[mInUse])
+		pass(r.name("freed"), "entries gone after close, %s back to %v", mInUse, end[mInUse])
 	}
 }
 

@@ -5,7 +5,7 @@
 // Build it static and run it as root in the guest with the module built for
 // the guest's kernel:
 //
-//	CGO_ENABLED=0 go build -o agent-vmtest ./agent/vmtest
+//	CGO_ENABLED=0 go build -o agent-vmtest ./vmtest/agent
 //	vmtest/build-module.sh 6.1 kmod /tmp/toa-6.1.ko
 //	vmtest/run.sh --cmd '/test/agent-vmtest -module /test/toa.ko' 6.1 -- \
 //	    agent-vmtest /tmp/toa-6.1.ko:/test/toa.ko
@@ -111,7 +111,7 @@ func main() {
 		*agentBin = self
 		selfAgent = true
 	}
-	s := &scenario{}
+	s := newScenario()
 	s.run()
 	s.cleanup()
 	fmt.Printf("agent-vmtest: %d passed, %d failed\n", passed, failed)
@@ -120,12 +120,33 @@ func main() {
 	}
 }
 
+// scenario is the state the steps of run share.
 type scenario struct {
 	release string
-	lab     *lab // the edge namespace and the TOA sender, once set up
+	mod     *agent.ModuleFile // toa.ko (-module), read by setup
+	lab     *lab              // the edge namespace and the TOA sender, once set up
 	child   *exec.Cmd
 	childCh chan error
 	logPath string
+	logf    *os.File // the agent's output (logPath)
+
+	// cfgA is the configuration file run reads: trust list A and kinds A
+	// first, B after SIGHUP.
+	cfgA               string
+	trustedA, trustedB []string
+	kindsA, kindsB     []uint8
+
+	idTerm identity // the module's identity when the agent got SIGTERM
+}
+
+func newScenario() *scenario {
+	return &scenario{
+		cfgA:     filepath.Join(*workDir, "a.yaml"),
+		trustedA: []string{"198.51.100.0/24", "2001:db8::/32"},
+		kindsA:   []uint8{200, 254},
+		trustedB: []string{"203.0.113.0/24"},
+		kindsB:   []uint8{200, 253, 254},
+	}
 }
 
 // agentCmd runs the agent with args and returns its exit code and output.
@@ -374,63 +395,94 @@ func compressXZ(src, dst string) error {
 	return os.WriteFile(dst, out.Bytes(), 0o644)
 }
 
+// run is the scenario: its steps in order. A step that returns false
+// met an error after which the rest cannot run, and ends the scenario.
 func (s *scenario) run() {
-	// --- preconditions
+	defer s.closeLog()
+	if !s.setup() {
+		return
+	}
+	s.checkConfig()
+	if !s.startAgent() {
+		return
+	}
+	s.status()
+	s.metrics()
+	s.trafficA()
+	lintScrape()
+	if !s.sighupNewTrust() {
+		return
+	}
+	s.trafficB()
+	s.sighupBadFile()
+	s.sigterm()
+	s.loadAdopts()
+	s.unload()
+	s.refuseOtherKernel()
+	s.loadThenUnload()
+	s.loadXZ()
+}
+
+// setup checks the preconditions and writes the first configuration.
+func (s *scenario) setup() bool {
 	if os.Geteuid() != 0 {
 		fail("setup", "must run as root (uid %d)", os.Geteuid())
-		return
+		return false
 	}
 	var err error
 	if s.release, err = agent.KernelRelease(); err != nil {
 		fail("setup", "uname: %v", err)
-		return
+		return false
 	}
-	m, err := agent.ReadModuleFile(*modulePath)
-	if err != nil {
+	if s.mod, err = agent.ReadModuleFile(*modulePath); err != nil {
 		fail("setup", "%v", err)
-		return
+		return false
 	}
+	m := s.mod
 	if m.Info.Release() != s.release {
 		fail("setup", "%s is built for %s, the guest runs %s: build it for the guest's kernel", *modulePath, m.Info.Release(), s.release)
-		return
+		return false
 	}
 	if moduleLoaded() {
 		fail("setup", "toa is loaded before the test")
-		return
+		return false
 	}
 	if err := os.MkdirAll(*workDir, 0o755); err != nil {
 		fail("setup", "%v", err)
-		return
+		return false
 	}
 	pass("setup", "kernel %s, module %s (version %s, vermagic %q)", s.release, *modulePath, m.Info.Version, m.Info.Vermagic)
 
-	cfgA := filepath.Join(*workDir, "a.yaml")
-	trustedA := []string{"198.51.100.0/24", "2001:db8::/32"}
-	kindsA := []uint8{200, 254}
-	if err := writeConfig(cfgA, *modulePath, trustedA, "200, 254", ""); err != nil {
+	if err := writeConfig(s.cfgA, *modulePath, s.trustedA, "200, 254", ""); err != nil {
 		fail("setup", "%v", err)
-		return
+		return false
 	}
-	if code, out, errs := s.agentCmd("check", "-config", cfgA); code != 0 {
+	return true
+}
+
+// checkConfig runs `check` on the first configuration.
+func (s *scenario) checkConfig() {
+	if code, out, errs := s.agentCmd("check", "-config", s.cfgA); code != 0 {
 		fail("check", "exit %d: %s%s", code, out, errs)
 	} else {
 		pass("check", "%s", strings.TrimSpace(out))
 	}
+}
 
-	// --- run loads the module with the trust list
+// startAgent starts `run`, which loads the module with the trust list.
+func (s *scenario) startAgent() bool {
 	s.logPath = filepath.Join(*workDir, "agent.log")
-	logf, err := os.Create(s.logPath)
-	if err != nil {
+	var err error
+	if s.logf, err = os.Create(s.logPath); err != nil {
 		fail("run", "%v", err)
-		return
+		return false
 	}
-	defer logf.Close()
 	loadsBefore := countLog(loadedLine)
-	s.child = s.command("run", "-config", cfgA)
-	s.child.Stdout, s.child.Stderr = logf, logf
+	s.child = s.command("run", "-config", s.cfgA)
+	s.child.Stdout, s.child.Stderr = s.logf, s.logf
 	if err := s.child.Start(); err != nil {
 		fail("run", "%v", err)
-		return
+		return false
 	}
 	s.childCh = make(chan error, 1)
 	go func() { s.childCh <- s.child.Wait() }()
@@ -440,11 +492,11 @@ func (s *scenario) run() {
 			return false
 		}
 		cfg, err = moduleConfig()
-		return err == nil && sameConfig(cfg, trustedA, kindsA)
+		return err == nil && sameConfig(cfg, s.trustedA, s.kindsA)
 	})
 	if !ok {
-		fail("run", "module not live with trusted=%v kinds=%v within 30s (netlink: %+v, %v); agent log:\n%s", trustedA, kindsA, cfg, err, s.agentLog())
-		return
+		fail("run", "module not live with trusted=%v kinds=%v within 30s (netlink: %+v, %v); agent log:\n%s", s.trustedA, s.kindsA, cfg, err, s.agentLog())
+		return false
 	}
 	pass("run", "module live, netlink config trusted=%v kinds=%v, version %s", cfg.Trusted, cfg.Kinds, cfg.Version)
 	if n := countLog(loadedLine) - loadsBefore; n != 1 {
@@ -452,14 +504,23 @@ func (s *scenario) run() {
 	} else {
 		pass("run-load-count", "one load")
 	}
-	if got := readSys("parameters/trusted"); got != strings.Join(trustedA, ",") {
+	if got := readSys("parameters/trusted"); got != strings.Join(s.trustedA, ",") {
 		fail("module-params", "parameters/trusted = %q", got)
 	} else {
 		pass("module-params", "parameters/trusted=%s kinds=%s", got, readSys("parameters/kinds"))
 	}
+	return true
+}
 
-	// --- status
-	code, out, errs := s.agentCmd("status", "-config", cfgA)
+func (s *scenario) closeLog() {
+	if s.logf != nil {
+		s.logf.Close()
+	}
+}
+
+// status checks `status` and `status -json` against the first trust list.
+func (s *scenario) status() {
+	code, out, errs := s.agentCmd("status", "-config", s.cfgA)
 	if err := missing(out, "198.51.100.0/24, 2001:db8::/32", "kinds:        200, 254", ", live, refcount", ": in force", "entries: "); code != 0 || err != nil {
 		fail("status", "exit %d, %v %s", code, err, errs)
 	} else {
@@ -468,16 +529,19 @@ func (s *scenario) run() {
 	code, out, errs = s.agentCmd("status", "-json")
 	var st agent.Status
 	if jerr := json.Unmarshal([]byte(out), &st); code != 0 || jerr != nil || st.Config == nil ||
-		!slices.Equal(st.Config.Trusted, trustedA) || !st.Module.Loaded || st.Module.InitState != "live" ||
+		!slices.Equal(st.Config.Trusted, s.trustedA) || !st.Module.Loaded || st.Module.InitState != "live" ||
 		len(st.Counters) < 8 || st.Counters[0].Name != "syn_recv_sock_toa" || st.Entries == nil {
 		fail("status-json", "exit %d, %v: %s %s", code, jerr, out, errs)
 	} else {
 		pass("status-json", "trusted %v, %d counters, %d live entries", st.Config.Trusted, len(st.Counters), st.LiveEntries)
 	}
+}
 
-	// --- metrics
+// metrics checks that the agent serves toa_stats and its own metrics.
+func (s *scenario) metrics() {
 	var body string
-	ok = waitFor(10*time.Second, func() bool { body, err = scrape(); return err == nil })
+	var err error
+	ok := waitFor(10*time.Second, func() bool { body, err = scrape(); return err == nil })
 	if !ok {
 		fail("metrics", "%v", err)
 	} else if err := missing(body, "realip_toa_module_loaded 1", "realip_toa_syn_recv_sock_toa_total ",
@@ -487,44 +551,50 @@ func (s *scenario) run() {
 	} else {
 		pass("metrics", "toa_stats and agent metrics served")
 	}
+}
 
-	// --- TOA from a trusted and an untrusted source, with the connections
-	// open: getpeername, the agent's metrics, status and status -json.
+// trafficA sets up the lab and sends TOA from a trusted and an untrusted
+// source, with the connections open: getpeername, the agent's metrics,
+// status and status -json.
+func (s *scenario) trafficA() {
+	var err error
 	if s.lab, err = newLab(); err != nil {
 		fail("lab", "%v", err)
-	} else {
-		pass("lab", "edge netns %s (%v) <-> %s (%v), eBPF TOA sender on %s",
-			edgeDev, edgeAddrs, originDev, originAddrs, s.lab.sender.Cgroup())
-		// kinds are 200 and 254: the sender's 253 (IPv6 clients) is not read.
-		s.trafficRound(s.lab, "a", []trustCase{
-			{src: edgeA, client: netip.MustParseAddrPort("192.0.2.7:4000"), want: honoured},
-			{src: edgeV6, client: netip.MustParseAddrPort("192.0.2.8:4001"), want: honoured},
-			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6660"), want: untrusted},
-			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6661"), want: untrusted},
-			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6662"), want: untrusted},
-			{src: edgeV6, client: netip.MustParseAddrPort("[2001:db8::99]:4002"), want: otherKind},
-			{src: edgeB, client: netip.MustParseAddrPort("[2001:db8::66]:6663"), want: otherKind},
-		})
-	}
-	lintScrape()
-
-	// --- SIGHUP with another trust list: config changes, module not reloaded
-	before := moduleIdentity()
-	trustedB := []string{"203.0.113.0/24"}
-	kindsB := []uint8{200, 253, 254}
-	if err := writeConfig(cfgA, *modulePath, trustedB, "200, 253, 254", ""); err != nil {
-		fail("sighup", "%v", err)
 		return
 	}
+	pass("lab", "edge netns %s (%v) <-> %s (%v), eBPF TOA sender on %s",
+		edgeDev, edgeAddrs, originDev, originAddrs, s.lab.sender.Cgroup())
+	// kinds are 200 and 254: the sender's 253 (IPv6 clients) is not read.
+	s.trafficRound(s.lab, "a", []trustCase{
+		{src: edgeA, client: netip.MustParseAddrPort("192.0.2.7:4000"), want: honoured},
+		{src: edgeV6, client: netip.MustParseAddrPort("192.0.2.8:4001"), want: honoured},
+		{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6660"), want: untrusted},
+		{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6661"), want: untrusted},
+		{src: edgeB, client: netip.MustParseAddrPort("192.0.2.66:6662"), want: untrusted},
+		{src: edgeV6, client: netip.MustParseAddrPort("[2001:db8::99]:4002"), want: otherKind},
+		{src: edgeB, client: netip.MustParseAddrPort("[2001:db8::66]:6663"), want: otherKind},
+	})
+}
+
+// sighupNewTrust sends SIGHUP with another trust list: the configuration
+// changes, the module is not reloaded.
+func (s *scenario) sighupNewTrust() bool {
+	before := moduleIdentity()
+	if err := writeConfig(s.cfgA, *modulePath, s.trustedB, "200, 253, 254", ""); err != nil {
+		fail("sighup", "%v", err)
+		return false
+	}
 	s.child.Process.Signal(syscall.SIGHUP)
-	ok = waitFor(10*time.Second, func() bool {
+	var cfg toactl.Config
+	var err error
+	ok := waitFor(10*time.Second, func() bool {
 		cfg, err = moduleConfig()
-		return err == nil && sameConfig(cfg, trustedB, kindsB)
+		return err == nil && sameConfig(cfg, s.trustedB, s.kindsB)
 	})
 	after := moduleIdentity()
 	switch {
 	case !ok:
-		fail("sighup", "netlink config %+v (%v) within 10s, want trusted=%v; agent log:\n%s", cfg, err, trustedB, s.agentLog())
+		fail("sighup", "netlink config %+v (%v) within 10s, want trusted=%v; agent log:\n%s", cfg, err, s.trustedB, s.agentLog())
 	case after != before:
 		fail("sighup", "module reloaded: before %+v after %+v", before, after)
 	case !s.childAlive():
@@ -538,28 +608,35 @@ func (s *scenario) run() {
 	} else {
 		pass("sighup-params", "parameters/trusted=%s", got)
 	}
+	return true
+}
 
-	// --- the new trust list in force: the edge's addresses swap roles
-	if s.lab != nil {
-		// trusted is 203.0.113.0/24 now, and kind 253 is read.
-		s.trafficRound(s.lab, "b", []trustCase{
-			{src: edgeB, client: netip.MustParseAddrPort("192.0.2.77:7000"), want: honoured},
-			{src: edgeB, client: netip.MustParseAddrPort("[2001:db8::77]:7001"), want: honoured},
-			{src: edgeA, client: netip.MustParseAddrPort("192.0.2.78:7002"), want: untrusted},
-			{src: edgeV6, client: netip.MustParseAddrPort("[2001:db8::78]:7003"), want: untrusted},
-		})
+// trafficB checks the new trust list in force: the edge's addresses swap
+// roles.
+func (s *scenario) trafficB() {
+	if s.lab == nil {
+		return
 	}
+	// trusted is 203.0.113.0/24 now, and kind 253 is read.
+	s.trafficRound(s.lab, "b", []trustCase{
+		{src: edgeB, client: netip.MustParseAddrPort("192.0.2.77:7000"), want: honoured},
+		{src: edgeB, client: netip.MustParseAddrPort("[2001:db8::77]:7001"), want: honoured},
+		{src: edgeA, client: netip.MustParseAddrPort("192.0.2.78:7002"), want: untrusted},
+		{src: edgeV6, client: netip.MustParseAddrPort("[2001:db8::78]:7003"), want: untrusted},
+	})
+}
 
-	// --- SIGHUP with a bad file: nothing changes
+// sighupBadFile sends SIGHUP with a bad file: nothing changes.
+func (s *scenario) sighupBadFile() {
 	bad := fmt.Sprintf("module_path: %s\ntrusted: [192.0.2.0/24]\nkinds: [200]\nmetrics_listen: %q\ntrusted_edges: []\n", *modulePath, *listen)
-	os.WriteFile(cfgA, []byte(bad), 0o644)
+	os.WriteFile(s.cfgA, []byte(bad), 0o644)
 	s.child.Process.Signal(syscall.SIGHUP)
-	ok = waitFor(10*time.Second, func() bool { return strings.Contains(s.agentLog(), "configuration not applied") })
-	cfg, err = moduleConfig()
+	ok := waitFor(10*time.Second, func() bool { return strings.Contains(s.agentLog(), "configuration not applied") })
+	cfg, err := moduleConfig()
 	switch {
 	case !ok:
 		fail("sighup-bad", "no refusal in the agent log:\n%s", s.agentLog())
-	case err != nil || !sameConfig(cfg, trustedB, kindsB):
+	case err != nil || !sameConfig(cfg, s.trustedB, s.kindsB):
 		fail("sighup-bad", "module config changed: %+v %v", cfg, err)
 	case !strings.Contains(s.agentLog(), "trusted_edges: unknown field"):
 		fail("sighup-bad", "the error does not name the field:\n%s", s.agentLog())
@@ -568,7 +645,7 @@ func (s *scenario) run() {
 	default:
 		pass("sighup-bad", "bad file refused naming the field; module keeps trusted=%v", cfg.Trusted)
 	}
-	body, err = scrape()
+	body, err := scrape()
 	if err == nil {
 		err = missing(body, `realip_agent_config_reloads_total{result="success"} 1`,
 			`realip_agent_config_reloads_total{result="failure"} 1`,
@@ -576,9 +653,11 @@ func (s *scenario) run() {
 			"realip_agent_module_loads_total 1")
 	}
 	check("metrics-reload", err, "reload counters and trust gauge follow")
+}
 
-	// --- SIGTERM: agent exits, module stays
-	idTerm := moduleIdentity()
+// sigterm stops the agent, which exits and leaves the module loaded.
+func (s *scenario) sigterm() {
+	s.idTerm = moduleIdentity()
 	s.child.Process.Signal(syscall.SIGTERM)
 	select {
 	case werr := <-s.childCh:
@@ -586,7 +665,7 @@ func (s *scenario) run() {
 		switch {
 		case werr != nil:
 			fail("sigterm", "agent exit: %v; log:\n%s", werr, s.agentLog())
-		case !moduleLoaded() || moduleIdentity() != idTerm:
+		case !moduleLoaded() || moduleIdentity() != s.idTerm:
 			fail("sigterm", "module gone or reloaded after SIGTERM")
 		default:
 			pass("sigterm", "agent exited 0, module still loaded (%s)", readSys("initstate"))
@@ -594,19 +673,23 @@ func (s *scenario) run() {
 	case <-time.After(15 * time.Second):
 		fail("sigterm", "agent still running 15s after SIGTERM")
 	}
+}
 
-	// --- load adopts
+// loadAdopts runs `load`, which adopts the module the agent left loaded.
+func (s *scenario) loadAdopts() {
 	cfgB := filepath.Join(*workDir, "b.yaml")
-	writeConfig(cfgB, *modulePath, trustedB, "200, 253, 254", "")
-	code, out, errs = s.agentCmd("load", "-config", cfgB)
-	if code != 0 || !strings.Contains(out, "already loaded") || moduleIdentity() != idTerm {
+	writeConfig(cfgB, *modulePath, s.trustedB, "200, 253, 254", "")
+	code, out, errs := s.agentCmd("load", "-config", cfgB)
+	if code != 0 || !strings.Contains(out, "already loaded") || moduleIdentity() != s.idTerm {
 		fail("load-adopts", "exit %d: %s %s", code, out, errs)
 	} else {
 		pass("load-adopts", "%s", strings.TrimSpace(out))
 	}
+}
 
-	// --- unload
-	code, out, errs = s.agentCmd("unload")
+// unload runs `unload`, then `status`, which must say not loaded.
+func (s *scenario) unload() {
+	code, out, errs := s.agentCmd("unload")
 	if code != 0 || !waitFor(5*time.Second, func() bool { return !moduleLoaded() }) {
 		fail("unload", "exit %d: %s %s; /sys/module/toa still there: %v", code, out, errs, moduleLoaded())
 	} else {
@@ -617,36 +700,41 @@ func (s *scenario) run() {
 	} else {
 		pass("status-not-loaded", "exit %d", code)
 	}
+}
 
-	// --- a module built for another kernel is refused
+// refuseOtherKernel checks that a module built for another kernel is
+// refused.
+func (s *scenario) refuseOtherKernel() {
 	badKo := filepath.Join(*workDir, "toa-badmagic.ko")
 	fake, err := patchVermagic(*modulePath, badKo, s.release)
 	if err != nil {
 		fail("vermagic", "%v", err)
-	} else {
-		cfgC := filepath.Join(*workDir, "c.yaml")
-		writeConfig(cfgC, badKo, trustedA, "200", "")
-		loads := countLog(loadedLine)
-		code, out, errs = s.agentCmd("load", "-config", cfgC)
-		err := missing(errs, "refusing to load "+badKo, "built for kernel "+fake, "running kernel is "+s.release,
-			"dkms install toa/"+m.Info.Version+" -k "+s.release, "make -C kmod KDIR=/lib/modules/"+s.release+"/build")
-		switch {
-		case code != exitConfig:
-			fail("vermagic", "exit %d, want %d: %s %s", code, exitConfig, out, errs)
-		case err != nil:
-			fail("vermagic", "%v", err)
-		case moduleLoaded() || countLog(loadedLine) != loads:
-			fail("vermagic", "the module was loaded")
-		default:
-			pass("vermagic", "refused: %s", strings.TrimSpace(errs))
-		}
+		return
 	}
+	cfgC := filepath.Join(*workDir, "c.yaml")
+	writeConfig(cfgC, badKo, s.trustedA, "200", "")
+	loads := countLog(loadedLine)
+	code, out, errs := s.agentCmd("load", "-config", cfgC)
+	err = missing(errs, "refusing to load "+badKo, "built for kernel "+fake, "running kernel is "+s.release,
+		"dkms install toa/"+s.mod.Info.Version+" -k "+s.release, "make -C kmod KDIR=/lib/modules/"+s.release+"/build")
+	switch {
+	case code != exitConfig:
+		fail("vermagic", "exit %d, want %d: %s %s", code, exitConfig, out, errs)
+	case err != nil:
+		fail("vermagic", "%v", err)
+	case moduleLoaded() || countLog(loadedLine) != loads:
+		fail("vermagic", "the module was loaded")
+	default:
+		pass("vermagic", "refused: %s", strings.TrimSpace(errs))
+	}
+}
 
-	// --- load (not run) with a trust list, then unload
-	writeConfig(cfgA, *modulePath, trustedA, "200, 254", "")
-	code, out, errs = s.agentCmd("load", "-config", cfgA)
-	cfg, err = moduleConfig()
-	if code != 0 || err != nil || !sameConfig(cfg, trustedA, kindsA) {
+// loadThenUnload runs `load` (not run) with a trust list, then `unload`.
+func (s *scenario) loadThenUnload() {
+	writeConfig(s.cfgA, *modulePath, s.trustedA, "200, 254", "")
+	code, out, errs := s.agentCmd("load", "-config", s.cfgA)
+	cfg, err := moduleConfig()
+	if code != 0 || err != nil || !sameConfig(cfg, s.trustedA, s.kindsA) {
 		fail("load", "exit %d %s %s; netlink %+v %v", code, out, errs, cfg, err)
 	} else {
 		pass("load", "%s", strings.TrimSpace(out))
@@ -656,22 +744,25 @@ func (s *scenario) run() {
 	} else {
 		pass("unload-2", "unloaded")
 	}
+}
 
-	// --- an xz-compressed module
+// loadXZ loads and unloads an xz-compressed module, then counts the
+// unload lines of the whole scenario.
+func (s *scenario) loadXZ() {
 	xzKo := filepath.Join(*workDir, "toa.ko.xz")
 	if err := compressXZ(*modulePath, xzKo); err != nil {
 		fail("load-xz", "%v", err)
 		return
 	}
 	cfgD := filepath.Join(*workDir, "d.yaml")
-	writeConfig(cfgD, xzKo, trustedB, "200", "")
+	writeConfig(cfgD, xzKo, s.trustedB, "200", "")
 	how := "decompressed by the agent (init_module)"
 	if b, _ := os.ReadFile("/sys/module/compression"); strings.TrimSpace(string(b)) == "xz" {
 		how = "decompressed by the kernel (finit_module, MODULE_INIT_COMPRESSED_FILE)"
 	}
-	code, out, errs = s.agentCmd("load", "-config", cfgD)
-	cfg, err = moduleConfig()
-	if code != 0 || err != nil || !sameConfig(cfg, trustedB, []uint8{200}) {
+	code, out, errs := s.agentCmd("load", "-config", cfgD)
+	cfg, err := moduleConfig()
+	if code != 0 || err != nil || !sameConfig(cfg, s.trustedB, []uint8{200}) {
 		fail("load-xz", "%s: exit %d %s %s; netlink %+v %v", how, code, out, errs, cfg, err)
 	} else {
 		pass("load-xz", "%s: %s", how, strings.TrimSpace(out))
