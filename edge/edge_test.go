@@ -33,7 +33,7 @@ func TestTCPHeader(t *testing.T) {
 			{v4src, v4dst, "PROXY TCP4 192.0.2.10 192.0.2.1 51000 80\r\n"},
 			{v6src, v6dst, "PROXY TCP6 2001:db8:1::10 2001:db8:1::1 51000 443\r\n"},
 		} {
-			hdr, err := tcpHeader(rules.ModePPv1, tc.src, tc.dst)
+			hdr, err := tcpHeader(wire.PPv1, tc.src, tc.dst)
 			if err != nil || string(hdr) != tc.want {
 				t.Errorf("tcpHeader(ppv1, %v, %v) = %q, %v; want %q", tc.src, tc.dst, hdr, err, tc.want)
 			}
@@ -41,7 +41,7 @@ func TestTCPHeader(t *testing.T) {
 	})
 	t.Run("ppv2", func(t *testing.T) {
 		for _, tc := range []struct{ src, dst netip.AddrPort }{{v4src, v4dst}, {v6src, v6dst}} {
-			hdr, err := tcpHeader(rules.ModePPv2, tc.src, tc.dst)
+			hdr, err := tcpHeader(wire.PPv2, tc.src, tc.dst)
 			if err != nil {
 				t.Fatalf("tcpHeader(ppv2, %v, %v): %v", tc.src, tc.dst, err)
 			}
@@ -60,8 +60,8 @@ func TestTCPHeader(t *testing.T) {
 			}
 		}
 	})
-	for _, mode := range []rules.IPMode{rules.ModeOff, rules.ModeSPP, rules.ModeTOA} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, mode := range []wire.Proto{wire.None, wire.SPP, wire.TOA} {
+		t.Run(rules.ModeKeyword(mode), func(t *testing.T) {
 			hdr, err := tcpHeader(mode, v4src, v4dst)
 			if err != nil || hdr != nil {
 				t.Errorf("tcpHeader(%v) = %q, %v; want no header", mode, hdr, err)
@@ -70,13 +70,61 @@ func TestTCPHeader(t *testing.T) {
 	}
 }
 
+// TestPassingFor checks what each IP passing mode means to the relays:
+// the passing value, the health check's hello and a flow's datagram
+// header (TestTCPHeader checks the TCP headers).
+func TestPassingFor(t *testing.T) {
+	client, target := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.1:2000")
+	ppv2Dgram, err := wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Datagram: true, Source: client, Destination: target}, wire.MarshalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode  wire.Proto
+		every bool // Options.PPv2EveryDatagram
+		want  passing
+		hello string
+		dgram []byte
+	}{
+		{wire.None, false, passing{}, "", nil},
+		{wire.TOA, false, passing{toa: true}, "", nil},
+		{wire.PPv1, false, passing{tcpProxy: 1}, "PROXY UNKNOWN\r\n", nil},
+		{wire.PPv2, false, passing{tcpProxy: 2, dgram: wire.PPv2}, "\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00", ppv2Dgram},
+		{wire.PPv2, true, passing{tcpProxy: 2, dgram: wire.PPv2, dgramEvery: true}, "\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00", ppv2Dgram},
+		{wire.SPP, false, passing{dgram: wire.SPP, dgramEvery: true, sppReplies: true}, "", wire.AppendSPP(nil, wire.SPPHeader{Client: client, Proxy: target})},
+	} {
+		t.Run(rules.ModeKeyword(tc.mode), func(t *testing.T) {
+			p := passingFor(tc.mode, tc.every)
+			if p != tc.want {
+				t.Fatalf("passingFor(%v, %v) = %+v, want %+v", tc.mode, tc.every, p, tc.want)
+			}
+			hello, err := p.checkHello()
+			if err != nil || string(hello) != tc.hello {
+				t.Errorf("checkHello() = %q, %v; want %q", hello, err, tc.hello)
+			}
+			var buf [headroom]byte
+			hdr, err := p.flowHeader(buf[:0], client, target)
+			if err != nil || !bytes.Equal(hdr, tc.dgram) {
+				t.Errorf("flowHeader() = %x, %v; want %x", hdr, err, tc.dgram)
+			}
+		})
+	}
+}
+
+// tcpHeader is the header a rule in mode writes before a connection's
+// first payload byte.
+func tcpHeader(mode wire.Proto, src, dst netip.AddrPort) ([]byte, error) {
+	pass := passingFor(mode, false)
+	return pass.tcpHeader(src, dst)
+}
+
 // testRuleState is a ruleState with fresh metrics, enough for the UDP reply
 // path.
-func testRuleState(t *testing.T, mode rules.IPMode) (*ruleState, *metrics) {
+func testRuleState(t *testing.T, mode wire.Proto) (*ruleState, *metrics) {
 	t.Helper()
 	m := newMetrics(prometheus.NewRegistry())
 	r := &rules.Rule{Proto: rules.UDP, IPMode: mode, Ports: []rules.PortRange{{Lo: 2000, Hi: 2000}}}
-	return &ruleState{rule: r, metrics: m.forRule("udp:2000", "udp")}, m
+	return &ruleState{rule: r, pass: passingFor(mode, false), metrics: m.forRule("udp:2000", "udp")}, m
 }
 
 func errorCount(m *metrics, reason string) float64 {
@@ -110,7 +158,7 @@ func TestReplyPayload(t *testing.T) {
 	bare := []byte(strings.Repeat("x", wire.SPPHeaderLen) + "tail of a bare reply")
 
 	t.Run("spp", func(t *testing.T) {
-		rs, m := testRuleState(t, rules.ModeSPP)
+		rs, m := testRuleState(t, wire.SPP)
 		f := &udpFlow{b: &binding{rs: rs}}
 
 		got, ok := f.replyPayload(withHeader)
@@ -141,8 +189,8 @@ func TestReplyPayload(t *testing.T) {
 			t.Errorf("reply_short = %v, want 1", n)
 		}
 	})
-	for _, mode := range []rules.IPMode{rules.ModePPv2, rules.ModeOff} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, mode := range []wire.Proto{wire.PPv2, wire.None} {
+		t.Run(rules.ModeKeyword(mode), func(t *testing.T) {
 			rs, m := testRuleState(t, mode)
 			f := &udpFlow{b: &binding{rs: rs}}
 			for _, d := range [][]byte{withHeader, bare, []byte("short"), {}} {

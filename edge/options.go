@@ -60,7 +60,7 @@ type Options struct {
 	PPv2EveryDatagram bool
 	// GoroutineRelay relays every TCP connection with the goroutine relay
 	// (relay.go) and every UDP port with a goroutine per port and per flow
-	// (udp.go) instead of the epoll loops (Linux; tcploop_linux.go,
+	// (udprelay.go) instead of the epoll loops (Linux; tcploop_linux.go,
 	// udploop_linux.go): for comparison, and as a way out should the loops
 	// misbehave.
 	GoroutineRelay bool

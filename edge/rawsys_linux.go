@@ -16,7 +16,8 @@ import (
 // about them. Told, the scheduler's monitor thread keeps polling every
 // 20µs for processors stuck in system calls and hands a loop's processor
 // to another thread when a call (a close, a connect) takes a little long;
-// that cost about a tenth of the loops' CPU.
+// that cost about a tenth of the loops' CPU. (The loops' epoll calls are
+// raw too, in package edge/internal/evloop.)
 
 func rawErr(e unix.Errno) error {
 	if e == 0 {
@@ -54,11 +55,6 @@ func rawShutdown(fd, how int) {
 func rawSetsockoptInt(fd, level, opt, value int) error {
 	v := int32(value)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
-	return rawErr(e)
-}
-
-func rawEpollCtl(ep, op, fd int, ev *unix.EpollEvent) error {
-	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
 	return rawErr(e)
 }
 
@@ -156,12 +152,6 @@ func rawResetClose(fd int) {
 	l := unix.Linger{Onoff: 1, Linger: 0}
 	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
 	rawClose(fd)
-}
-
-// rawEpollPoll collects the ready events without waiting.
-func rawEpollPoll(ep int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	return int(n), rawErr(e)
 }
 
 // htons writes a port in network byte order.

@@ -17,7 +17,6 @@ import (
 	"github.com/realip/realip/edge/origin"
 	"github.com/realip/realip/edge/rules"
 	"github.com/realip/realip/edge/toasend"
-	"github.com/realip/realip/wire"
 )
 
 // ErrTOAUnavailable wraps the reason a rules file with a toa rule cannot
@@ -56,7 +55,7 @@ type Server struct {
 	toa            *toasend.Sender // opened with the first toa rule; set once, under mu
 	rules          map[string]*ruleState
 	tcp            map[uint16]*tcpPort
-	udp            map[uint16]*udpPort
+	udp            map[uint16]udpPort
 }
 
 // ruleState is one rule with what it needs at run time. Rules that did not
@@ -64,6 +63,7 @@ type Server struct {
 type ruleState struct {
 	rule    *rules.Rule
 	key     string
+	pass    passing // what the rule's IP mode means for the relays
 	pool    *origin.Pool
 	metrics *ruleMetrics
 }
@@ -97,7 +97,7 @@ func New(opts Options) (*Server, error) {
 		logs:      logs.st,
 		rules:     map[string]*ruleState{},
 		tcp:       map[uint16]*tcpPort{},
-		udp:       map[uint16]*udpPort{},
+		udp:       map[uint16]udpPort{},
 	}
 	s.maxConns.Store(int64(opts.MaxTCPConns))
 	if !opts.GoroutineRelay {
@@ -123,7 +123,7 @@ func LoadRules(rulesPath, groupsPath string) (*rules.Set, error) {
 // firstTOARule returns the first rule with IPMODE toa, if any.
 func firstTOARule(set *rules.Set) *rules.Rule {
 	for i := range set.Rules {
-		if set.Rules[i].IPMode == rules.ModeTOA {
+		if passingFor(set.Rules[i].IPMode, false).toa {
 			return &set.Rules[i]
 		}
 	}
@@ -255,10 +255,11 @@ func (s *Server) ruleStates(set *rules.Set) (all map[string]*ruleState, fresh []
 }
 
 func (s *Server) newRuleState(r *rules.Rule, hosts []rules.Origin, key string) (*ruleState, error) {
+	pass := passingFor(r.IPMode, s.opts.PPv2EveryDatagram)
 	var check origin.Check
 	if r.Proto == rules.TCP {
 		check.TCPPort = r.OriginPort.Lo
-		hello, err := checkHello(r.IPMode)
+		hello, err := pass.checkHello()
 		if err != nil {
 			return nil, err
 		}
@@ -270,20 +271,7 @@ func (s *Server) newRuleState(r *rules.Rule, hosts []rules.Origin, key string) (
 	}
 	pool.Start(s.ctx)
 	label := strings.Fields(r.String())[0]
-	return &ruleState{rule: r, key: key, pool: pool, metrics: s.metrics.forRule(label, r.Proto.String())}, nil
-}
-
-// checkHello is what a health check of an origin of a rule in mode m
-// writes: the origin of a PROXY rule expects a header on every connection,
-// and HAProxy's check-send-proxy sends LOCAL / UNKNOWN for the same reason.
-func checkHello(m rules.IPMode) ([]byte, error) {
-	switch m {
-	case rules.ModePPv1:
-		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 1, Local: true}, wire.MarshalOptions{})
-	case rules.ModePPv2:
-		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Local: true}, wire.MarshalOptions{})
-	}
-	return nil, nil
+	return &ruleState{rule: r, key: key, pass: pass, pool: pool, metrics: s.metrics.forRule(label, r.Proto.String())}, nil
 }
 
 // close stops the rule's pool and removes its metric series, unless a rule

@@ -56,8 +56,8 @@ func freePort(t *testing.T, network string) uint16 {
 //
 // Under -race it fails with the current server.go: ruleStates writes
 // old.rule = r (server.go:153) for kept rules without synchronisation,
-// while the forwarding goroutines read rs.rule.IPMode (udp.go forward and
-// replyPayload, tcp.go handleTCP). See the report.
+// while the forwarding goroutines read what the rule's mode means (now
+// rs.pass: udp.go replyPayload, tcp.go handleTCP).
 func TestReloadUnderTraffic(t *testing.T) {
 	// Origins: a UDP echo that remembers who sent, and a TCP echo.
 	origin, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

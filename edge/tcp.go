@@ -38,9 +38,9 @@ func (s *Server) listenAddr(port uint16) string {
 
 // openPorts opens the listeners of the ports in want that are not open yet.
 // On failure it closes what it opened.
-func (s *Server) openPorts(want map[rules.Proto]map[uint16]binding) (map[uint16]*tcpPort, map[uint16]*udpPort, error) {
-	newTCP, newUDP := map[uint16]*tcpPort{}, map[uint16]*udpPort{}
-	fail := func(err error) (map[uint16]*tcpPort, map[uint16]*udpPort, error) {
+func (s *Server) openPorts(want map[rules.Proto]map[uint16]binding) (map[uint16]*tcpPort, map[uint16]udpPort, error) {
+	newTCP, newUDP := map[uint16]*tcpPort{}, map[uint16]udpPort{}
+	fail := func(err error) (map[uint16]*tcpPort, map[uint16]udpPort, error) {
 		for _, p := range newTCP {
 			p.close()
 		}
@@ -194,8 +194,8 @@ func (s *Server) handleTCP(client *net.TCPConn, b *binding) {
 		s.endTCP(m, src.Addr())
 		return
 	}
-	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
-		hdr, err := tcpHeader(mode, src, unmapped(client.LocalAddr()))
+	if pass := &b.rs.pass; pass.tcpProxy != 0 {
+		hdr, err := pass.tcpHeader(src, unmapped(client.LocalAddr()))
 		if err != nil || !writeAll(upstream, hdr) {
 			m.fail("header_write")
 			client.Close()
@@ -250,7 +250,7 @@ func (s *Server) dialOrigin(b *binding, client netip.AddrPort) (*net.TCPConn, er
 		return nil, errors.New("no origin address resolved")
 	}
 	d := net.Dialer{Timeout: s.opts.DialTimeout, KeepAlive: -1, Control: sockopt.ReuseAddr}
-	toa := b.rs.rule.IPMode == rules.ModeTOA
+	toa := b.rs.pass.toa
 	if toa {
 		d.Control = chainControl(sockopt.ReuseAddr, s.toa.Control(client))
 	}
@@ -300,18 +300,6 @@ func chainControl(fns ...func(string, string, syscall.RawConn) error) func(strin
 			}
 		}
 		return nil
-	}
-}
-
-// tcpHeader is the header written to the origin before any payload.
-func tcpHeader(mode rules.IPMode, src, dst netip.AddrPort) ([]byte, error) {
-	switch mode {
-	case rules.ModePPv1:
-		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 1, Source: src, Destination: dst}, wire.MarshalOptions{})
-	case rules.ModePPv2:
-		return wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Source: src, Destination: dst}, wire.MarshalOptions{})
-	default:
-		return nil, nil
 	}
 }
 

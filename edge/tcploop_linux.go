@@ -8,14 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/realip/realip/edge/rules"
 )
 
 // On Linux the TCP relay of short connections runs in epoll loops, one per
@@ -37,13 +33,14 @@ import (
 // because their connect goes through the TOA sender's checks.
 //
 // Each loop owns its connections; other goroutines reach it only with
-// commands (call), woken through an eventfd. Idle connections and connects
-// that take longer than DialTimeout are found by a sweep a few times per
-// period, from the loop's own clock: a connection is idle when neither
-// side has sent anything for IdleTimeout (the goroutine relay asks the
-// kernel, which also counts bytes still leaving a full send buffer; the
-// loops hand such a connection to the goroutines anyway). A connect may
-// take up to a sweep period (a quarter of DialTimeout) longer to fail.
+// commands (evloop.Loop.Call), woken through an eventfd. Idle connections
+// and connects that take longer than DialTimeout are found by a sweep a
+// few times per period, from the loop's own clock: a connection is idle
+// when neither side has sent anything for IdleTimeout (the goroutine relay
+// asks the kernel, which also counts bytes still leaving a full send
+// buffer; the loops hand such a connection to the goroutines anyway). A
+// connect may take up to a sweep period (a quarter of DialTimeout) longer
+// to fail.
 //
 // Every loop registers every listening socket with EPOLLEXCLUSIVE, but the
 // loops wait through Go's poller, not in epoll_wait, so the kernel wakes
@@ -55,52 +52,6 @@ import (
 
 // Log lines from a loop (an origin that refuses, accept failing) are
 // written in the loop: a slow log sink slows the loop's connections.
-
-// evLoops are the server's epoll loops.
-type evLoops struct {
-	s    *Server
-	once sync.Once
-	wg   sync.WaitGroup
-
-	mu    sync.Mutex // serialises the methods; guards loops
-	loops []*evLoop  // nil once stopped
-}
-
-func newEvLoops(s *Server) *evLoops { return &evLoops{s: s} }
-
-// start opens the loops, once; an error leaves the server on the goroutine
-// relay.
-func (t *evLoops) start() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var err error
-	t.once.Do(func() {
-		for range runtime.GOMAXPROCS(0) {
-			l, lerr := newEvLoop(t.s)
-			if lerr != nil {
-				err = lerr
-				break
-			}
-			l.idx = len(t.loops)
-			t.loops = append(t.loops, l)
-		}
-		if err != nil {
-			for _, l := range t.loops {
-				l.closeFDs()
-			}
-			t.loops = nil
-			return
-		}
-		for _, l := range t.loops {
-			t.wg.Add(1)
-			go func() { defer t.wg.Done(); l.run() }()
-		}
-	})
-	if err == nil && t.loops == nil {
-		err = errors.New("edge: epoll loops unavailable")
-	}
-	return err
-}
 
 // addPort makes every loop accept from p.
 func (t *evLoops) addPort(p *tcpPort) error {
@@ -115,7 +66,7 @@ func (t *evLoops) addPort(p *tcpPort) error {
 	}
 	for _, l := range t.loops {
 		var aerr error
-		l.call(func() { aerr = l.addPort(p, rc) })
+		l.Call(func() { aerr = l.addPort(p, rc) })
 		if aerr != nil {
 			t.removePortLocked(p)
 			return aerr
@@ -134,60 +85,8 @@ func (t *evLoops) removePort(p *tcpPort) {
 
 func (t *evLoops) removePortLocked(p *tcpPort) {
 	for _, l := range t.loops {
-		l.call(func() { l.removePort(p) })
+		l.Call(func() { l.removePort(p) })
 	}
-}
-
-// cutAll closes every connection of the loops (the end of a drain).
-func (t *evLoops) cutAll() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, l := range t.loops {
-		l.call(l.cutAll)
-	}
-}
-
-// stop ends the loops, cutting what connections they still hold; later
-// calls of any method find no loop.
-func (t *evLoops) stop() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, l := range t.loops {
-		l.call(func() { l.cutAll(); l.closeFlows(); l.stopping = true })
-	}
-	t.wg.Wait()
-	for _, l := range t.loops {
-		l.closeFDs()
-	}
-	t.loops = nil
-}
-
-// Tokens name what an epoll event is about: 0 is the loop's eventfd, odd
-// tokens are the upstream sockets of connections, even ones the rest.
-const wakeToken = 0
-
-// evLoop is one epoll loop.
-type evLoop struct {
-	s        *Server
-	ep, wake int
-	epf      *os.File        // owns ep; its poller wakes the loop
-	rc       syscall.RawConn // epf's
-	buf      []byte
-	next     uint64 // last token handed out
-	ports    map[uint64]*loopPort
-	conns    map[uint64]*loopConn // by the token of either socket
-	head     *loopConn            // every connection, for sweeps and cutAll
-	udps     map[uint64]*loopUDP  // UDP forwarding ports (udploop_linux.go)
-	flows    map[uint64]*udpFlow  // UDP flows, by their upstream socket's token
-	udp      *udpScratch
-	now      time.Time // after the last epoll_wait
-	swept    time.Time
-	period   time.Duration
-	stopping bool
-	idx      int // in evLoops.loops, and so in a UDP port's fds
-
-	mu   sync.Mutex
-	cmds []func()
 }
 
 // loopPort is a listening port as one loop sees it.
@@ -217,142 +116,10 @@ type loopConn struct {
 	prev, next *loopConn
 }
 
-func newEvLoop(s *Server) (*evLoop, error) {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("edge: epoll_create1: %w", err)
-	}
-	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(ep)
-		return nil, fmt.Errorf("edge: eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, wakeToken)
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(ep)
-		unix.Close(wake)
-		return nil, fmt.Errorf("edge: epoll_ctl: %w", err)
-	}
-	if err := unix.SetNonblock(ep, true); err != nil {
-		unix.Close(ep)
-		unix.Close(wake)
-		return nil, fmt.Errorf("edge: epoll: %w", err)
-	}
-	epf := os.NewFile(uintptr(ep), "epoll")
-	rc, err := epf.SyscallConn()
-	if err != nil {
-		epf.Close()
-		unix.Close(wake)
-		return nil, fmt.Errorf("edge: epoll: %w", err)
-	}
-	period := max(min(s.opts.IdleTimeout/idleTicks, s.opts.UDPIdle/idleTicks, s.opts.DialTimeout/4, time.Second), 10*time.Millisecond)
-	return &evLoop{
-		s: s, ep: ep, wake: wake, epf: epf, rc: rc,
-		buf:    make([]byte, smallBuf),
-		ports:  map[uint64]*loopPort{},
-		conns:  map[uint64]*loopConn{},
-		udps:   map[uint64]*loopUDP{},
-		flows:  map[uint64]*udpFlow{},
-		udp:    newUDPScratch(),
-		now:    time.Now(),
-		swept:  time.Now(),
-		period: period,
-	}, nil
-}
-
-func (l *evLoop) closeFDs() {
-	l.epf.Close()
-	unix.Close(l.wake)
-}
-
-func setToken(ev *unix.EpollEvent, tok uint64) {
-	ev.Fd = int32(uint32(tok))
-	ev.Pad = int32(uint32(tok >> 32))
-}
-
-func token(ev *unix.EpollEvent) uint64 {
-	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-}
-
-// newTokens returns a fresh even token and the odd one after it.
-func (l *evLoop) newTokens() (uint64, uint64) {
-	l.next += 2
-	return l.next, l.next + 1
-}
-
-// call runs fn in the loop and waits for it.
-func (l *evLoop) call(fn func()) {
-	done := make(chan struct{})
-	l.post(func() { fn(); close(done) })
-	<-done
-}
-
-// post has the loop run fn soon.
-func (l *evLoop) post(fn func()) {
-	l.mu.Lock()
-	l.cmds = append(l.cmds, fn)
-	l.mu.Unlock()
-	var one = [8]byte{1}
-	unix.Write(l.wake, one[:]) // EAGAIN only when the counter is full: a wake-up is pending
-}
-
-func (l *evLoop) runCommands() {
-	var b [8]byte
-	unix.Read(l.wake, b[:])
-	l.mu.Lock()
-	cmds := l.cmds
-	l.cmds = nil
-	l.mu.Unlock()
-	for _, fn := range cmds {
-		fn()
-	}
-}
-
-// dispatch handles one event. It reports whether the loop may park
-// without polling again as far as this event goes (see turn): true unless
-// a level-triggered socket may still have something (a port that accepted
-// its maximum in a row, a full recvmmsg). A connection's sockets are
-// edge-triggered: polling again would not report them until something new
-// arrives, so they always say true.
-func (l *evLoop) dispatch(tok uint64, ev uint32) bool {
-	if tok == wakeToken {
-		l.runCommands()
-		return true
-	}
-	c := l.conns[tok]
-	if c == nil {
-		return l.dispatchOther(tok)
-	}
-	switch {
-	case tok == c.utok && c.connecting:
-		l.connected(c, ev)
-	case tok == c.utok:
-		l.pump(c, false, ev)
-	default:
-		l.pump(c, true, ev)
-	}
-	return true
-}
-
-// dispatchOther handles an event of a listening socket or of UDP.
-func (l *evLoop) dispatchOther(tok uint64) bool {
-	if f := l.flows[tok]; f != nil {
-		return l.originDatagrams(f)
-	}
-	if u := l.udps[tok]; u != nil {
-		return l.clientDatagrams(u)
-	}
-	if lp := l.ports[tok]; lp != nil {
-		return l.acceptFrom(lp)
-	}
-	return true // an event of a socket closed earlier in this batch
-}
-
 // addPort registers p's listening socket; the rc.Control keeps the socket
 // from being closed meanwhile.
 func (l *evLoop) addPort(p *tcpPort, rc syscall.RawConn) error {
-	tok, _ := l.newTokens()
+	tok, _ := l.NewTokens()
 	lp := &loopPort{p: p, rc: rc, tok: tok}
 	// An accepted socket inherits TCP_NODELAY from its listener (Linux
 	// copies the listener's socket): one setsockopt per port, not per
@@ -370,10 +137,8 @@ func (l *evLoop) addPort(p *tcpPort, rc syscall.RawConn) error {
 // arm registers lp's socket, shared with the other loops (see the comment
 // at the top about EPOLLEXCLUSIVE).
 func (l *evLoop) arm(lp *loopPort) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE}
-	setToken(&ev, lp.tok)
 	var err error
-	if cerr := lp.rc.Control(func(fd uintptr) { err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+	if cerr := lp.rc.Control(func(fd uintptr) { err = l.Add(int(fd), unix.EPOLLIN|unix.EPOLLEXCLUSIVE, lp.tok) }); cerr != nil {
 		return cerr
 	}
 	if err != nil {
@@ -385,7 +150,7 @@ func (l *evLoop) arm(lp *loopPort) error {
 // disarm unregisters lp's socket; a closed socket has left the epoll set
 // by itself.
 func (l *evLoop) disarm(lp *loopPort) {
-	_ = lp.rc.Control(func(fd uintptr) { unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	_ = lp.rc.Control(func(fd uintptr) { l.Del(int(fd)) })
 }
 
 func (l *evLoop) removePort(p *tcpPort) {
@@ -423,9 +188,9 @@ func (l *evLoop) acceptFrom(lp *loopPort) bool {
 		default:
 			// Out of descriptors or memory: stop taking from this port
 			// for a sweep period instead of spinning on it.
-			l.s.opts.Logger.Warn("edge: accept", "port", lp.p.port, "err", aerr, "retry_in", l.period)
+			l.s.opts.Logger.Warn("edge: accept", "port", lp.p.port, "err", aerr, "retry_in", l.Period())
 			l.disarm(lp)
-			lp.pausedUntil = l.now.Add(l.period)
+			lp.pausedUntil = l.Now().Add(l.Period())
 			return true
 		}
 	}
@@ -437,7 +202,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	s := l.s
 	b := p.bind.Load()
 	s.active.Add(1)
-	if b.rs.rule.IPMode == rules.ModeTOA {
+	if b.rs.pass.toa {
 		l.toGoroutine(cfd, b)
 		return
 	}
@@ -450,14 +215,14 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	}
 	m.connections.Inc()
 	m.active.Inc()
-	c := &loopConn{cfd: cfd, ufd: -1, b: b, m: m, src: peer, active: l.now}
+	c := &loopConn{cfd: cfd, ufd: -1, b: b, m: m, src: peer, active: l.Now()}
 	if !noDelay {
 		rawSetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
-	if mode := b.rs.rule.IPMode; mode == rules.ModePPv1 || mode == rules.ModePPv2 {
+	if pass := &b.rs.pass; pass.tcpProxy != 0 {
 		local, err := rawGetsockname(cfd)
 		if err == nil {
-			c.hdr, err = tcpHeader(mode, c.src, local)
+			c.hdr, err = pass.tcpHeader(c.src, local)
 		}
 		if err != nil {
 			m.fail("header_write")
@@ -475,7 +240,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 		return
 	}
 	c.cands = cands[:min(len(cands), 3)]
-	c.ctok, _ = l.newTokens()
+	c.ctok, _ = l.NewTokens()
 	l.link(c)
 	l.dial(c)
 }
@@ -502,10 +267,8 @@ func (l *evLoop) dial(c *loopConn) {
 			l.dialFailed(c, addr, err)
 			continue
 		}
-		_, utok := l.newTokens()
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
-		setToken(&ev, utok)
-		if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		_, utok := l.NewTokens()
+		if err := l.Add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLPRI|unix.EPOLLET, utok); err != nil {
 			unix.Close(fd)
 			l.dialFailed(c, addr, fmt.Errorf("epoll_ctl: %w", err))
 			continue
@@ -513,7 +276,7 @@ func (l *evLoop) dial(c *loopConn) {
 		c.ufd, c.utok = fd, utok
 		l.conns[utok] = c
 		c.connecting = true
-		c.deadline = l.now.Add(l.s.opts.DialTimeout)
+		c.deadline = l.Now().Add(l.s.opts.DialTimeout)
 		return
 	}
 	l.s.opts.Logger.Warn("edge: no origin", "rule", c.m.label, "client", c.src, "err", errors.Join(c.errs...))
@@ -580,9 +343,7 @@ func (l *evLoop) connected(c *loopConn, ev uint32) {
 	if !l.pump(c, true, unix.EPOLLIN) {
 		return
 	}
-	ev2 := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
-	setToken(&ev2, c.ctok)
-	if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, c.cfd, &ev2); err != nil {
+	if err := l.Add(c.cfd, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLPRI|unix.EPOLLET, c.ctok); err != nil {
 		l.s.opts.Logger.Warn("edge: epoll_ctl", "err", err)
 		l.finish(c, true)
 		return
@@ -617,7 +378,7 @@ func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
 		case n == 0:
 			return l.sawEOF(c, fromClient)
 		}
-		c.active = l.now
+		c.active = l.Now()
 		w, werr := rawWrite(dst, l.buf[:n])
 		w = max(w, 0)
 		count.Add(float64(w))
@@ -680,8 +441,8 @@ func (l *evLoop) finish(c *loopConn, reset bool) {
 // read but not yet written toward the origin if toOrigin) written first.
 func (l *evLoop) toRelay(c *loopConn, toOrigin bool, pending []byte) {
 	l.unlink(c)
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.cfd, nil) // ENOENT if not registered yet
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.ufd, nil)
+	l.Del(c.cfd) // ENOENT if not registered yet
+	l.Del(c.ufd)
 	pending = append([]byte(nil), pending...)
 	client, cerr := fdTCPConn(c.cfd)
 	upstream, uerr := fdTCPConn(c.ufd)
@@ -731,27 +492,29 @@ func (l *evLoop) unlink(c *loopConn) {
 	c.prev, c.next = nil, nil
 }
 
-// sweep fails connects past DialTimeout, resets connections idle both
-// ways for IdleTimeout and resumes paused ports.
-func (l *evLoop) sweep() {
-	l.swept = l.now
-	idle := l.s.opts.IdleTimeout
+// sweepConns fails connects past DialTimeout and resets connections idle
+// both ways for IdleTimeout.
+func (l *evLoop) sweepConns() {
+	now, idle := l.Now(), l.s.opts.IdleTimeout
 	for c := l.head; c != nil; {
 		next := c.next
 		switch {
-		case c.connecting && !l.now.Before(c.deadline):
+		case c.connecting && !now.Before(c.deadline):
 			addr := c.cands[c.tried-1]
 			l.dropUpstream(c)
 			l.dialFailed(c, addr, errors.New("i/o timeout"))
 			l.dial(c)
-		case !c.connecting && l.now.Sub(c.active) >= idle:
+		case !c.connecting && now.Sub(c.active) >= idle:
 			l.finish(c, true)
 		}
 		c = next
 	}
-	l.sweepFlows()
+}
+
+// resumePorts arms again the ports paused for a sweep period.
+func (l *evLoop) resumePorts() {
 	for _, lp := range l.ports {
-		if !lp.pausedUntil.IsZero() && !l.now.Before(lp.pausedUntil) {
+		if !lp.pausedUntil.IsZero() && !l.Now().Before(lp.pausedUntil) {
 			if l.arm(lp) == nil {
 				lp.pausedUntil = time.Time{}
 			}
@@ -806,71 +569,4 @@ func fdTCPConn(fd int) (*net.TCPConn, error) {
 	// (idleness is the edge's business).
 	tc.SetKeepAlive(false)
 	return tc, nil
-}
-
-// run waits for the epoll set through Go's poller (the epoll descriptor is
-// itself pollable), so that a loop parks like any goroutine instead of
-// holding a thread in epoll_wait, which the scheduler would take its
-// processor from and hand back at a cost on every wake-up. The deadline
-// of the wait is the next sweep.
-func (l *evLoop) run() {
-	events := make([]unix.EpollEvent, 128)
-	rc := l.rc
-	l.epf.SetReadDeadline(l.now.Add(l.period))
-	for !l.stopping {
-		err := rc.Read(func(fd uintptr) bool { return l.turn(int(fd), events) })
-		l.now = time.Now()
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			l.s.opts.Logger.Error("edge: epoll wait", "err", err)
-			time.Sleep(10 * time.Millisecond)
-		}
-		l.sweepIfDue()
-	}
-}
-
-// turn handles what is ready until the loop may park (false) or stops
-// (true). It runs inside the epoll descriptor's RawRead, so that a
-// wake-up Go's poller records while the loop is busy is kept for the
-// park; leaving RawRead would forget it.
-//
-// After a batch the loop normally polls once more before it parks, as
-// level-triggered sockets read only in part are reported again only then.
-// It parks at once when the batch was not full and every event in it left
-// its socket empty: anything that arrives later wakes the epoll set's
-// waiters, Go's poller among them, so nothing is missed, and a
-// request/response exchange costs one epoll_pwait less per wake-up.
-func (l *evLoop) turn(ep int, events []unix.EpollEvent) bool {
-	for !l.stopping {
-		n, err := rawEpollPoll(ep, events)
-		l.now = time.Now()
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			l.s.opts.Logger.Error("edge: epoll_pwait", "err", os.NewSyscallError("epoll_pwait", err))
-			time.Sleep(10 * time.Millisecond)
-			return false
-		case n == 0:
-			return false
-		}
-		settled := n < len(events)
-		for i := range n {
-			if !l.dispatch(token(&events[i]), events[i].Events) {
-				settled = false
-			}
-		}
-		l.sweepIfDue()
-		if settled {
-			return l.stopping
-		}
-	}
-	return true
-}
-
-// sweepIfDue sweeps once a period, busy or not.
-func (l *evLoop) sweepIfDue() {
-	if l.now.Sub(l.swept) >= l.period {
-		l.sweep()
-		l.epf.SetReadDeadline(l.now.Add(l.period))
-	}
 }

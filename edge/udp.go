@@ -3,19 +3,14 @@
 package edge
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/realip/realip/edge/rules"
-	"github.com/realip/realip/internal/sockopt"
 	"github.com/realip/realip/wire"
 )
 
@@ -27,37 +22,53 @@ const (
 	maxDatagram = 65535
 )
 
-// udpPort is one UDP forwarding port with its flows. It is served either
-// by a goroutine reading conn (serveUDP) or, on Linux, by the epoll loops,
-// each reading its own socket of fds (udploop_linux.go).
-type udpPort struct {
+// A UDP forwarding port is served by one of two engines: the epoll loops,
+// each reading its own socket of the port (udploop_linux.go: udpLoopPort,
+// udpLoopFlow), or a goroutine reading the port's socket and one per flow
+// reading the origin's replies (udprelay.go: udpGoPort, udpGoFlow). A
+// server serves every port with the loops when they run. What the engines
+// share is here: the port's address and binding (udpBase), a flow's
+// client, header and bookkeeping (udpFlow), the flows by client
+// (flowTable), and how a flow is opened, framed and counted.
+
+// udpPort is a UDP forwarding port as the server sees it.
+type udpPort interface {
+	base() *udpBase
+	// serve starts serving the port once its binding is stored; on error
+	// the port is closed.
+	serve() error
+	// closeFlows closes the port's flows (its rule changed).
+	closeFlows()
+	// close stops reading the port and closes its flows.
+	close()
+	// closeUnserved closes a port opened but never served.
+	closeUnserved()
+}
+
+// udpBase is what the engines' ports share.
+type udpBase struct {
 	srv     *Server
 	port    uint16
-	conn    *net.UDPConn   // goroutine mode
-	fds     []int          // loop mode: one SO_REUSEPORT socket per loop, by loop index
 	local   netip.AddrPort // the address the port is bound to
 	pktinfo bool           // listening on every address: learn each flow's target
 	bind    atomic.Pointer[binding]
-
-	mu    sync.Mutex
-	flows map[netip.AddrPort]*udpFlow
 }
 
-// udpFlow is one client's flow: its own socket to the origin.
+func (p *udpBase) base() *udpBase { return p }
+
+// udpFlow is what the engines' flows share: one client's flow, with its
+// own socket to the origin.
 type udpFlow struct {
-	p          *udpPort
+	srv        *Server
+	owner      flowOwner // the engine's flow around this one
 	b          *binding
 	client     netip.AddrPort
 	target     netip.AddrPort // where the client sent to
 	oob        []byte         // source-address control message for replies
-	up         *net.UDPConn   // goroutine mode: connected to the origin
-	loop       *evLoop        // loop mode: the loop that owns the flow
-	ufd        int            // loop mode: the socket connected to the origin
-	utok       uint64         // loop mode: ufd's token in the loop
-	cfd        int            // loop mode: the port's socket replies leave from
-	tuple      udpTuple       // up's addresses, claimed in srv.tuples
+	tuple      udpTuple       // the upstream socket's addresses, claimed in srv.tuples
 	origin     netip.Addr
-	ppv2       []byte       // the PROXY v2 header of the flow, for ModePPv2
+	hdr        []byte // in front of datagrams to the origin (passing.flowHeader), in hdrBuf
+	hdrBuf     [headroom]byte
 	last       atomic.Int64 // unix nanoseconds of the last datagram either way
 	headerSent atomic.Bool
 	ready      atomic.Bool // serving: newFlow is done with it, so it may be evicted
@@ -65,40 +76,36 @@ type udpFlow struct {
 	closeOnce  sync.Once
 }
 
+func (f *udpFlow) base() *udpFlow { return f }
+
+// flowOwner is an engine's flow as flowLimits' evictions reach it.
+type flowOwner interface {
+	// evict closes a flow given up for another. by is the loop asking
+	// (nil in goroutine mode).
+	evict(by *evLoop)
+}
+
 // openUDP opens a forwarding port: in the epoll loops when they run,
-// otherwise for serveUDP.
-func (s *Server) openUDP(port uint16) (*udpPort, error) {
-	p := &udpPort{srv: s, port: port, flows: map[netip.AddrPort]*udpFlow{}}
+// otherwise for the goroutines.
+func (s *Server) openUDP(port uint16) (udpPort, error) {
 	if s.evLoops != nil && s.evLoops.start() == nil {
+		p := &udpLoopPort{udpBase: udpBase{srv: s, port: port}}
+		p.flows.m = map[netip.AddrPort]*udpLoopFlow{}
 		if err := s.evLoops.openUDP(p); err != nil {
 			return nil, err
 		}
 		return p, nil
 	}
-	addr, err := net.ResolveUDPAddr("udp", s.listenAddr(port))
+	p, err := openGoUDP(s, port)
 	if err != nil {
 		return nil, err
-	}
-	lc := net.ListenConfig{Control: sockopt.ReuseAddr}
-	pc, err := lc.ListenPacket(context.Background(), "udp", addr.String())
-	if err != nil {
-		return nil, err
-	}
-	conn := pc.(*net.UDPConn)
-	p.conn, p.local = conn, unmapped(conn.LocalAddr())
-	if !s.opts.ListenIP.IsValid() {
-		if err := enablePktinfo(conn); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		p.pktinfo = true
 	}
 	return p, nil
 }
 
 // commitUDP mirrors commitTCP; flows of a port whose rule changed are
 // closed, flows of unchanged rules go on.
-func (s *Server) commitUDP(want map[uint16]binding, opened map[uint16]*udpPort) {
+func (s *Server) commitUDP(want map[uint16]binding, opened map[uint16]udpPort) {
 	for port, p := range s.udp {
 		b, ok := want[port]
 		if !ok {
@@ -106,168 +113,92 @@ func (s *Server) commitUDP(want map[uint16]binding, opened map[uint16]*udpPort) 
 			delete(s.udp, port)
 			continue
 		}
-		old := p.bind.Swap(&b)
+		old := p.base().bind.Swap(&b)
 		if old.rs != b.rs || old.originPort != b.originPort {
-			p.closeFlows(func(f *udpFlow) bool { return true })
+			p.closeFlows()
 		}
 	}
 	for port, p := range opened {
 		b := want[port]
-		p.bind.Store(&b)
-		if p.fds != nil {
-			if err := s.evLoops.addUDPPort(p); err != nil {
-				s.opts.Logger.Error("edge: udp port not served", "port", port, "err", err)
-				continue // addUDPPort closed the sockets
-			}
-			s.udp[port] = p
-			continue
+		p.base().bind.Store(&b)
+		if err := p.serve(); err != nil {
+			s.opts.Logger.Error("edge: udp port not served", "port", port, "err", err)
+			continue // serve closed the sockets
 		}
 		s.udp[port] = p
-		s.loops.Add(1)
-		go s.serveUDP(p)
 	}
 }
 
-// closeUnserved closes a port opened but never served.
-func (p *udpPort) closeUnserved() {
-	if p.fds != nil {
-		closeFDs(p.fds)
-		p.fds = nil
-	}
-	if p.conn != nil {
-		p.conn.Close()
-	}
+// flowTable is a port's flows by client address; F is the engine's flow.
+type flowTable[F interface {
+	comparable
+	base() *udpFlow
+}] struct {
+	mu sync.Mutex
+	m  map[netip.AddrPort]F
 }
 
-// close stops reading the port and closes its flows.
-func (p *udpPort) close() {
-	if p.fds != nil {
-		p.srv.evLoops.removeUDPPort(p)
-		return
-	}
-	p.conn.Close()
-	p.closeFlows(func(*udpFlow) bool { return true })
-}
-
-func (p *udpPort) closeFlows(match func(*udpFlow) bool) {
-	if p.fds != nil {
-		p.srv.evLoops.closeFlows(p, match)
-		return
-	}
-	p.mu.Lock()
-	var victims []*udpFlow
-	for _, f := range p.flows {
-		if match(f) {
-			victims = append(victims, f)
-		}
-	}
-	p.mu.Unlock()
-	for _, f := range victims {
-		f.close()
-	}
-}
-
-// serveUDP reads client datagrams and forwards them on their flows.
-func (s *Server) serveUDP(p *udpPort) {
-	defer s.loops.Done()
-	buf := make([]byte, headroom+maxDatagram)
-	oob := make([]byte, 128)
-	for {
-		n, oobn, _, from, err := p.conn.ReadMsgUDPAddrPort(buf[headroom:], oob)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.opts.Logger.Warn("edge: udp read", "port", p.port, "err", err)
-			continue
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		f := p.flow(from)
-		if f == nil {
-			if f = s.newFlow(p, from, oob[:oobn], nil); f == nil {
-				continue
-			}
-		}
-		if err := f.forward(buf, n); err != nil && !errors.Is(err, net.ErrClosed) {
-			f.upstreamFailed(err) // refused: ICMP unreachable came back
-		}
-	}
-}
-
-// flow returns the live flow of client, if any.
-func (p *udpPort) flow(client netip.AddrPort) *udpFlow {
-	p.mu.Lock()
-	f := p.flows[client]
-	p.mu.Unlock()
-	if f != nil && f.closed.Load() {
-		return nil
-	}
+// get returns the flow of client, closed or not.
+func (t *flowTable[F]) get(client netip.AddrPort) F {
+	t.mu.Lock()
+	f := t.m[client]
+	t.mu.Unlock()
 	return f
 }
 
-// newFlow opens the flow of a new client, or counts why it cannot. In loop
-// mode l is the loop that received the datagram and owns the flow.
-func (s *Server) newFlow(p *udpPort, client netip.AddrPort, oob []byte, l *evLoop) *udpFlow {
-	b := p.bind.Load()
-	m := b.rs.metrics
-	f := &udpFlow{p: p, b: b, client: client, target: s.udpTarget(p, oob), loop: l, ufd: -1, cfd: -1}
-	if !s.admitFlow(f, l) {
-		return nil
-	}
-	if p.pktinfo {
-		f.oob = replyControl(f.target.Addr())
-	}
-	err := f.prepareHeader()
-	if err == nil {
-		err = f.dial()
-	}
-	if err != nil {
-		s.flows.remove(f)
-		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", client, "err", err)
-		return nil
-	}
-	f.last.Store(time.Now().UnixNano())
-	m.flowsActive.Inc() // given back by release
-	if l != nil {
-		if err := l.addFlow(f); err != nil {
-			s.opts.Logger.Warn("edge: udp flow", "rule", m.label, "client", client, "err", err)
-			f.closeInLoop()
-			return nil
-		}
-	}
-	p.mu.Lock()
-	if cur := p.bind.Load(); cur.rs != b.rs || cur.originPort != b.originPort {
+// publish makes f the flow of its client and counts it, unless the port
+// no longer forwards by f's binding (nil, false) or the client has
+// another live flow (that one, false).
+func (t *flowTable[F]) publish(f F, bind *atomic.Pointer[binding]) (F, bool) {
+	fb := f.base()
+	var none F
+	t.mu.Lock()
+	if cur := bind.Load(); cur.rs != fb.b.rs || cur.originPort != fb.b.originPort {
 		// A reload changed the port's rule while the flow was dialled,
 		// after it closed the port's flows: drop the datagram rather
 		// than keep a flow of the old rule.
-		p.mu.Unlock()
-		f.discard()
-		return nil
+		t.mu.Unlock()
+		return none, false
 	}
-	if old := p.flows[client]; old != nil && !old.closed.Load() {
+	if old := t.m[fb.client]; old != none && !old.base().closed.Load() {
 		// Another loop made the client's flow meanwhile (loop mode only:
 		// a client's datagrams reach one loop unless the port's
 		// SO_REUSEPORT group changed). Keep that one.
-		p.mu.Unlock()
-		f.discard()
-		return old
+		t.mu.Unlock()
+		return old, false
 	}
-	p.flows[client] = f
-	p.mu.Unlock()
-	f.ready.Store(true)
-	m.flows.Inc()
-	if l == nil {
-		s.active.Add(1)
-		go s.replies(f)
-	}
-	return f
+	t.m[fb.client] = f
+	t.mu.Unlock()
+	fb.ready.Store(true)
+	fb.b.rs.metrics.flows.Inc()
+	return f, true
 }
 
-// admitFlow admits f under MaxUDPFlowsPerIP and MaxUDPFlows, or counts
-// why not. At MaxUDPFlows it closes the flow given up for f (counted as
-// flow_evicted on that flow's rule); l is the loop making f, nil in
-// goroutine mode.
-func (s *Server) admitFlow(f *udpFlow, l *evLoop) bool {
+// release is what closing a flow does besides its socket: it forgets the
+// flow and gives back its address pair and its place under MaxUDPFlows.
+func (t *flowTable[F]) release(f F) {
+	fb := f.base()
+	fb.closed.Store(true)
+	t.mu.Lock()
+	if t.m[fb.client] == f {
+		delete(t.m, fb.client)
+	}
+	t.mu.Unlock()
+	if fb.tuple != (udpTuple{}) {
+		fb.srv.tuples.release(fb.tuple)
+	}
+	fb.b.rs.metrics.flowsActive.Dec()
+	fb.srv.flows.remove(fb)
+}
+
+// begin fills in f, the new flow of client on port p (oob: the control
+// messages of its first datagram), and admits it under MaxUDPFlowsPerIP
+// and MaxUDPFlows, or counts why not. At MaxUDPFlows it closes the flow
+// given up for f (counted as flow_evicted on that flow's rule); by is the
+// loop making f, nil in goroutine mode.
+func (f *udpFlow) begin(p *udpBase, owner flowOwner, client netip.AddrPort, oob []byte, by *evLoop) bool {
+	s := p.srv
+	f.srv, f.owner, f.b, f.client, f.target = s, owner, p.bind.Load(), client, s.udpTarget(p, oob)
 	victim, reason := s.flows.admit(f)
 	if reason != "" {
 		f.b.rs.metrics.fail(reason)
@@ -275,27 +206,36 @@ func (s *Server) admitFlow(f *udpFlow, l *evLoop) bool {
 	}
 	if victim != nil {
 		victim.b.rs.metrics.fail("flow_evicted")
-		victim.evict(l)
+		victim.owner.evict(by)
+	}
+	if p.pktinfo {
+		f.oob = replyControl(f.target.Addr())
 	}
 	return true
 }
 
-// evict closes a flow given up for another. l is the loop asking (nil in
-// goroutine mode): a flow of another loop is closed by its own loop, and l
-// does not wait for that, since a loop must never wait for another.
-func (f *udpFlow) evict(l *evLoop) {
-	switch {
-	case f.loop == nil:
-		f.close()
-	case f.loop == l:
-		f.closeInLoop()
-	default:
-		f.loop.post(f.closeInLoop)
+// openFlow builds the header of f, admitted by begin, and connects it to
+// the first candidate origin that takes a socket (*sock) of the engine's
+// (S, opened with openS and closed with closeS; see claimTuple). On
+// failure it logs, gives back f's admission and returns false.
+func openFlow[S any](f *udpFlow, sock *S, openS func(netip.AddrPort) (S, netip.AddrPort, error), closeS func(S)) bool {
+	m := f.b.rs.metrics
+	err := f.prepareHeader()
+	if err == nil {
+		err = connect(f, sock, openS, closeS)
 	}
+	if err != nil {
+		f.srv.flows.remove(f)
+		f.srv.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", f.client, "err", err)
+		return false
+	}
+	f.last.Store(time.Now().UnixNano())
+	m.flowsActive.Inc() // given back by release
+	return true
 }
 
 // udpTarget is the address the client sent its datagram to.
-func (s *Server) udpTarget(p *udpPort, oob []byte) netip.AddrPort {
+func (s *Server) udpTarget(p *udpBase, oob []byte) netip.AddrPort {
 	if s.opts.ListenIP.IsValid() {
 		return netip.AddrPortFrom(s.opts.ListenIP.Unmap(), p.port)
 	}
@@ -305,26 +245,19 @@ func (s *Server) udpTarget(p *udpPort, oob []byte) netip.AddrPort {
 	return p.local
 }
 
-// prepareHeader builds the flow's PROXY v2 header once.
+// prepareHeader builds the flow's header once.
 func (f *udpFlow) prepareHeader() error {
-	if f.b.rs.rule.IPMode != rules.ModePPv2 {
-		return nil
-	}
-	hdr, err := wire.AppendProxyHeader(nil, &wire.ProxyHeader{Version: 2, Datagram: true, Source: f.client, Destination: f.target}, wire.MarshalOptions{})
+	hdr, err := f.b.rs.pass.flowHeader(f.hdrBuf[:0], f.client, f.target)
 	if err != nil {
 		f.b.rs.metrics.fail("header_write")
 		return err
 	}
-	if len(hdr) > headroom {
-		f.b.rs.metrics.fail("header_write")
-		return errors.New("PROXY v2 header longer than the headroom")
-	}
-	f.ppv2 = hdr
+	f.hdr = hdr
 	return nil
 }
 
-// dial connects the flow to the first candidate origin.
-func (f *udpFlow) dial() error {
+// connect connects f to the first candidate origin (see openFlow).
+func connect[S any](f *udpFlow, sock *S, openS func(netip.AddrPort) (S, netip.AddrPort, error), closeS func(S)) error {
 	cands := f.b.rs.pool.Candidates(f.client.Addr())
 	if len(cands) == 0 {
 		f.b.rs.metrics.fail("no_origin")
@@ -332,9 +265,9 @@ func (f *udpFlow) dial() error {
 	}
 	var errs []error
 	for _, addr := range cands[:min(len(cands), 3)] {
-		up, t, err := f.p.srv.dialUpstream(netip.AddrPortFrom(addr, f.b.originPort), f.b.rs.metrics, f.loop != nil)
+		s, t, err := claimTuple(f.srv, netip.AddrPortFrom(addr, f.b.originPort), f.b.rs.metrics, openS, closeS)
 		if err == nil {
-			f.up, f.ufd, f.tuple, f.origin = up.conn, up.fd, t, addr
+			*sock, f.tuple, f.origin = s, t, addr
 			return nil
 		}
 		errs = append(errs, err)
@@ -349,57 +282,27 @@ func (f *udpFlow) dial() error {
 // address pair of another flow's (see tupleSet).
 const maxTupleClashes = 16
 
-// upstream is a flow's socket connected to its origin: a *net.UDPConn
-// (goroutine mode) or a raw non-blocking descriptor (loop mode, fd >= 0).
-type upstream struct {
-	conn  *net.UDPConn
-	fd    int
-	local netip.AddrPort
-}
-
-func (u upstream) close() {
-	if u.conn != nil {
-		u.conn.Close()
-		return
-	}
-	closeFD(u.fd)
-}
-
-// openUpstream opens a goroutine mode upstream socket with SO_REUSEADDR.
-func openUpstream(origin netip.AddrPort) (upstream, error) {
-	d := net.Dialer{Control: sockopt.ReuseAddr}
-	c, err := d.Dial("udp", origin.String())
-	if err != nil {
-		return upstream{fd: -1}, err
-	}
-	up := c.(*net.UDPConn)
-	return upstream{conn: up, fd: -1, local: unmapped(up.LocalAddr())}, nil
-}
-
-// dialUpstream opens a UDP socket connected to origin (raw for loop mode)
-// whose address pair no other flow of the edge holds, and claims that
-// pair. Each clash is counted as the error "upstream_port_clash" of the
-// rule.
-func (s *Server) dialUpstream(origin netip.AddrPort, m *ruleMetrics, raw bool) (upstream, udpTuple, error) {
-	open := openUpstream
-	if raw {
-		open = openRawUpstream
-	}
+// claimTuple opens a UDP socket connected to origin with open (the
+// engine's: S is its socket) whose address pair no other flow of the edge
+// holds, and claims that pair. Each clash is counted as the error
+// "upstream_port_clash" of the rule.
+func claimTuple[S any](s *Server, origin netip.AddrPort, m *ruleMetrics, open func(netip.AddrPort) (S, netip.AddrPort, error), closeS func(S)) (S, udpTuple, error) {
 	for range maxTupleClashes {
-		up, err := open(origin)
+		sock, local, err := open(origin)
 		if err != nil {
-			return up, udpTuple{}, err
+			return sock, udpTuple{}, err
 		}
-		t := udpTuple{local: up.local, remote: origin}
+		t := udpTuple{local: local, remote: origin}
 		if s.tuples.claim(t) {
-			return up, t, nil
+			return sock, t, nil
 		}
 		// Keep the clashing socket open until the redial, so the
 		// kernel cannot hand out the same port again at once.
-		defer up.close()
+		defer closeS(sock)
 		m.fail("upstream_port_clash")
 	}
-	return upstream{fd: -1}, udpTuple{}, fmt.Errorf("no free local port towards %v after %d tries", origin, maxTupleClashes)
+	var none S
+	return none, udpTuple{}, fmt.Errorf("no free local port towards %v after %d tries", origin, maxTupleClashes)
 }
 
 // maxUDPPayload is the largest UDP payload towards an address: an IP
@@ -412,102 +315,60 @@ func maxUDPPayload(to netip.Addr) int {
 	return 65535 - 8
 }
 
-// forward sends the datagram buf[headroom:headroom+n] to the origin, with
-// the header the rule asks for in the headroom. A datagram that the header
-// makes too big for UDP is dropped and counted (datagram_too_big), and
-// one the kernel has no room for is dropped and counted (upstream_write),
-// as UDP does: the flow goes on. Any other failure (a refusal: ICMP
-// unreachable came back) is counted and returned; the caller ends the
-// flow.
-func (f *udpFlow) forward(buf []byte, n int) error {
+// datagram returns the client's datagram buf[headroom:headroom+n] with
+// the flow's header in the headroom, as the rule's passing says, and
+// whether that is the flow's first header (for sent). A datagram that the
+// header makes too big for UDP is dropped and counted (datagram_too_big):
+// ok is false.
+func (f *udpFlow) datagram(buf []byte, n int) (d []byte, first, ok bool) {
 	f.last.Store(time.Now().UnixNano())
 	start := headroom
-	first := false
-	switch f.b.rs.rule.IPMode {
-	case rules.ModeSPP:
-		start -= wire.SPPHeaderLen
-		wire.PutSPP(buf[start:], wire.SPPHeader{Client: f.client, Proxy: f.target})
-	case rules.ModePPv2:
-		if first = !f.headerSent.Load(); first || f.p.srv.opts.PPv2EveryDatagram {
-			start -= len(f.ppv2)
-			copy(buf[start:], f.ppv2)
+	if len(f.hdr) > 0 {
+		every := f.b.rs.pass.dgramEvery
+		if first = !every && !f.headerSent.Load(); first || every {
+			start -= len(f.hdr)
+			copy(buf[start:], f.hdr)
 		}
 	}
-	d := buf[start : headroom+n]
+	d = buf[start : headroom+n]
 	if len(d) > maxUDPPayload(f.origin) {
 		f.b.rs.metrics.fail("datagram_too_big")
-		return nil
+		return nil, false, false
 	}
-	switch err := f.send(d); {
+	return d, first, true
+}
+
+// sent counts the sending of a datagram of n payload bytes from datagram,
+// which failed with err if not nil. One the kernel has no room for is
+// dropped and counted (upstream_write), as UDP does: the flow goes on. Any
+// other failure (a refusal: ICMP unreachable came back) is counted and
+// returned; the caller ends the flow.
+func (f *udpFlow) sent(err error, n int, first bool) error {
+	m := f.b.rs.metrics
+	switch {
 	case err == nil:
 	case errors.Is(err, syscall.EMSGSIZE):
-		f.b.rs.metrics.fail("datagram_too_big")
+		m.fail("datagram_too_big")
 		return nil
 	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOBUFS):
-		f.b.rs.metrics.fail("upstream_write")
+		m.fail("upstream_write")
 		return nil
 	default:
-		f.b.rs.metrics.fail("upstream_write")
+		m.fail("upstream_write")
 		return err
 	}
 	if first {
 		f.headerSent.Store(true) // only the flow's reader forwards: no race
 	}
-	f.b.rs.metrics.dgToOrigin.Inc()
-	f.b.rs.metrics.toOrigin.Add(float64(n))
+	m.dgToOrigin.Inc()
+	m.toOrigin.Add(float64(n))
 	return nil
-}
-
-// send writes one datagram to the origin.
-func (f *udpFlow) send(d []byte) error {
-	if f.loop != nil {
-		_, err := rawWriteFD(f.ufd, d)
-		return err
-	}
-	_, err := f.up.Write(d)
-	return err
-}
-
-// replies relays the origin's datagrams back to the client until the flow
-// is idle for UDPIdle or closed.
-func (s *Server) replies(f *udpFlow) {
-	defer s.active.Done()
-	defer f.close()
-	stop := context.AfterFunc(s.ctx, f.close)
-	defer stop()
-	buf := make([]byte, maxDatagram)
-	idle := s.opts.UDPIdle
-	m := f.b.rs.metrics
-	for {
-		f.up.SetReadDeadline(time.Now().Add(idle))
-		n, err := f.up.Read(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, f.last.Load())) < idle {
-				continue
-			}
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
-				f.upstreamFailed(err)
-			}
-			return
-		}
-		f.last.Store(time.Now().UnixNano())
-		payload, ok := f.replyPayload(buf[:n])
-		if !ok {
-			continue
-		}
-		if _, _, err := f.p.conn.WriteMsgUDPAddrPort(payload, f.oob, f.client); err != nil {
-			s.opts.Logger.Debug("edge: udp reply", "client", f.client, "err", err)
-			continue
-		}
-		m.dgToClient.Inc()
-		m.toClient.Add(float64(len(payload)))
-	}
 }
 
 // replyPayload strips the SPP header of a reply. A reply without one is cut
 // by 38 bytes all the same, as EdgeOne does, and counted.
 func (f *udpFlow) replyPayload(d []byte) ([]byte, bool) {
-	if f.b.rs.rule.IPMode != rules.ModeSPP {
+	if !f.b.rs.pass.sppReplies {
 		return d, true
 	}
 	m := f.b.rs.metrics
@@ -519,51 +380,4 @@ func (f *udpFlow) replyPayload(d []byte) ([]byte, bool) {
 		m.fail("spp_reply_without_header")
 	}
 	return d[wire.SPPHeaderLen:], true
-}
-
-// upstreamFailed marks the origin down after a refusal (ICMP unreachable)
-// and closes the flow, so the client's next datagram picks another origin.
-func (f *udpFlow) upstreamFailed(err error) {
-	f.b.rs.pool.MarkDown(f.origin, err)
-	f.close()
-}
-
-// discard closes a flow newFlow made but did not keep, from the goroutine
-// that made it (in loop mode, its loop).
-func (f *udpFlow) discard() {
-	if f.loop != nil {
-		f.closeInLoop()
-		return
-	}
-	f.close()
-}
-
-// close ends the flow; in loop mode it waits for the owning loop to do it
-// (never call it from a loop: closeInLoop).
-func (f *udpFlow) close() {
-	if f.loop != nil {
-		f.p.srv.evLoops.closeFlow(f)
-		return
-	}
-	f.closeOnce.Do(func() {
-		f.closed.Store(true)
-		f.up.Close()
-		f.release()
-	})
-}
-
-// release is what closing a flow does besides its socket: it forgets the
-// flow and gives back its address pair and its place under MaxUDPFlows.
-func (f *udpFlow) release() {
-	f.closed.Store(true)
-	f.p.mu.Lock()
-	if f.p.flows[f.client] == f {
-		delete(f.p.flows, f.client)
-	}
-	f.p.mu.Unlock()
-	if f.tuple != (udpTuple{}) {
-		f.p.srv.tuples.release(f.tuple)
-	}
-	f.b.rs.metrics.flowsActive.Dec()
-	f.p.srv.flows.remove(f)
 }

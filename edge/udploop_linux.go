@@ -34,16 +34,52 @@ import (
 // bind a forwarding port and take part of its clients, where goroutine
 // mode would fail to bind. -goroutine-relay avoids it.
 
+// udpLoopPort is a UDP forwarding port served by the epoll loops.
+type udpLoopPort struct {
+	udpBase
+	fds   []int // one SO_REUSEPORT socket per loop, by loop index
+	flows flowTable[*udpLoopFlow]
+}
+
+// udpLoopFlow is a flow of a udpLoopPort, owned by one loop.
+type udpLoopFlow struct {
+	udpFlow
+	p    *udpLoopPort
+	loop *evLoop // the loop that owns the flow
+	ufd  int     // the socket connected to the origin
+	utok uint64  // ufd's token in the loop
+	cfd  int     // the port's socket replies leave from
+}
+
 // loopUDP is a forwarding port's socket in one loop.
 type loopUDP struct {
-	p   *udpPort
+	p   *udpLoopPort
 	fd  int
 	tok uint64
 }
 
-// openUDP binds one socket per loop to p's port; p is then served in loop
-// mode. A port some other socket holds without SO_REUSEPORT fails to bind.
-func (t *evLoops) openUDP(p *udpPort) error {
+func (p *udpLoopPort) serve() error { return p.srv.evLoops.addUDPPort(p) }
+
+func (p *udpLoopPort) closeUnserved() {
+	closeFDs(p.fds)
+	p.fds = nil
+}
+
+func (p *udpLoopPort) close() { p.srv.evLoops.removeUDPPort(p) }
+
+func (p *udpLoopPort) closeFlows() { p.srv.evLoops.closeFlows(p) }
+
+// flow returns the live flow of client, if any.
+func (p *udpLoopPort) flow(client netip.AddrPort) *udpLoopFlow {
+	if f := p.flows.get(client); f != nil && !f.closed.Load() {
+		return f
+	}
+	return nil
+}
+
+// openUDP binds one socket per loop to p's port. A port some other socket
+// holds without SO_REUSEPORT fails to bind.
+func (t *evLoops) openUDP(p *udpLoopPort) error {
 	t.mu.Lock()
 	n := len(t.loops)
 	t.mu.Unlock()
@@ -120,34 +156,30 @@ func listenUDPReusePort(family int, addr netip.AddrPort, pktinfo bool) (int, err
 
 // openRawUpstream opens a non-blocking UDP socket with SO_REUSEADDR
 // connected to origin (a UDP connect only picks the local address).
-func openRawUpstream(origin netip.AddrPort) (upstream, error) {
+func openRawUpstream(origin netip.AddrPort) (int, netip.AddrPort, error) {
 	family := unix.AF_INET6
 	if origin.Addr().Unmap().Is4() {
 		family = unix.AF_INET
 	}
 	fd, err := rawSocket(family, unix.SOCK_DGRAM)
 	if err != nil {
-		return upstream{fd: -1}, os.NewSyscallError("socket", err)
+		return -1, netip.AddrPort{}, os.NewSyscallError("socket", err)
 	}
 	if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		rawClose(fd)
-		return upstream{fd: -1}, os.NewSyscallError("setsockopt", err)
+		return -1, netip.AddrPort{}, os.NewSyscallError("setsockopt", err)
 	}
 	if err := rawConnect(fd, origin); err != nil {
 		rawClose(fd)
-		return upstream{fd: -1}, fmt.Errorf("dial udp %v: %w", origin, os.NewSyscallError("connect", err))
+		return -1, netip.AddrPort{}, fmt.Errorf("dial udp %v: %w", origin, os.NewSyscallError("connect", err))
 	}
 	local, err := rawGetsockname(fd)
 	if err != nil {
 		rawClose(fd)
-		return upstream{fd: -1}, os.NewSyscallError("getsockname", err)
+		return -1, netip.AddrPort{}, os.NewSyscallError("getsockname", err)
 	}
-	return upstream{fd: fd, local: local}, nil
+	return fd, local, nil
 }
-
-func rawWriteFD(fd int, p []byte) (int, error) { return rawWrite(fd, p) }
-
-func closeFD(fd int) { rawClose(fd) }
 
 func closeFDs(fds []int) {
 	for _, fd := range fds {
@@ -156,7 +188,7 @@ func closeFDs(fds []int) {
 }
 
 // addUDPPort registers p's sockets, one in each loop.
-func (t *evLoops) addUDPPort(p *udpPort) error {
+func (t *evLoops) addUDPPort(p *udpLoopPort) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.loops) != len(p.fds) {
@@ -166,7 +198,7 @@ func (t *evLoops) addUDPPort(p *udpPort) error {
 	}
 	for i, l := range t.loops {
 		var err error
-		l.call(func() { err = l.addUDP(p, p.fds[i]) })
+		l.Call(func() { err = l.addUDP(p, p.fds[i]) })
 		if err != nil {
 			t.removeUDPPortLocked(p)
 			return err
@@ -177,15 +209,15 @@ func (t *evLoops) addUDPPort(p *udpPort) error {
 
 // removeUDPPort stops every loop reading p, closes p's flows and then its
 // sockets.
-func (t *evLoops) removeUDPPort(p *udpPort) {
+func (t *evLoops) removeUDPPort(p *udpLoopPort) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.removeUDPPortLocked(p)
 }
 
-func (t *evLoops) removeUDPPortLocked(p *udpPort) {
+func (t *evLoops) removeUDPPortLocked(p *udpLoopPort) {
 	for _, l := range t.loops {
-		l.call(func() { l.removeUDP(p) })
+		l.Call(func() { l.removeUDP(p) })
 	}
 	// Flows are made only by loops reading p, so none is left now
 	// (unless the loops are gone, which closed every flow).
@@ -193,14 +225,14 @@ func (t *evLoops) removeUDPPortLocked(p *udpPort) {
 	p.fds = nil
 }
 
-// closeFlows closes the flows of p that match, one call per loop.
-func (t *evLoops) closeFlows(p *udpPort, match func(*udpFlow) bool) {
+// closeFlows closes the flows of p, one call per loop.
+func (t *evLoops) closeFlows(p *udpLoopPort) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, l := range t.loops {
-		l.call(func() {
+		l.Call(func() {
 			for _, f := range l.flows {
-				if f.p == p && match(f) {
+				if f.p == p {
 					f.closeInLoop()
 				}
 			}
@@ -208,31 +240,19 @@ func (t *evLoops) closeFlows(p *udpPort, match func(*udpFlow) bool) {
 	}
 }
 
-// closeFlow closes f in its loop and waits for it.
-func (t *evLoops) closeFlow(f *udpFlow) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.loops == nil {
-		return // stopping closed every flow
-	}
-	f.loop.call(f.closeInLoop)
-}
-
-func (l *evLoop) addUDP(p *udpPort, fd int) error {
-	tok, _ := l.newTokens()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, tok)
-	if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+func (l *evLoop) addUDP(p *udpLoopPort, fd int) error {
+	tok, _ := l.NewTokens()
+	if err := l.Add(fd, unix.EPOLLIN, tok); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	l.udps[tok] = &loopUDP{p: p, fd: fd, tok: tok}
 	return nil
 }
 
-func (l *evLoop) removeUDP(p *udpPort) {
+func (l *evLoop) removeUDP(p *udpLoopPort) {
 	for tok, u := range l.udps {
 		if u.p == p {
-			rawEpollCtl(l.ep, unix.EPOLL_CTL_DEL, u.fd, nil)
+			l.Del(u.fd)
 			delete(l.udps, tok)
 		}
 	}
@@ -243,17 +263,35 @@ func (l *evLoop) removeUDP(p *udpPort) {
 	}
 }
 
+// newFlow opens the flow of a new client of p, or counts why it cannot;
+// l, which received the client's datagram, owns it.
+func (l *evLoop) newFlow(p *udpLoopPort, client netip.AddrPort, oob []byte) *udpLoopFlow {
+	f := &udpLoopFlow{p: p, loop: l, ufd: -1, cfd: -1}
+	if !f.begin(&p.udpBase, f, client, oob, l) || !openFlow(&f.udpFlow, &f.ufd, openRawUpstream, rawClose) {
+		return nil
+	}
+	if err := l.addFlow(f); err != nil {
+		l.s.opts.Logger.Warn("edge: udp flow", "rule", f.b.rs.metrics.label, "client", client, "err", err)
+		f.closeInLoop()
+		return nil
+	}
+	kept, ok := p.flows.publish(f, &p.bind)
+	if !ok {
+		f.closeInLoop()
+		return kept
+	}
+	return f
+}
+
 // addFlow registers a new flow's upstream socket; replies leave through
 // this loop's socket of the flow's port.
-func (l *evLoop) addFlow(f *udpFlow) error {
+func (l *evLoop) addFlow(f *udpLoopFlow) error {
 	if l.idx >= len(f.p.fds) {
 		return errors.New("edge: the loop does not serve the flow's port")
 	}
 	f.cfd = f.p.fds[l.idx]
-	tok, _ := l.newTokens()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setToken(&ev, tok)
-	if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, f.ufd, &ev); err != nil {
+	tok, _ := l.NewTokens()
+	if err := l.Add(f.ufd, unix.EPOLLIN, tok); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	f.utok = tok
@@ -261,21 +299,32 @@ func (l *evLoop) addFlow(f *udpFlow) error {
 	return nil
 }
 
-// closeInLoop closes f; in loop mode only its loop may call it.
-func (f *udpFlow) closeInLoop() {
+// closeInLoop closes f; only its loop may call it.
+func (f *udpLoopFlow) closeInLoop() {
 	f.closeOnce.Do(func() {
 		if l := f.loop; f.utok != 0 {
-			rawEpollCtl(l.ep, unix.EPOLL_CTL_DEL, f.ufd, nil)
+			l.Del(f.ufd)
 			delete(l.flows, f.utok)
 		}
 		rawClose(f.ufd)
-		f.release()
+		f.p.flows.release(f)
 	})
+}
+
+// evict closes f, given up for another flow by the loop by. A flow of
+// another loop is closed by its own loop, and by does not wait for that,
+// since a loop must never wait for another.
+func (f *udpLoopFlow) evict(by *evLoop) {
+	if f.loop == by {
+		f.closeInLoop()
+		return
+	}
+	f.loop.Post(f.closeInLoop)
 }
 
 // udpVlen is the datagrams one recvmmsg takes. Fewer than that means the
 // socket was empty at the time, so the loop need not look again before it
-// waits (see evLoop.turn); more than a few rarely wait in a socket.
+// waits (see evloop.Loop.turn); more than a few rarely wait in a socket.
 const udpVlen = 8
 
 // clientDatagrams forwards what clients sent to u's port; it reports
@@ -295,7 +344,7 @@ func (l *evLoop) clientDatagrams(u *loopUDP) bool {
 		f := u.p.flow(from)
 		if f == nil {
 			oob := sc.oobs[i][:sc.hdrs[i].hdr.Controllen]
-			if f = l.s.newFlow(u.p, from, oob, l); f == nil {
+			if f = l.newFlow(u.p, from, oob); f == nil {
 				continue
 			}
 		}
@@ -308,10 +357,15 @@ func (l *evLoop) clientDatagrams(u *loopUDP) bool {
 	return n < udpVlen
 }
 
-// forward sends a client's datagram on f, a flow of this loop.
-func (l *evLoop) forward(f *udpFlow, buf []byte, n int) {
-	err := f.forward(buf, n)
-	if err == nil {
+// forward sends a client's datagram buf[headroom:headroom+n] on f, a flow
+// of this loop (see udpFlow.datagram and sent).
+func (l *evLoop) forward(f *udpLoopFlow, buf []byte, n int) {
+	d, first, ok := f.datagram(buf, n)
+	if !ok {
+		return
+	}
+	_, err := rawWrite(f.ufd, d)
+	if err = f.sent(err, n, first); err == nil {
 		return // sent, or dropped (too big, a full send buffer) as UDP does
 	}
 	f.b.rs.pool.MarkDown(f.origin, os.NewSyscallError("write", err)) // refused: ICMP unreachable came back
@@ -319,10 +373,10 @@ func (l *evLoop) forward(f *udpFlow, buf []byte, n int) {
 }
 
 // handOver gives a copy of a client's datagram to the loop owning its flow.
-func (l *evLoop) handOver(f *udpFlow, d []byte) {
+func (l *evLoop) handOver(f *udpLoopFlow, d []byte) {
 	buf := make([]byte, headroom+len(d))
 	copy(buf[headroom:], d)
-	f.loop.post(func() {
+	f.loop.Post(func() {
 		if !f.closed.Load() {
 			f.loop.forward(f, buf, len(d))
 		}
@@ -331,7 +385,7 @@ func (l *evLoop) handOver(f *udpFlow, d []byte) {
 
 // originDatagrams relays what f's origin sent back to the client; it
 // reports whether the socket was found empty.
-func (l *evLoop) originDatagrams(f *udpFlow) bool {
+func (l *evLoop) originDatagrams(f *udpLoopFlow) bool {
 	sc := l.udp
 	m := f.b.rs.metrics
 	n, err := sc.recvmmsg(f.ufd, 0, false)
@@ -343,7 +397,7 @@ func (l *evLoop) originDatagrams(f *udpFlow) bool {
 		f.closeInLoop()
 		return true
 	}
-	f.last.Store(l.now.UnixNano())
+	f.last.Store(l.Now().UnixNano())
 	for i := range n {
 		payload, ok := f.replyPayload(sc.bufs[i][:sc.hdrs[i].n])
 		if !ok {
@@ -361,9 +415,9 @@ func (l *evLoop) originDatagrams(f *udpFlow) bool {
 
 // sweepFlows closes the flows idle for UDPIdle.
 func (l *evLoop) sweepFlows() {
-	idle := l.s.opts.UDPIdle
+	now, idle := l.Now(), l.s.opts.UDPIdle
 	for _, f := range l.flows {
-		if l.now.Sub(time.Unix(0, f.last.Load())) >= idle {
+		if now.Sub(time.Unix(0, f.last.Load())) >= idle {
 			f.closeInLoop()
 		}
 	}

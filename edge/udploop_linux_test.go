@@ -17,7 +17,7 @@ import (
 )
 
 // These tests go through a Server's UDP ports in both relay modes: the
-// epoll loops (udploop_linux.go) and the goroutines (udp.go).
+// epoll loops (udploop_linux.go) and the goroutines (udprelay.go).
 
 // udpOrigin is a UDP socket on 127.0.0.1 standing in for an origin.
 func udpOrigin(t *testing.T) (*net.UDPConn, uint16) {
@@ -254,7 +254,7 @@ func TestServerUDPHandOver(t *testing.T) {
 	c.Write([]byte("first"))
 	readFrom(t, origin)
 	client := netip.MustParseAddrPort(c.LocalAddr().String())
-	p := e.s.udp[port]
+	p := e.s.udp[port].(*udpLoopPort)
 	f := p.flow(client)
 	if f == nil || f.loop == nil {
 		t.Fatalf("no loop flow for %v: %+v", client, f)
@@ -263,7 +263,7 @@ func TestServerUDPHandOver(t *testing.T) {
 	if other == f.loop {
 		other = loops[1]
 	}
-	other.call(func() { other.handOver(f, []byte("handed over")) })
+	other.Call(func() { other.handOver(f, []byte("handed over")) })
 	if d, _ := readFrom(t, origin); string(d) != "handed over" {
 		t.Fatalf("origin got %q", d)
 	}

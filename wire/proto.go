@@ -32,13 +32,9 @@ func (p Proto) String() string {
 	return fmt.Sprintf("proto(%d)", uint8(p))
 }
 
-// ParseProto parses a protocol name, case-insensitively. "off" is accepted as
-// a synonym of "none", as in the edge's rule files.
+// ParseProto parses a protocol name, case-insensitively.
 func ParseProto(s string) (Proto, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
-	if s == "off" {
-		return None, nil
-	}
 	for p, name := range protoNames {
 		if s == name {
 			return Proto(p), nil

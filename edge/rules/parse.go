@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/realip/realip/wire"
 )
 
 // Parse reads a rules file from r. file names it in errors. groups are the
@@ -128,26 +130,23 @@ func parsePersist(s string) (bool, error) {
 }
 
 // parseIPMode parses IPMODE and checks that proto supports it.
-func parseIPMode(s string, proto Proto) (IPMode, error) {
-	var m IPMode
-	switch strings.ToLower(s) {
-	case "off":
-		m = ModeOff
-	case "toa":
-		m = ModeTOA
-	case "ppv1":
-		m = ModePPv1
-	case "ppv2":
-		m = ModePPv2
-	case "spp":
-		m = ModeSPP
-	default:
-		return 0, fmt.Errorf("invalid IP passing mode %q (want toa, ppv1, ppv2, spp or off)", s)
+func parseIPMode(s string, proto Proto) (wire.Proto, error) {
+	keyword := strings.ToLower(s)
+	for _, im := range ipModes {
+		if keyword != ModeKeyword(im.mode) {
+			continue
+		}
+		if !proto.Supports(im.mode) {
+			return 0, fmt.Errorf("IP passing mode %s is not available for %s", keyword, proto)
+		}
+		return im.mode, nil
 	}
-	if !m.Supports(proto) {
-		return 0, fmt.Errorf("IP passing mode %s is not available for %s", m, proto)
+	keywords := make([]string, len(ipModes))
+	for i, im := range ipModes {
+		keywords[i] = ModeKeyword(im.mode)
 	}
-	return m, nil
+	last := len(keywords) - 1
+	return 0, fmt.Errorf("invalid IP passing mode %q (want %s or %s)", s, strings.Join(keywords[:last], ", "), keywords[last])
 }
 
 // parseTag checks the text after IPMODE and returns it trimmed.

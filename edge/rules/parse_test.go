@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/realip/realip/wire"
 )
 
 // testGroupsText is the origin-groups file used by the rule tests.
@@ -145,7 +147,7 @@ func TestParseRuleFields(t *testing.T) {
 			Origin:     Origin{Kind: OriginGroup, Name: "web"},
 			OriginPort: PortRange{8080, 8080},
 			Persist:    true,
-			IPMode:     ModePPv1,
+			IPMode:     wire.PPv1,
 			Tag:        "my tag",
 			Line:       2,
 		},
@@ -154,7 +156,7 @@ func TestParseRuleFields(t *testing.T) {
 			Ports:      []PortRange{{5000, 5009}},
 			Origin:     Origin{Kind: OriginIP, Addr: netip.MustParseAddr("2001:db8::10")},
 			OriginPort: PortRange{6000, 6009},
-			IPMode:     ModeSPP,
+			IPMode:     wire.SPP,
 			Line:       3,
 		},
 		{
@@ -162,7 +164,7 @@ func TestParseRuleFields(t *testing.T) {
 			Ports:      []PortRange{{22, 22}},
 			Origin:     Origin{Kind: OriginDomain, Name: "git.example.com"},
 			OriginPort: PortRange{2222, 2222},
-			IPMode:     ModeOff,
+			IPMode:     wire.None,
 			Line:       4,
 		},
 	}

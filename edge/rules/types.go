@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/realip/realip/wire"
 )
 
 // Limits of the rule format.
@@ -35,44 +37,40 @@ func (p Proto) String() string {
 	return "proto(" + strconv.Itoa(int(p)) + ")"
 }
 
-// IPMode says how the edge passes the client address to the origin.
-type IPMode uint8
-
-// The IP passing modes. The zero IPMode is ModeOff.
-const (
-	ModeOff  IPMode = iota // the client address is not passed
-	ModeTOA                // TCP option (TCP only)
-	ModePPv1               // PROXY protocol v1 (TCP only)
-	ModePPv2               // PROXY protocol v2 (TCP and UDP)
-	ModeSPP                // SPP header on every datagram (UDP only)
-)
-
-// String returns the keyword of the mode: off, toa, ppv1, ppv2 or spp.
-func (m IPMode) String() string {
-	switch m {
-	case ModeOff:
-		return "off"
-	case ModeTOA:
-		return "toa"
-	case ModePPv1:
-		return "ppv1"
-	case ModePPv2:
-		return "ppv2"
-	case ModeSPP:
-		return "spp"
-	}
-	return "ipmode(" + strconv.Itoa(int(m)) + ")"
+// A rule's IP passing mode (Rule.IPMode) says how the edge passes the client
+// address to the origin. It is a wire.Proto; in a rules file its keyword is
+// its name, except wire.None's, which is "off" (ModeKeyword).
+//
+// ipModes lists the modes a rules file takes, in the order error messages
+// name them, with the protocols each is available for.
+var ipModes = [...]struct {
+	mode     wire.Proto
+	tcp, udp bool
+}{
+	{wire.TOA, true, false},  // TCP option
+	{wire.PPv1, true, false}, // PROXY protocol v1
+	{wire.PPv2, true, true},  // PROXY protocol v2
+	{wire.SPP, false, true},  // SPP header on every datagram
+	{wire.None, true, true},  // the client address is not passed
 }
 
-// Supports reports whether the mode can be used with protocol p.
-func (m IPMode) Supports(p Proto) bool {
-	switch m {
-	case ModeTOA, ModePPv1:
-		return p == TCP
-	case ModeSPP:
-		return p == UDP
+// ModeKeyword returns the rules-file keyword of IP passing mode m: "off"
+// for wire.None, the name of m otherwise.
+func ModeKeyword(m wire.Proto) string {
+	if m == wire.None {
+		return "off"
 	}
-	return true
+	return m.String()
+}
+
+// Supports reports whether IP passing mode m can be used with protocol p.
+func (p Proto) Supports(m wire.Proto) bool {
+	for _, im := range ipModes {
+		if im.mode == m {
+			return p == TCP && im.tcp || p == UDP && im.udp
+		}
+	}
+	return false
 }
 
 // PortRange is the ports Lo..Hi, both included. Lo == Hi is a single port.
@@ -131,11 +129,11 @@ type Rule struct {
 	Proto      Proto
 	Ports      []PortRange // forwarding ports, in the order written
 	Origin     Origin
-	OriginPort PortRange // a single port, or a range as long as Ports[0]
-	Persist    bool      // session persistence
-	IPMode     IPMode
-	Tag        string // "" when the rule has none
-	Line       int    // line of the rule in its file
+	OriginPort PortRange  // a single port, or a range as long as Ports[0]
+	Persist    bool       // session persistence
+	IPMode     wire.Proto // the IP passing mode
+	Tag        string     // "" when the rule has none
+	Line       int        // line of the rule in its file
 }
 
 // String returns the rule in canonical form, without a line end.
@@ -158,7 +156,7 @@ func (r Rule) String() string {
 	} else {
 		b.WriteString(" off ")
 	}
-	b.WriteString(r.IPMode.String())
+	b.WriteString(ModeKeyword(r.IPMode))
 	if r.Tag != "" {
 		b.WriteByte(' ')
 		b.WriteString(r.Tag)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/realip/realip/edge/rules"
 	"github.com/realip/realip/internal/testenv"
+	"github.com/realip/realip/wire"
 )
 
 // TestNginxBehindEdge runs nginx, configured with the files of
@@ -51,13 +52,13 @@ func TestNginxBehindEdge(t *testing.T) {
 	})
 
 	// The example must keep covering both header versions and both servers.
-	var modes []rules.IPMode
+	var modes []wire.Proto
 	var originPorts []uint16
 	for _, r := range set.Rules {
 		modes = append(modes, r.IPMode)
 		originPorts = append(originPorts, r.OriginPort.Lo)
 	}
-	for _, m := range []rules.IPMode{rules.ModePPv1, rules.ModePPv2} {
+	for _, m := range []wire.Proto{wire.PPv1, wire.PPv2} {
 		if !slices.Contains(modes, m) {
 			t.Errorf("%s has no %v rule", rulesPath, m)
 		}
