@@ -309,13 +309,9 @@ func runUDP(args []string) error {
 	if err != nil {
 		return err
 	}
-	var socks []*net.UDPConn
-	for range *flows {
-		s, err := net.DialUDP("udp", nil, raddr)
-		if err != nil {
-			return err
-		}
-		socks = append(socks, s)
+	socks, err := dialUDP(raddr, *flows)
+	if err != nil {
+		return err
 	}
 	var replies, lost atomic.Int64
 	var wg sync.WaitGroup
@@ -327,44 +323,7 @@ func runUDP(args []string) error {
 		go func() {
 			defer wg.Done()
 			defer s.Close()
-			req := make([]byte, *size)
-			buf := make([]byte, 2048)
-			var got, miss int64
-			send := func(k int) {
-				for range k {
-					s.Write(req)
-				}
-			}
-			send(*window)
-			for {
-				now := time.Now()
-				if !now.Before(stopAt) {
-					break
-				}
-				dl := now.Add(200 * time.Millisecond)
-				if stopAt.Before(dl) {
-					dl = stopAt
-				}
-				s.SetReadDeadline(dl)
-				if _, err := s.Read(buf); err != nil {
-					var ne net.Error
-					if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(stopAt) {
-						miss += int64(*window)
-						send(*window)
-						continue
-					}
-					if errors.As(err, &ne) && ne.Timeout() {
-						break
-					}
-					// ECONNREFUSED from an ICMP error: try again soon.
-					miss++
-					time.Sleep(time.Millisecond)
-					send(1)
-					continue
-				}
-				got++
-				send(1)
-			}
+			got, miss := udpFlow(s, stopAt, *size, *window)
 			replies.Add(got)
 			lost.Add(miss)
 		}()
@@ -375,4 +334,61 @@ func runUDP(args []string) error {
 	n := float64(replies.Load())
 	c.result("udp_rt_per_s", n/elapsed.Seconds(), "req/s", m, n, "req", fmt.Sprintf("lost=%d", lost.Load()))
 	return nil
+}
+
+// dialUDP opens n client sockets to raddr.
+func dialUDP(raddr *net.UDPAddr, n int) ([]*net.UDPConn, error) {
+	var socks []*net.UDPConn
+	for range n {
+		s, err := net.DialUDP("udp", nil, raddr)
+		if err != nil {
+			return nil, err
+		}
+		socks = append(socks, s)
+	}
+	return socks, nil
+}
+
+// udpFlow is one flow of runUDP on s until stopAt, with window requests of
+// size bytes in flight; it returns the replies it got and the requests it
+// counted as lost.
+func udpFlow(s *net.UDPConn, stopAt time.Time, size, window int) (got, miss int64) {
+	req := make([]byte, size)
+	buf := make([]byte, 2048)
+	send := func(k int) {
+		for range k {
+			s.Write(req)
+		}
+	}
+	send(window)
+	for {
+		now := time.Now()
+		if !now.Before(stopAt) {
+			break
+		}
+		dl := now.Add(200 * time.Millisecond)
+		if stopAt.Before(dl) {
+			dl = stopAt
+		}
+		s.SetReadDeadline(dl)
+		if _, err := s.Read(buf); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(stopAt) {
+				miss += int64(window)
+				send(window)
+				continue
+			}
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			// ECONNREFUSED from an ICMP error: try again soon.
+			miss++
+			time.Sleep(time.Millisecond)
+			send(1)
+			continue
+		}
+		got++
+		send(1)
+	}
+	return got, miss
 }

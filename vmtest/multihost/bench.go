@@ -53,11 +53,34 @@ func bench(c *checker, cfg *config) error {
 	if err := raiseFiles(1 << 16); err != nil {
 		return err
 	}
+	b := &bencher{cfg: cfg.bench, module: cfg.module,
+		target: netip.AddrPortFrom(origin4.Addr(), 10006),
+		client: netip.MustParseAddrPort("192.0.2.10:40000")}
+	defer b.close()
+	if err := b.setUp(cfg.c6); err != nil {
+		return err
+	}
+	fmt.Printf("bench: %d rounds, %v per connection test, %d concurrent, %d getpeername() calls; sender %s -> origin %s\n",
+		cfg.bench.rounds, cfg.bench.window, cfg.bench.conc, cfg.bench.calls, back4.Addr(), b.target)
+	results, err := b.rounds(c)
+	if err != nil {
+		return err
+	}
+	if err := b.set(false); err != nil {
+		return err
+	}
+	summarize(results[true], results[false])
+	return nil
+}
+
+// setUp builds the hosts, opens this program's TOA sender, starts the IPv6
+// C server and the listener getpeernameCost dials.
+func (b *bencher) setUp(c6 string) error {
 	l, err := newLab()
 	if err != nil {
 		return err
 	}
-	defer l.Close()
+	b.l = l
 	cg, err := cgroup("multihost")
 	if err != nil {
 		return err
@@ -69,12 +92,12 @@ func bench(c *checker, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	defer sender.Close()
-	srv, err := start(l.origin, "toa_server6", "", cfg.c6, "10006")
+	b.sender = sender
+	srv, err := start(l.origin, "toa_server6", "", c6, "10006")
 	if err != nil {
 		return err
 	}
-	defer srv.stop(2 * time.Second)
+	b.srv = srv
 	if err := srv.waitFor("listening", 20*time.Second); err != nil {
 		return err
 	}
@@ -82,78 +105,99 @@ func bench(c *checker, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	defer peerLn.Close()
+	b.peerLn = peerLn
+	return nil
+}
 
-	b := &bencher{l: l, sender: sender, cfg: cfg.bench, peerLn: peerLn,
-		target: netip.AddrPortFrom(origin4.Addr(), 10006),
-		client: netip.MustParseAddrPort("192.0.2.10:40000")}
-	fmt.Printf("bench: %d rounds, %v per connection test, %d concurrent, %d getpeername() calls; sender %s -> origin %s\n",
-		cfg.bench.rounds, cfg.bench.window, cfg.bench.conc, cfg.bench.calls, back4.Addr(), b.target)
-	loaded := false
-	set := func(on bool) error {
-		if on == loaded {
-			return nil
-		}
-		if on {
-			if err := loadModule(cfg.module, "trusted="+trusted()); err != nil {
-				return err
-			}
-		} else if err := unloadModule(); err != nil {
-			return err
-		}
-		loaded = on
+// close undoes setUp, in the reverse order.
+func (b *bencher) close() {
+	if b.peerLn != nil {
+		b.peerLn.Close()
+	}
+	if b.srv != nil {
+		b.srv.stop(2 * time.Second)
+	}
+	if b.sender != nil {
+		b.sender.Close()
+	}
+	if b.l != nil {
+		b.l.Close()
+	}
+}
+
+// set loads or unloads the module unless it is so already.
+func (b *bencher) set(on bool) error {
+	if on == b.loaded {
 		return nil
 	}
+	if on {
+		if err := loadModule(b.module, "trusted="+trusted()); err != nil {
+			return err
+		}
+	} else if err := unloadModule(); err != nil {
+		return err
+	}
+	b.loaded = on
+	return nil
+}
+
+// rounds measures each state once per round, in ABBA order; it returns
+// the measurements by state (module loaded or not).
+func (b *bencher) rounds(c *checker) (map[bool][]measurement, error) {
 	results := map[bool][]measurement{}
-	for r := range cfg.bench.rounds {
+	for r := range b.cfg.rounds {
 		order := []bool{true, false}
 		if r%2 == 1 {
 			order = []bool{false, true}
 		}
 		for _, on := range order {
-			if err := set(on); err != nil {
-				return err
+			if err := b.set(on); err != nil {
+				return nil, err
 			}
 			m, err := b.measure(c, on)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			results[on] = append(results[on], m)
 			fmt.Printf("bench round %d module=%s: %.0f conn/s, latency p50 %v p90 %v, getpeername %.0f ns\n",
 				r+1, onOff(on), m.connsPerSec, m.p50.Round(time.Microsecond), m.p90.Round(time.Microsecond), m.getpeernameNanos)
 		}
 	}
-	if err := set(false); err != nil {
-		return err
-	}
-	on, off := results[true], results[false]
-	summary := func(name string, f func(measurement) float64, higherIsBetter bool, unit func(float64) string) {
-		ratios := make([]float64, len(on))
-		for i := range on {
-			ratios[i] = f(on[i]) / f(off[i])
-		}
-		slices.Sort(ratios)
-		med := median(ratios)
-		cost := med - 1 // how much worse with the module
-		if higherIsBetter {
-			cost = 1 - med
-		}
-		verdict := "within 3%"
-		if cost > 0.03 {
-			verdict = "NOT within 3%"
-		}
-		fmt.Printf("result %-14s loaded/unloaded median %.3f (min %.3f, max %.3f over %d rounds; medians %s loaded, %s unloaded): %s\n",
-			name, med, ratios[0], ratios[len(ratios)-1], len(ratios),
-			unit(median(sortedOf(on, f))), unit(median(sortedOf(off, f))), verdict)
-	}
+	return results, nil
+}
+
+// summarize prints a result line per quantity, comparing the loaded
+// measurements on with the unloaded ones off round by round.
+func summarize(on, off []measurement) {
 	perSec := func(v float64) string { return fmt.Sprintf("%.0f/s", v) }
 	dur := func(v float64) string { return time.Duration(v).Round(time.Microsecond).String() }
 	nanos := func(v float64) string { return fmt.Sprintf("%.0f ns", v) }
-	summary("connections/s", func(m measurement) float64 { return m.connsPerSec }, true, perSec)
-	summary("latency p50", func(m measurement) float64 { return float64(m.p50) }, false, dur)
-	summary("latency p90", func(m measurement) float64 { return float64(m.p90) }, false, dur)
-	summary("getpeername()", func(m measurement) float64 { return m.getpeernameNanos }, false, nanos)
-	return nil
+	summary(on, off, "connections/s", func(m measurement) float64 { return m.connsPerSec }, true, perSec)
+	summary(on, off, "latency p50", func(m measurement) float64 { return float64(m.p50) }, false, dur)
+	summary(on, off, "latency p90", func(m measurement) float64 { return float64(m.p90) }, false, dur)
+	summary(on, off, "getpeername()", func(m measurement) float64 { return m.getpeernameNanos }, false, nanos)
+}
+
+// summary prints the result line of the quantity f: the median ratio
+// loaded/unloaded and whether the module costs within 3%.
+func summary(on, off []measurement, name string, f func(measurement) float64, higherIsBetter bool, unit func(float64) string) {
+	ratios := make([]float64, len(on))
+	for i := range on {
+		ratios[i] = f(on[i]) / f(off[i])
+	}
+	slices.Sort(ratios)
+	med := median(ratios)
+	cost := med - 1 // how much worse with the module
+	if higherIsBetter {
+		cost = 1 - med
+	}
+	verdict := "within 3%"
+	if cost > 0.03 {
+		verdict = "NOT within 3%"
+	}
+	fmt.Printf("result %-14s loaded/unloaded median %.3f (min %.3f, max %.3f over %d rounds; medians %s loaded, %s unloaded): %s\n",
+		name, med, ratios[0], ratios[len(ratios)-1], len(ratios),
+		unit(median(sortedOf(on, f))), unit(median(sortedOf(off, f))), verdict)
 }
 
 func onOff(on bool) string {
@@ -186,10 +230,13 @@ func sortedOf(ms []measurement, f func(measurement) float64) []float64 {
 type bencher struct {
 	l      *lab
 	sender *toasend.Sender
+	srv    *proc // the IPv6 C server
 	cfg    benchConfig
 	peerLn *net.TCPListener
 	target netip.AddrPort
 	client netip.AddrPort
+	module string // toa.ko
+	loaded bool   // whether set loaded it
 }
 
 func (b *bencher) measure(c *checker, loaded bool) (measurement, error) {

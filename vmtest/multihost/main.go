@@ -66,7 +66,7 @@ func main() {
 	flag.IntVar(&cfg.conns, "conns", 5000, "connections of the load phase, all held open until the unload")
 	flag.IntVar(&cfg.clients, "clients", 4, "concurrent clients of the load phase")
 	flag.IntVar(&cfg.checkers, "checkers", 4, "threads calling getpeername() during the load and the unload")
-	serverFirst := flag.Bool("server-first", false, "load phase: the origin greets first, so only the handshake ACK can complete the handshake (default: the client writes first, right after connect; see suite.go)")
+	serverFirst := flag.Bool("server-first", false, "load phase: the origin greets first, so only the handshake ACK can complete the handshake (default: the client writes first, right after connect; see load.go)")
 	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up (FAIL) after this long")
 	flag.IntVar(&cfg.bench.rounds, "rounds", 10, "bench: rounds, each measuring loaded and not loaded")
 	flag.DurationVar(&cfg.bench.window, "window", 3*time.Second, "bench: connection test length per measurement")

@@ -4,24 +4,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/realip/realip/edge/toasend"
-	"github.com/realip/realip/toactl"
 )
 
 // A service on the origin, reached through one edge rule.
@@ -56,27 +50,93 @@ func rulesText() string {
 	return b.String()
 }
 
+// suiteRun is what the steps of suite share.
+type suiteRun struct {
+	c     *checker
+	cfg   *config
+	l     *lab
+	edge  *proc   // realip-edge, once started
+	procs []*proc // the origin's programs
+	goLn  *net.TCPListener
+}
+
 func suite(c *checker, cfg *config) error {
 	if err := raiseFiles(1 << 16); err != nil {
 		return err
 	}
+	s := &suiteRun{c: c, cfg: cfg}
+	defer s.close()
+	if err := s.openLab(); err != nil {
+		return err
+	}
+	if err := s.loadTOA(); err != nil {
+		return err
+	}
+	if err := s.startEdge(); err != nil {
+		return err
+	}
+	if err := s.startOrigin(); err != nil {
+		return err
+	}
+	functional(c, s.l, "")
+	n, err := s.syncookies()
+	if err != nil {
+		return err
+	}
+	if err := rogue(c, s.l); err != nil {
+		return err
+	}
+	total, err := loadAndUnload(c, s.l, cfg)
+	if err != nil {
+		return err
+	}
+	checkEdgeMetrics(c, s.l, s.edge, total+2*n)
+	return nil
+}
+
+// close stops what the steps started, in the reverse order.
+func (s *suiteRun) close() {
+	if s.goLn != nil {
+		s.goLn.Close()
+	}
+	for _, p := range s.procs {
+		p.stop(2 * time.Second)
+	}
+	if s.edge != nil {
+		s.edge.stop(5 * time.Second)
+	}
+	if s.l != nil {
+		s.l.Close()
+	}
+}
+
+// openLab builds the hosts (topo.go).
+func (s *suiteRun) openLab() error {
 	l, err := newLab()
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	c.check(true, "lab", "client %s %s, edge %s %s | %s %s, origin %s %s | %s %s, rogue %s %s",
+	s.l = l
+	s.c.check(true, "lab", "client %s %s, edge %s %s | %s %s, origin %s %s | %s %s, rogue %s %s",
 		client4, client6, front4, front6, back4, back6, origin4, origin6, oside4, oside6, rogue4, rogue6)
+	return nil
+}
 
-	// The origin's module trusts the edge's origin-facing addresses only.
-	if err := loadModule(cfg.module, "trusted="+trusted()); err != nil {
+// loadTOA loads the origin's module, trusting the edge's origin-facing
+// addresses only.
+func (s *suiteRun) loadTOA() error {
+	if err := loadModule(s.cfg.module, "trusted="+trusted()); err != nil {
 		return err
 	}
 	b, _ := os.ReadFile("/sys/module/toa/parameters/trusted")
-	c.check(strings.Contains(string(b), back4.Addr().String()) && strings.Contains(string(b), back6.Addr().String()),
+	s.c.check(strings.Contains(string(b), back4.Addr().String()) && strings.Contains(string(b), back6.Addr().String()),
 		"module", "toa.ko loaded, trusted %s", strings.TrimSpace(string(b)))
+	return nil
+}
 
-	// The edge, in its own cgroup with its TOA sender attached there.
+// startEdge runs the edge, in its own cgroup with its TOA sender attached
+// there.
+func (s *suiteRun) startEdge() error {
 	edgeCG, err := cgroup("realip-edge")
 	if err != nil {
 		return err
@@ -85,7 +145,7 @@ func suite(c *checker, cfg *config) error {
 	if err := os.WriteFile(rulesPath, []byte(rulesText()), 0o644); err != nil {
 		return err
 	}
-	edge, err := start(l.edge, "realip-edge", edgeCG, cfg.edge, "-rules", rulesPath,
+	edge, err := start(s.l.edge, "realip-edge", edgeCG, s.cfg.edge, "-rules", rulesPath,
 		"-toa-cgroup", edgeCG, "-metrics", "127.0.0.1:9300", "-drain-timeout", "1s",
 		// One health check per origin, at start, before anything is
 		// counted: periodic ones would reach the origins without the
@@ -94,55 +154,56 @@ func suite(c *checker, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	defer edge.stop(5 * time.Second)
+	s.edge = edge
 	if err := edge.waitFor(`msg="edge: rules applied"`, 60*time.Second); err != nil {
 		return err
 	}
-	c.check(true, "edge", "realip-edge running with %d toa rules, sender in %s", len(services)+2, edgeCG)
+	s.c.check(true, "edge", "realip-edge running with %d toa rules, sender in %s", len(services)+2, edgeCG)
+	return nil
+}
 
-	// The origin's programs.
-	var procs []*proc
-	defer func() {
-		for _, p := range procs {
-			p.stop(2 * time.Second)
-		}
-	}()
-	for _, s := range []struct {
+// startOrigin starts the origin's programs.
+func (s *suiteRun) startOrigin() error {
+	for _, prog := range []struct {
 		name, ready string
 		argv        []string
 	}{
-		{"toa_server4", "listening", []string{cfg.c4, "10004"}},
-		{"toa_server6", "listening", []string{cfg.c6, "10006"}},
-		{"whoami", "whoami: tcp", []string{cfg.whoami, "-tcp", ":8080", "-proto", "toa", "-trust", trusted()}},
+		{"toa_server4", "listening", []string{s.cfg.c4, "10004"}},
+		{"toa_server6", "listening", []string{s.cfg.c6, "10006"}},
+		{"whoami", "whoami: tcp", []string{s.cfg.whoami, "-tcp", ":8080", "-proto", "toa", "-trust", trusted()}},
 	} {
-		p, err := start(l.origin, s.name, "", s.argv...)
+		p, err := start(s.l.origin, prog.name, "", prog.argv...)
 		if err != nil {
 			return err
 		}
-		procs = append(procs, p)
-		if err := p.waitFor(s.ready, 20*time.Second); err != nil {
+		s.procs = append(s.procs, p)
+		if err := p.waitFor(prog.ready, 20*time.Second); err != nil {
 			return err
 		}
 	}
-	goLn, err := listen(l.origin, "[::]:9000")
+	goLn, err := listen(s.l.origin, "[::]:9000")
 	if err != nil {
 		return err
 	}
-	defer goLn.Close()
+	s.goLn = goLn
 	go serveRemoteAddr(goLn)
+	return nil
+}
 
-	functional(c, l, "")
+// syncookies is the functional round again with SYN cookies on the origin;
+// it returns how many connections the round made.
+func (s *suiteRun) syncookies() (int, error) {
 	// SYN cookies on the origin for every connection: no SYN is kept, the
 	// handshake ACK is the only segment the module can read the option from.
-	if err := sysctl(l.origin, "net.ipv4.tcp_syncookies", "2"); err != nil {
-		return err
+	if err := sysctl(s.l.origin, "net.ipv4.tcp_syncookies", "2"); err != nil {
+		return 0, err
 	}
-	before, err := netstat(l.origin)
+	before, err := netstat(s.l.origin)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	n, served := functional(c, l, " (syncookies=2)")
-	after, _ := netstat(l.origin)
+	n, served := functional(s.c, s.l, " (syncookies=2)")
+	after, _ := netstat(s.l.origin)
 	// What the test controls: its n connections, each answered with the
 	// right client (checked one by one above), each SYN answered with a
 	// cookie and each handshake completed by one (Sent and Recv grow by at
@@ -153,22 +214,13 @@ func suite(c *checker, cfg *config) error {
 	// fail here: a handshake the cookie did not complete leaves Recv short
 	// of n and the connection unanswered.
 	sent, recv := after["SyncookiesSent"]-before["SyncookiesSent"], after["SyncookiesRecv"]-before["SyncookiesRecv"]
-	c.check(served == n && sent >= uint64(n) && recv >= uint64(n),
+	s.c.check(served == n && sent >= uint64(n) && recv >= uint64(n),
 		"syncookies", "origin sent %d and accepted %d SYN cookies for %d connections, %d answered with the client (want all, and at least %d each; stray cookies failed: %d)",
 		sent, recv, n, served, n, after["SyncookiesFailed"]-before["SyncookiesFailed"])
-	if err := sysctl(l.origin, "net.ipv4.tcp_syncookies", "1"); err != nil {
-		return err
+	if err := sysctl(s.l.origin, "net.ipv4.tcp_syncookies", "1"); err != nil {
+		return 0, err
 	}
-
-	if err := rogue(c, l); err != nil {
-		return err
-	}
-	total, err := loadAndUnload(c, l, cfg)
-	if err != nil {
-		return err
-	}
-	checkEdgeMetrics(c, l, edge, total+2*n)
-	return nil
+	return n, nil
 }
 
 // serveRemoteAddr is the plain Go server: it answers each connection with
@@ -240,15 +292,6 @@ func functional(c *checker, l *lab, suffix string) (n, served int) {
 		"counters"+suffix, "for %d connections (%d handshakes in all) in %v: %s (want syn_recv_sock_toa+%d, syn_recv_sock_no_toa at least +%d and the two adding up to the handshakes, getname_toa_ok+%d getname_toa_mismatch+1)",
 		n, opens, time.Since(t0).Round(time.Millisecond), fmtDelta(d), n, n, wantOK)
 	return n, served
-}
-
-// waitGrow waits 500 ms, then until n has grown beyond from or 10 s have
-// passed.
-func waitGrow(n *atomic.Int64, from int64) {
-	time.Sleep(500 * time.Millisecond)
-	for deadline := time.Now().Add(10 * time.Second); n.Load() <= from && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // rewrites is how many accept()/getpeername() calls the origin program
@@ -394,432 +437,6 @@ func rogue(c *checker, l *lab) error {
 	c.check(d["syn_recv_sock_untrusted"] == 2 && d["syn_recv_sock_toa"] == 0, "untrusted counted",
 		"syn_recv_sock_untrusted +%d (want +2), syn_recv_sock_toa +%d (want 0)", d["syn_recv_sock_untrusted"], d["syn_recv_sock_toa"])
 	return nil
-}
-
-// The load phase's protocol is client-speaks-first by default: the client
-// sends its own address right after connect() and the origin answers "ok",
-// so the edge relays that data right behind its handshake ACK. On veth, the
-// ACK (sent from the softirq that took the SYN-ACK) and the data (sent by
-// the edge's writing thread) enter different CPUs' backlogs, so the origin
-// may complete the handshake from the data segment before the ACK arrives.
-// realip's sender therefore writes the option on the first data segment as
-// well (edge/toasend); before it did, about one connection in a few hundred
-// showed the edge here. -server-first makes the origin greet first instead,
-// so that only the ACK can complete the handshake.
-
-// A connection of the load phase, as the origin holds it.
-type held struct {
-	conn  *net.TCPConn
-	fd    int
-	want  netip.AddrPort // the client, as the client saw its own address
-	proxy netip.AddrPort // the edge's end, from the module's entry
-}
-
-type loadServer struct {
-	ln          *net.TCPListener
-	clientFirst bool // the client writes first; else the server greets first
-	mu          sync.Mutex
-	held        []*held
-	bad         atomic.Int64
-	firstBad    atomic.Value
-	churn       atomic.Int64
-}
-
-func (s *loadServer) serve() {
-	for {
-		conn, err := s.ln.AcceptTCP()
-		if err != nil {
-			return
-		}
-		go s.handle(conn)
-	}
-}
-
-func (s *loadServer) handle(conn *net.TCPConn) {
-	if !s.clientFirst {
-		io.WriteString(conn, "hello\n")
-	}
-	line, err := firstLine(conn, 30*time.Second)
-	if err != nil {
-		conn.Close()
-		return
-	}
-	if strings.HasPrefix(line, "churn ") {
-		s.churn.Add(1)
-		io.WriteString(conn, "ok\n")
-		io.Copy(io.Discard, conn)
-		conn.Close()
-		return
-	}
-	want, err := netip.ParseAddrPort(line)
-	got := addrPort(conn.RemoteAddr())
-	if err != nil || got != want {
-		s.fail(fmt.Sprintf("accept() gave %s, the client is %q", got, line))
-	}
-	s.mu.Lock()
-	s.held = append(s.held, &held{conn: conn, fd: fdOf(conn), want: want})
-	s.mu.Unlock()
-	io.WriteString(conn, "ok\n")
-}
-
-func (s *loadServer) fail(msg string) {
-	if s.bad.Add(1) == 1 {
-		s.firstBad.Store(msg)
-	}
-}
-
-func (s *loadServer) snapshot() []*held {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*held(nil), s.held...)
-}
-
-// getpeernameThreads runs n OS threads that call getpeername() on random
-// held connections until stop is closed. Strict: the answer must be the
-// client. Not strict (during the unload): the client or the edge.
-type peerCheckers struct {
-	calls, bad atomic.Int64
-	strict     atomic.Bool
-	firstBad   atomic.Value
-	stop       chan struct{}
-	wg         sync.WaitGroup
-}
-
-func startCheckers(s *loadServer, n int) *peerCheckers {
-	p := &peerCheckers{stop: make(chan struct{})}
-	p.strict.Store(true)
-	for i := range n {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			runtime.LockOSThread() // a thread of its own, truly concurrent
-			defer runtime.UnlockOSThread()
-			rng := rand.New(rand.NewPCG(uint64(i), 7))
-			var list []*held
-			for {
-				select {
-				case <-p.stop:
-					return
-				default:
-				}
-				if len(list) < 64 || rng.IntN(64) == 0 {
-					list = s.snapshot()
-				}
-				if len(list) == 0 {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				for range 32 {
-					h := list[rng.IntN(len(list))]
-					got, err := peerOf(h.fd)
-					p.calls.Add(1)
-					ok := err == nil && got == h.want
-					if !ok && !p.strict.Load() && err == nil && h.proxy.IsValid() {
-						ok = got == h.proxy
-					}
-					if !ok && p.bad.Add(1) == 1 {
-						p.firstBad.Store(fmt.Sprintf("getpeername on the connection of %s gave %s (%v)", h.want, got, err))
-					}
-					// getsockname() passes through the module's getname to
-					// the kernel's, which may sleep (lock_sock): the unload
-					// must wait for such calls too.
-					if local, err := localOf(h.fd); err != nil || local.Port() != loadOriginPort {
-						if p.bad.Add(1) == 1 {
-							p.firstBad.Store(fmt.Sprintf("getsockname on the connection of %s gave %s (%v)", h.want, local, err))
-						}
-					}
-				}
-				// Paced: on two emulated CPUs, unpaced threads would starve
-				// the clients and the edge.
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
-	}
-	return p
-}
-
-func (p *peerCheckers) halt() {
-	close(p.stop)
-	p.wg.Wait()
-}
-
-func (p *peerCheckers) why() string {
-	if v, ok := p.firstBad.Load().(string); ok {
-		return "; first: " + v
-	}
-	return ""
-}
-
-// loadAndUnload is the load phase and the unload under load. It returns
-// how many connections went through the edge.
-func loadAndUnload(c *checker, l *lab, cfg *config) (int, error) {
-	ln, err := listen(l.origin, fmt.Sprintf("[::]:%d", loadOriginPort))
-	if err != nil {
-		return 0, err
-	}
-	srv := &loadServer{ln: ln, clientFirst: cfg.clientFirst}
-	go srv.serve()
-	defer func() {
-		ln.Close()
-		for _, h := range srv.snapshot() {
-			h.conn.Close()
-		}
-	}()
-
-	checkers := startCheckers(srv, cfg.checkers)
-	defer func() {
-		select {
-		case <-checkers.stop:
-		default:
-			checkers.halt()
-		}
-	}()
-
-	targets := []netip.AddrPort{
-		netip.AddrPortFrom(front4.Addr(), loadPort4), netip.AddrPortFrom(front4.Addr(), loadPort6),
-		netip.AddrPortFrom(front6.Addr(), loadPort4), netip.AddrPortFrom(front6.Addr(), loadPort6),
-	}
-	var (
-		mu      sync.Mutex
-		clients []net.Conn
-		failed  atomic.Int64
-		first   atomic.Value
-		wg      sync.WaitGroup
-	)
-	defer func() {
-		for _, conn := range clients {
-			conn.Close()
-		}
-	}()
-	statsBefore := toaStats()
-	originBefore, _ := netstat(l.origin)
-	edgeBefore, _ := netstat(l.edge)
-	t0 := time.Now()
-	per := (cfg.conns + cfg.clients - 1) / cfg.clients
-	for w := range cfg.clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// The whole client runs on one thread inside the client host.
-			l.client.Do(func() error {
-				d := net.Dialer{Timeout: 20 * time.Second}
-				for j := range per {
-					if w*per+j >= cfg.conns {
-						break
-					}
-					to := targets[(w+j)%len(targets)]
-					conn, err := d.Dial("tcp", to.String())
-					if err == nil && !cfg.clientFirst {
-						err = expectLine(conn, "hello")
-					}
-					if err == nil {
-						_, err = fmt.Fprintf(conn, "%s\n", addrPort(conn.LocalAddr()))
-						if err == nil {
-							var line string
-							line, err = firstLine(conn, 30*time.Second)
-							if err == nil && line != "ok" {
-								err = fmt.Errorf("answer %q", line)
-							}
-						}
-						if err != nil {
-							conn.Close()
-						}
-					}
-					if err != nil {
-						if failed.Add(1) == 1 {
-							first.Store(fmt.Sprintf("%s: %v", to, err))
-						}
-						continue
-					}
-					mu.Lock()
-					clients = append(clients, conn)
-					mu.Unlock()
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(t0)
-	why := ""
-	if v, ok := first.Load().(string); ok {
-		why = "; first failure: " + v
-	}
-	// Each server handler registers before it answers "ok": all are held.
-	hs := srv.snapshot()
-	c.check(failed.Load() == 0 && len(hs) == cfg.conns, "load",
-		"%d connections from %d concurrent clients through the edge in %v (%.0f/s), %d held by the origin, %d failed%s",
-		len(clients), cfg.clients, elapsed.Round(time.Millisecond), float64(len(clients))/elapsed.Seconds(), len(hs), failed.Load(), why)
-	whyBad := ""
-	if v, ok := srv.firstBad.Load().(string); ok {
-		whyBad = "; first: " + v
-	}
-	c.check(srv.bad.Load() == 0, "load: accept()", "%d of %d connections accepted with a wrong peer%s", srv.bad.Load(), len(hs), whyBad)
-	c.check(checkers.calls.Load() > 0 && checkers.bad.Load() == 0, "load: concurrent getpeername()",
-		"%d threads, %d calls during the load, %d wrong%s", cfg.checkers, checkers.calls.Load(), checkers.bad.Load(), checkers.why())
-
-	originAfter, _ := netstat(l.origin)
-	edgeAfter, _ := netstat(l.edge)
-	fmt.Printf("info load: toa_stats %s\n", fmtDelta(delta(toaStats(), statsBefore)))
-	fmt.Printf("info load: origin TcpExt %s\n", netstatDelta(originAfter, originBefore))
-	fmt.Printf("info load: edge TcpExt %s\n", netstatDelta(edgeAfter, edgeBefore))
-
-	// Every connection, once more, and against the module's entries.
-	wrong := 0
-	var firstWrong string
-	for _, h := range hs {
-		if got, err := peerOf(h.fd); err != nil || got != h.want {
-			if wrong++; wrong == 1 {
-				firstWrong = fmt.Sprintf("; first: %s gave %s (%v)", h.want, got, err)
-			}
-		}
-	}
-	c.check(wrong == 0, "load: getpeername() on every connection", "%d of %d wrong%s", wrong, len(hs), firstWrong)
-	// The module answers about the namespace of the asking socket: the
-	// origin's entries from inside the origin, none from the edge's.
-	var ctl *toactl.Client
-	if err := l.origin.Do(func() (err error) { ctl, err = toactl.Dial(); return err }); err != nil {
-		return len(hs), err
-	}
-	entries, err := ctl.Entries()
-	_, live, serr := ctl.Stats()
-	ctl.Close()
-	if err != nil || serr != nil {
-		return len(hs), errors.Join(err, serr)
-	}
-	var other []toactl.Entry
-	oerr := l.edge.Do(func() error {
-		ectl, err := toactl.Dial()
-		if err != nil {
-			return err
-		}
-		defer ectl.Close()
-		other, err = ectl.Entries()
-		return err
-	})
-	c.check(oerr == nil && len(other) == 0, "load: netlink entries per namespace",
-		"the edge's namespace sees %d of the origin's %d entries (%v)", len(other), len(entries), oerr)
-	byConn := map[[2]netip.AddrPort]toactl.Entry{}
-	for _, e := range entries {
-		byConn[[2]netip.AddrPort{e.Local, e.Client}] = e
-	}
-	missing := 0
-	for _, h := range hs {
-		e, ok := byConn[[2]netip.AddrPort{addrPort(h.conn.LocalAddr()), h.want}]
-		back := back6.Addr()
-		if addrPort(h.conn.LocalAddr()).Addr().Is4() {
-			back = back4.Addr()
-		}
-		if !ok || e.Proxy.Addr() != back {
-			missing++
-			continue
-		}
-		h.proxy = e.Proxy
-	}
-	alloc, _ := toaStat("ip6_address_alloc")
-	free, _ := toaStat("ip6_address_free")
-	c.check(missing == 0 && live >= uint64(len(hs)) && alloc-free == live, "load: netlink entries",
-		"%d live entries (toa_stats: %d allocated - %d freed = %d), %d of %d connections without an entry naming the edge",
-		live, alloc, free, alloc-free, missing, len(hs))
-
-	// Unload with every connection open, getpeername() running on all
-	// threads and new connections arriving.
-	checkers.strict.Store(false)
-	churnStop := make(chan struct{})
-	var churnOK, churnFail atomic.Int64
-	var churnWG sync.WaitGroup
-	churnWG.Add(1)
-	go func() {
-		defer churnWG.Done()
-		l.client.Do(func() error { churn(targets, cfg.clientFirst, churnStop, &churnOK, &churnFail); return nil })
-	}()
-	// New connections before, during and after the unload: at least one
-	// made before it starts and one after it ends, however slowly the guest
-	// runs (at least 500 ms each way, at most 10 s).
-	waitGrow(&churnOK, 0)
-	callsBefore := checkers.calls.Load()
-	t1 := time.Now()
-	uerr := unloadModule()
-	took := time.Since(t1)
-	waitGrow(&churnOK, churnOK.Load())
-	close(churnStop)
-	churnWG.Wait()
-	checkers.halt()
-	c.check(uerr == nil, "unload", "delete_module(toa) with %d connections open took %v (%v)", len(hs), took.Round(time.Microsecond), uerr)
-	c.check(churnFail.Load() == 0 && churnOK.Load() > 0, "unload: new connections", "%d made during the unload, %d failed", churnOK.Load(), churnFail.Load())
-	c.check(checkers.bad.Load() == 0 && checkers.calls.Load() > callsBefore, "unload: concurrent getpeername()",
-		"%d calls around the unload, each the client or the edge; %d other answers%s",
-		checkers.calls.Load()-callsBefore, checkers.bad.Load(), checkers.why())
-	if uerr != nil {
-		return len(hs), nil
-	}
-	freed, allocated, ok := unloadLine()
-	c.check(ok && freed == allocated && allocated >= uint64(len(hs)), "unload: freed",
-		"kernel log: %d of %d entries freed (ip6_address_free == ip6_address_alloc)", freed, allocated)
-	_, statErr := os.Stat("/proc/net/toa_stats")
-	_, dialErr := toactl.Dial()
-	c.check(errors.Is(statErr, os.ErrNotExist) && errors.Is(dialErr, toactl.ErrNotLoaded), "unload: gone",
-		"/proc/net/toa_stats: %v; netlink: %v", statErr, dialErr)
-	wrong, firstWrong = 0, ""
-	for _, h := range hs {
-		if got, err := peerOf(h.fd); err != nil || got != h.proxy {
-			if wrong++; wrong == 1 {
-				firstWrong = fmt.Sprintf("; first: %s gave %s (%v), want %s", h.want, got, err, h.proxy)
-			}
-		}
-	}
-	c.check(wrong == 0, "unload: hooks gone", "getpeername() on the %d still-open connections answers the edge again; %d do not%s",
-		len(hs), wrong, firstWrong)
-	// The connections still carry data after the unload.
-	if len(clients) > 0 {
-		conn := clients[len(clients)/2]
-		_, werr := io.WriteString(conn, "still here\n")
-		c.check(werr == nil, "unload: connections alive", "write after the unload: %v", werr)
-	}
-	return len(hs) + int(churnOK.Load()), nil
-}
-
-// expectLine reads one line and wants it to be want.
-func expectLine(conn net.Conn, want string) error {
-	line, err := firstLine(conn, 30*time.Second)
-	if err == nil && line != want {
-		err = fmt.Errorf("answer %q, want %q", line, want)
-	}
-	return err
-}
-
-// churn keeps opening short connections until stop is closed.
-func churn(targets []netip.AddrPort, clientFirst bool, stop chan struct{}, ok, fail *atomic.Int64) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		to := targets[i%len(targets)]
-		conn, err := d.Dial("tcp", to.String())
-		if err == nil && !clientFirst {
-			err = expectLine(conn, "hello")
-		}
-		if err == nil {
-			_, err = fmt.Fprintf(conn, "churn %s\n", addrPort(conn.LocalAddr()))
-			if err == nil {
-				var line string
-				line, err = firstLine(conn, 10*time.Second)
-				if err == nil && line != "ok" {
-					err = fmt.Errorf("answer %q", line)
-				}
-			}
-			conn.Close()
-		}
-		if err != nil {
-			fail.Add(1)
-			fmt.Printf("churn: %s: %v\n", to, err)
-			continue
-		}
-		ok.Add(1)
-	}
 }
 
 // checkEdgeMetrics reads realip-edge's metrics from inside the edge host:
