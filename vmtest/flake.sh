@@ -8,9 +8,8 @@
 # run.sh BOOTS times. Per boot one line: pass, or why it failed: kernel
 # trouble after init (lib.sh's TROUBLE_RE: Oops, BUG:, WARNING:, a
 # panic, a Call Trace, die()'s "[#N]" header), a suite FAIL,
-# a timeout. Kernel trouble before init, which run.sh boots around once
-# (VMTEST_BOOT_TRIES), is counted too (it would hide the flake): flake.sh
-# runs with VMTEST_BOOT_TRIES=1, so every boot is judged as it came.
+# a timeout. Kernel trouble before init (nothing of ours had run yet) is
+# counted apart from trouble after it.
 #   --busy     keep the host busy during each boot: a CPU burner (a shell
 #              loop) beside QEMU, as a developer machine or a second CI
 #              job would; --burners N runs N of them (default 1). Two
@@ -88,7 +87,7 @@ for ((i = 1; i <= boots; i++)); do
 		done
 	fi
 	blog=$work/boot.log rc=0 t=$(now)
-	VMTEST_BOOT_TRIES=1 "$VMTEST_DIR/run.sh" --timeout 600 --log "$blog" \
+	"$VMTEST_DIR/run.sh" --timeout 600 --log "$blog" \
 		--cmd "/test/multihost -conns $conns -timeout 570s" "$alias" -- "$work/mh" >"$work/run.out" 2>&1 || rc=$?
 	s=$(since "$t")
 	if ((${#burner[@]})); then

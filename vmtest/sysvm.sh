@@ -307,7 +307,11 @@ if ((rc == 124 || rc == 137)); then
 	fail "timed out after ${timeout_s}s" 124
 fi
 bad=$(grep -nE "$TROUBLE_RE" "$logfile" | head -n 5 || true)
-[[ -z $bad ]] || fail "kernel trouble in the console: $(head -n 1 <<<"$bad")"
+if [[ -n $bad ]]; then
+	when=''
+	broke_before_init "$logfile" && when=' (before init: nothing of ours had run yet)'
+	fail "kernel trouble in the console$when: $(head -n 1 <<<"$bad")"
+fi
 marker=$(grep -E "REALIP-VMTEST-RESULT $token " "$logfile" | tail -n 1 || true)
 [[ -n $marker ]] || fail "no result marker (qemu exit $rc)"
 marker=${marker#*REALIP-VMTEST-RESULT }

@@ -42,9 +42,9 @@ func TestSelftest(t *testing.T) {
 	}
 }
 
-// TestBrokeBeforeInit checks the rule by which run.sh and sysvm.sh boot a
-// second time: kernel trouble before init started is the machine's, any
-// trouble after it is judged.
+// TestBrokeBeforeInit checks how run.sh, sysvm.sh and flake.sh tell kernel
+// trouble before init started (nothing of ours had run) from trouble after
+// it; both fail a run.
 func TestBrokeBeforeInit(t *testing.T) {
 	testenv.RequireCommand(t, "bash")
 	const early = "[    1.29] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n" +
@@ -53,7 +53,7 @@ func TestBrokeBeforeInit(t *testing.T) {
 	const late = "[    9.10] WARNING: CPU: 1 PID: 77 at hello.c:12 hello_init+0x1/0x2 [hello]\n"
 	for _, tc := range []struct {
 		name, console string
-		retry         bool
+		before        bool
 	}{
 		{"clean boot", "[    0.00] Linux version 6.1\n" + init + "REALIP-VMTEST-RESULT x PASS\n", false},
 		{"oops before init", "[    0.00] Linux version 6.1\n" + early, true},
@@ -67,8 +67,8 @@ func TestBrokeBeforeInit(t *testing.T) {
 				t.Fatal(err)
 			}
 			err := exec.Command("bash", "-c", `. ./lib.sh && broke_before_init "$1"`, "bash", log).Run()
-			if got := err == nil; got != tc.retry {
-				t.Fatalf("broke_before_init = %v (err %v), want %v", got, err, tc.retry)
+			if got := err == nil; got != tc.before {
+				t.Fatalf("broke_before_init = %v (err %v), want %v", got, err, tc.before)
 			}
 		})
 	}
