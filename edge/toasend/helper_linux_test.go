@@ -18,14 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,14 +33,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/realip/realip/internal/testenv"
+	"github.com/realip/realip/internal/cgroup2/cgrouptest"
 )
 
 // helperEnv carries the helper's job (JSON) to the re-executed test binary.
 const helperEnv = "REALIP_TOASEND_HELPER"
 
 // cgroupPrefix starts the name of every cgroup the tests make.
-const cgroupPrefix = "realip-toasend-"
+const cgroupPrefix = "realip-toasend"
 
 func TestMain(m *testing.M) {
 	if job := os.Getenv(helperEnv); job != "" {
@@ -393,64 +391,7 @@ func (b *benchJob) run() (int64, error) {
 // returns its path and an open descriptor for it.
 func testCgroup(t testing.TB) (string, *os.File) {
 	t.Helper()
-	testenv.RequireRoot(t)
-	mnt, _, err := cgroup2Mount(procSelfMountinfo)
-	if err != nil {
-		testenv.SkipOrFail(t, "cgroup v2 is not mounted: %v", err)
-	}
-	reapCgroups(t, mnt)
-	path := filepath.Join(mnt, fmt.Sprintf("%s%d-%06x", cgroupPrefix, os.Getpid(), rand.Uint32()&0xffffff))
-	if err := os.Mkdir(path, 0o755); err != nil {
-		testenv.SkipOrFail(t, "cannot make a cgroup: %v", err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		os.Remove(path)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		f.Close()
-		if err := removeCgroup(path); err != nil {
-			t.Errorf("removing test cgroup: %v", err)
-		}
-	})
-	return path, f
-}
-
-// removeCgroup removes a cgroup whose processes have exited (a dead
-// process may take a moment to leave it).
-func removeCgroup(path string) error {
-	var err error
-	for range 100 {
-		if err = os.Remove(path); err == nil || errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return err
-}
-
-// reapCgroups removes cgroups left by test binaries that died (a test
-// timeout skips cleanups).
-func reapCgroups(t testing.TB, mnt string) {
-	entries, err := os.ReadDir(mnt)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), cgroupPrefix)
-		if !ok || !e.IsDir() {
-			continue
-		}
-		pidText, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() || !errors.Is(unix.Kill(pid, 0), unix.ESRCH) {
-			continue
-		}
-		if err := removeCgroup(filepath.Join(mnt, e.Name())); err != nil {
-			t.Logf("removing stale cgroup %s: %v", e.Name(), err)
-		}
-	}
+	return cgrouptest.New(t, cgroupPrefix)
 }
 
 // helper is a running helper process.

@@ -3,18 +3,16 @@
 package toasend
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/realip/realip/internal/cgroup2"
 )
 
 // Available reports whether Open can work here with default options: cgroup
@@ -100,10 +98,11 @@ func classify(what string, err error) error {
 	return fmt.Errorf("toasend: %s: %w", what, err)
 }
 
-// Where the kernel says things about cgroups.
+// Where the kernel says things about this process's cgroups; tests point
+// them elsewhere.
 var (
-	procSelfCgroup    = "/proc/self/cgroup"
-	procSelfMountinfo = "/proc/self/mountinfo"
+	procSelfCgroup    = cgroup2.SelfCgroup
+	procSelfMountinfo = cgroup2.SelfMountinfo
 )
 
 // cgroupPath returns path after checking that it is a cgroup v2 folder,
@@ -115,108 +114,25 @@ func cgroupPath(path string) (string, error) {
 			return "", err
 		}
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return "", fmt.Errorf("toasend: %w: %v", ErrNoCgroup2, err)
-	}
-	if st.Type != unix.CGROUP2_SUPER_MAGIC {
-		return "", fmt.Errorf("toasend: %w: %s is not a cgroup v2 folder", ErrNoCgroup2, path)
+	if err := cgroup2.Check(path); err != nil {
+		return "", noCgroup2(err)
 	}
 	return path, nil
 }
 
-// selfCgroup finds this process's cgroup v2 folder: its path in the
-// unified hierarchy (the "0::" line of /proc/self/cgroup) under the
-// cgroup2 mount point.
+// selfCgroup finds this process's cgroup v2 folder.
 func selfCgroup() (string, error) {
-	rel, err := unifiedPath(procSelfCgroup)
+	path, err := cgroup2.Self(procSelfCgroup, procSelfMountinfo)
 	if err != nil {
-		return "", err
+		return "", noCgroup2(err)
 	}
-	mnt, root, err := cgroup2Mount(procSelfMountinfo)
-	if err != nil {
-		return "", err
-	}
-	// The mount shows the hierarchy from root on; rel must be below it.
-	sub, err := filepath.Rel(root, rel)
-	if err != nil || sub == ".." || strings.HasPrefix(sub, "../") {
-		return "", fmt.Errorf("toasend: %w: this process's cgroup %s is outside the cgroup2 mount at %s (root %s)", ErrNoCgroup2, rel, mnt, root)
-	}
-	return filepath.Join(mnt, sub), nil
+	return path, nil
 }
 
-// unifiedPath returns the cgroup v2 path from a /proc/PID/cgroup file.
-func unifiedPath(file string) (string, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return "", fmt.Errorf("toasend: %w: %v", ErrNoCgroup2, err)
+// noCgroup2 wraps a cgroup2 error in ErrNoCgroup2 when that is its cause.
+func noCgroup2(err error) error {
+	if errors.Is(err, cgroup2.ErrNoCgroup2) {
+		return fmt.Errorf("toasend: %w: %v", ErrNoCgroup2, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			return strings.TrimSuffix(rest, " (deleted)"), nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("toasend: reading %s: %w", file, err)
-	}
-	return "", fmt.Errorf("toasend: %w: %s has no cgroup v2 entry (0::)", ErrNoCgroup2, file)
-}
-
-// cgroup2Mount returns the mount point and root of the first cgroup2 mount
-// in a /proc/PID/mountinfo file.
-func cgroup2Mount(file string) (mnt, root string, err error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return "", "", fmt.Errorf("toasend: %w: %v", ErrNoCgroup2, err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
-			continue
-		}
-		return unescapeMount(fields[4]), unescapeMount(fields[3]), nil
-	}
-	if err := sc.Err(); err != nil {
-		return "", "", fmt.Errorf("toasend: reading %s: %w", file, err)
-	}
-	return "", "", fmt.Errorf("toasend: %w: no cgroup2 mount in %s", ErrNoCgroup2, file)
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1:i+4]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(s string) bool {
-	for i := range len(s) {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
+	return fmt.Errorf("toasend: %w", err)
 }
