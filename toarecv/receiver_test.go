@@ -1,0 +1,177 @@
+//go:build linux
+
+package toarecv
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/realip/realip/internal/cgroup2/cgrouptest"
+)
+
+// testPinDir returns a pin folder of its own under /sys/fs/bpf, removed
+// (with whatever is pinned there) at cleanup.
+func testPinDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(bpffsRoot, fmt.Sprintf("realip-toarecv-test-%d-%06x", os.Getpid(), rand.Uint32()&0xffffff))
+	t.Cleanup(func() {
+		Unpin(dir)
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+// openTest attaches a receiver to a throw-away cgroup, pinned in a
+// throw-away folder.
+func openTest(t testing.TB, cfg Config) (*Receiver, string) {
+	t.Helper()
+	cg, _ := cgrouptest.New(t, "realip-toarecv")
+	r, err := Open(Options{Cgroup: cg, PinDir: testPinDir(t)}, cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, cg
+}
+
+func prefixes(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}
+
+// TestSetConfig: each configuration reads back as set, whatever came
+// before it.
+func TestSetConfig(t *testing.T) {
+	r, _ := openTest(t, Config{})
+	steps := []struct {
+		name string
+		cfg  Config
+		want Config
+	}{
+		{"defaults", Config{}, Config{Kinds: DefaultKinds}},
+		{"trust-list", Config{Trusted: prefixes("198.51.100.0/24", "2001:db8::/32"), Kinds: []uint8{200}},
+			Config{Trusted: prefixes("198.51.100.0/24", "2001:db8::/32"), Kinds: []uint8{200}}},
+		{"other-list", Config{Trusted: prefixes("203.0.113.9/32", "2001:db8::/32"), Kinds: []uint8{254, 253}},
+			Config{Trusted: prefixes("203.0.113.9/32", "2001:db8::/32"), Kinds: []uint8{253, 254}}},
+		{"back-to-trust-all", Config{Kinds: []uint8{200}}, Config{Kinds: []uint8{200}}},
+	}
+	for _, s := range steps {
+		if err := r.SetConfig(s.cfg); err != nil {
+			t.Fatalf("%s: SetConfig: %v", s.name, err)
+		}
+		got, err := r.Config()
+		if err != nil {
+			t.Fatalf("%s: Config: %v", s.name, err)
+		}
+		if !slices.Equal(got.Kinds, s.want.Kinds) || !slices.Equal(got.Trusted, s.want.Trusted) {
+			t.Errorf("%s: Config() = %+v, want %+v", s.name, got, s.want)
+		}
+	}
+	if err := r.SetConfig(Config{Kinds: []uint8{1}}); err == nil {
+		t.Error("SetConfig with kind 1: no error")
+	}
+}
+
+// TestAdoptAndUnpin: a second Open adopts the pinned receiver with its
+// maps; Unpin detaches and removes every pin.
+func TestAdoptAndUnpin(t *testing.T) {
+	r, cg := openTest(t, Config{Trusted: prefixes("198.51.100.0/24")})
+	dir := r.PinDir()
+	r.Close()
+	p, err := OpenPinned(dir)
+	if err != nil {
+		t.Fatalf("OpenPinned after Close: %v", err)
+	}
+	links, id := p.Attachment()
+	p.Close()
+	if want, _ := cgroupID(cg); len(links) != len(attachments) || id != want {
+		t.Fatalf("Attachment() = %v, %d; want %d links on cgroup %d", links, id, len(attachments), want)
+	}
+	r2, err := Open(Options{Cgroup: cg, PinDir: dir}, Config{Trusted: prefixes("198.51.100.0/24", "203.0.113.0/24")})
+	if err != nil {
+		t.Fatalf("second Open: %v", err)
+	}
+	if !r2.Adopted() {
+		t.Error("second Open did not adopt the pinned receiver")
+	}
+	r2.Close()
+	if err := Unpin(dir); err != nil {
+		t.Fatalf("Unpin: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin folder still there after Unpin: %v", err)
+	}
+	if _, err := OpenPinned(dir); !errors.Is(err, ErrNotPinned) {
+		t.Errorf("OpenPinned after Unpin = %v, want ErrNotPinned", err)
+	}
+	if err := Unpin(dir); !errors.Is(err, ErrNotPinned) {
+		t.Errorf("second Unpin = %v, want ErrNotPinned", err)
+	}
+}
+
+// TestMoveCgroup: Open with another cgroup moves the attachment there.
+func TestMoveCgroup(t *testing.T) {
+	r, _ := openTest(t, Config{})
+	dir := r.PinDir()
+	r.Close()
+	cg2, _ := cgrouptest.New(t, "realip-toarecv")
+	r2, err := Open(Options{Cgroup: cg2, PinDir: dir}, Config{})
+	if err != nil {
+		t.Fatalf("Open on a second cgroup: %v", err)
+	}
+	r2.Close()
+	p, err := OpenPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	links, id := p.Attachment()
+	if want, _ := cgroupID(cg2); len(links) != len(attachments) || id != want {
+		t.Fatalf("Attachment() = %v, %d; want %d links on cgroup %d", links, id, len(attachments), want)
+	}
+}
+
+// TestIncompatiblePin: a map of another shape pinned under a receiver
+// map's name is refused with ErrIncompatible, and left alone.
+func TestIncompatiblePin(t *testing.T) {
+	cg, _ := cgrouptest.New(t, "realip-toarecv")
+	dir := testPinDir(t)
+	if err := ensurePinDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "toa_stats", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(dir, "toa_stats")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Cgroup: cg, PinDir: dir}, Config{}); !errors.Is(err, ErrIncompatible) {
+		t.Fatalf("Open over an incompatible pin = %v, want ErrIncompatible", err)
+	}
+}
+
+func TestAvailable(t *testing.T) {
+	cg, _ := cgrouptest.New(t, "realip-toarecv")
+	if err := Available(Options{Cgroup: cg}); err != nil {
+		t.Fatalf("Available: %v", err)
+	}
+	if err := Available(Options{Cgroup: t.TempDir()}); !errors.Is(err, ErrNoCgroup2) {
+		t.Fatalf("Available on a plain folder = %v, want ErrNoCgroup2", err)
+	}
+	if _, err := Open(Options{Cgroup: t.TempDir(), PinDir: testPinDir(t)}, Config{}); !errors.Is(err, ErrNoCgroup2) {
+		t.Fatalf("Open on a plain folder = %v, want ErrNoCgroup2", err)
+	}
+}
