@@ -4,8 +4,10 @@
 // guest by vmtest/toa.sh, with the module file beside it. It loads the
 // module, sends TOA with realip-edge's eBPF sender (edge/toasend) over
 // loopback, and checks what accept(), getpeername(), the netlink family and
-// /proc/net/toa_stats report; then it unloads the module with connections
-// still open and checks that every entry was freed. It prints one
+// /proc/net/toa_stats report; options with clients no peer can have, put
+// on the wire byte for byte by its own sockops program (craft.go), must be
+// refused and counted (refused.go); then it unloads the module with
+// connections still open and checks that every entry was freed. It prints one
 // "ok"/"FAIL" line per check and exits 1 on any failure.
 package main
 
@@ -62,6 +64,11 @@ func run(c *checker, module string) error {
 		return fmt.Errorf("toa sender: %w", err)
 	}
 	defer sender.Close()
+	cr, err := openCrafter("/sys/fs/cgroup")
+	if err != nil {
+		return err
+	}
+	defer cr.Close()
 
 	var keep []net.Conn
 	for _, tc := range []struct {
@@ -81,6 +88,7 @@ func run(c *checker, module string) error {
 	}
 	checkListener(c, sender)
 	checkUntrusted(c, sender)
+	checkRefused(c, cr)
 	keep = append(keep, checkOldListeners(c, sender, olds)...)
 	keep = append(keep, checkKTLS(c, sender)...)
 	checkStats(c)
