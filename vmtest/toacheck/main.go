@@ -5,7 +5,7 @@
 // module, sends TOA with realip-edge's eBPF sender (edge/toasend) over
 // loopback, and checks what accept(), getpeername(), the netlink family and
 // /proc/net/toa_stats report; options with clients no peer can have, put
-// on the wire byte for byte by its own sockops program (craft.go), must be
+// on the wire byte for byte by a sockops program (internal/toacraft), must be
 // refused and counted (refused.go); then it unloads the module with
 // connections still open and checks that every entry was freed. It prints one
 // "ok"/"FAIL" line per check and exits 1 on any failure.
@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/edge/toasend"
+	"github.com/realip/realip/internal/toacraft"
 	"github.com/realip/realip/listener"
 	"github.com/realip/realip/toactl"
 	"github.com/realip/realip/wire"
@@ -64,7 +65,7 @@ func run(c *checker, module string) error {
 		return fmt.Errorf("toa sender: %w", err)
 	}
 	defer sender.Close()
-	cr, err := openCrafter("/sys/fs/cgroup")
+	cr, err := toacraft.Open("/sys/fs/cgroup")
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/realip/realip/internal/toacraft"
 )
 
 // craftCase is one connection with a crafted option.
@@ -45,7 +47,7 @@ var honouredCases = []craftCase{
 
 // checkRefused sends every refused and honoured case over IPv4 loopback
 // (a trusted source) with the crafter.
-func checkRefused(c *checker, cr *crafter) {
+func checkRefused(c *checker, cr *toacraft.Crafter) {
 	before := stat("syn_recv_sock_bad_option")
 	for _, tc := range refusedCases {
 		craftOne(c, cr, tc, false)
@@ -60,10 +62,10 @@ func checkRefused(c *checker, cr *crafter) {
 // craftOne makes one connection carrying tc's option and checks what the
 // accepted side reports and which counter moved: syn_recv_sock_toa when
 // honoured, else syn_recv_sock_bad_option, by one either way.
-func craftOne(c *checker, cr *crafter, tc craftCase, honoured bool) {
+func craftOne(c *checker, cr *toacraft.Crafter, tc craftCase, honoured bool) {
 	name := fmt.Sprintf("kind %d len %d %s", tc.kind, tc.length, tc.client)
 	client := netip.MustParseAddrPort(tc.client)
-	opt, err := toaOption(tc.kind, tc.length, client)
+	opt, err := toacraft.Option(tc.kind, tc.length, client)
 	if err != nil {
 		c.check(false, "%s: %v", name, err)
 		return
@@ -98,7 +100,7 @@ func craftOne(c *checker, cr *crafter, tc craftCase, honoured bool) {
 
 // craftedConn dials a fresh IPv4 loopback listener with opt crafted on
 // and returns both ends.
-func craftedConn(cr *crafter, opt []byte) (in, out net.Conn, err error) {
+func craftedConn(cr *toacraft.Crafter, opt []byte) (in, out net.Conn, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
