@@ -149,6 +149,13 @@ type Config struct {
 	// FlowIdle expires a UDP flow with no datagram either way for this
 	// long.
 	FlowIdle time.Duration
+	// TOAPinDir is the bpffs folder where realip's eBPF TOA receiver
+	// (package toarecv, attached by realip-agent with `receiver: ebpf`) is
+	// pinned; empty: toarecv.DefaultPinDir, /sys/fs/bpf/realip/toa. A TOA
+	// listener (Protocols wire.TOA) asks realip's toa.ko when the module
+	// answers on netlink, else the receiver pinned here; the eBPF receiver
+	// is Linux only.
+	TOAPinDir string
 	// Logger receives one line per rejected connection or datagram, at
 	// debug level for untrusted peers and warn level otherwise. Nil
 	// discards.

@@ -42,7 +42,7 @@ func TestDeferAccept(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var l *Listener
 			if tt.toa {
-				l = newTOAListener(t, tt.cfg, scriptedTOA{})
+				l = newTOAListener(t, tt.cfg, moduleTOA{scriptedTOA{}})
 			} else {
 				l = newTestListener(t, tt.cfg)
 			}

@@ -30,6 +30,23 @@
 // lets trusted peers omit the header (health checks, say); by default they
 // must send one, and the PROXY protocol specification forbids guessing.
 //
+// # TOA
+//
+// With Protocols wire.TOA (alone: the kernel reads the TCP option before
+// any byte reaches the listener) a TOA receiver rewrites what accept()
+// returns, and the listener asks it for each connection's entry, to report
+// the edge as Proxy and to apply Config.Trusted to it. New picks the
+// receiver: realip's toa.ko when it answers on netlink (looked up by local
+// address and client), else realip's eBPF receiver pinned in
+// Config.TOAPinDir (looked up by the accepted socket; Linux). With neither
+// it fails, naming both. The eBPF receiver serves the sockets of the
+// cgroup it is attached to (by default every process) and its getpeername
+// hook cannot change the address family: an IPv6 client on an IPv4 socket
+// comes out of accept() as the edge, and the listener still reports the
+// client from the entry. A connection without an entry (no option, or one
+// the receiver did not trust) from a trusted peer is rejected unless
+// Config.Optional is set, as a missing header is.
+//
 // # Behaviour under bad input
 //
 // Accept only returns connections whose header has been read and validated,

@@ -75,3 +75,31 @@ func ExampleListenPacket() {
 	// 192.0.2.7:5353 spp query
 	// true answer
 }
+
+// A TCP server behind an edge that sends TOA (realip-edge's toa rules,
+// LVS, EdgeOne): the kernel reads the option, through realip's toa.ko or,
+// without the module, its eBPF receiver (realip-agent load with
+// `receiver: ebpf`), and the listener reports client and edge. Not run
+// here: it needs one of the receivers, and New's error names both when
+// neither is there.
+func ExampleConfig_TOAPinDir() {
+	l, err := listener.Listen("tcp", ":8080", listener.Config{
+		Protocols: []wire.Proto{wire.TOA},
+		Trusted:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		// Where realip-agent pinned the eBPF receiver; this is the
+		// default, and toa.ko is asked first when it is loaded.
+		TOAPinDir: "/sys/fs/bpf/realip/toa",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer l.Close()
+	c, err := l.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	rc := c.(*listener.Conn)
+	fmt.Println(rc.Client(), rc.Proxy(), rc.Via()) // e.g. 192.0.2.7:40000 10.0.0.1:51000 toa
+}

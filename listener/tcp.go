@@ -64,7 +64,9 @@ func Listen(network, address string, cfg Config) (*Listener, error) {
 }
 
 // New wraps inner. Protocols may hold wire.PPv1 and wire.PPv2 (both when
-// empty), or wire.TOA alone, which needs realip's toa.ko kernel module.
+// empty), or wire.TOA alone, which needs a TOA receiver on the machine:
+// realip's toa.ko kernel module, or else its eBPF receiver pinned in
+// Config.TOAPinDir (see TOA in the package documentation).
 //
 // Unless Config.NoDeferAccept is set, a listener of PROXY headers sets
 // TCP_DEFER_ACCEPT on inner (Linux, TCP sockets): the kernel hands over a
@@ -77,7 +79,7 @@ func New(inner net.Listener, cfg Config) (*Listener, error) {
 	if len(cfg.Protocols) == 0 {
 		pol.allowed[wire.TOA] = false // TOA only when asked for
 	}
-	toa, err := openTOA(cfg.Protocols)
+	toa, err := openTOA(cfg.Protocols, cfg.TOAPinDir)
 	if err != nil {
 		return nil, err
 	}

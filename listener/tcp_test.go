@@ -632,7 +632,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no trusted prefixes", Config{}},
 		{"invalid prefix", Config{Trusted: []netip.Prefix{{}}}},
 		{"spp on tcp", Config{Trusted: loopback, Protocols: []wire.Proto{wire.SPP}}},
-		{"toa", Config{Trusted: loopback, Protocols: []wire.Proto{wire.TOA}}},
+		// No toa.ko here, and nothing pinned in the folder named.
+		{"toa without a receiver", Config{Trusted: loopback, Protocols: []wire.Proto{wire.TOA}, TOAPinDir: "/nonexistent/realip-toa"}},
 	}
 	for _, tt := range tests {
 		inner, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -10,8 +10,9 @@ import (
 	"github.com/realip/realip/wire"
 )
 
-// scriptedTOA answers Lookup as the kernel module would for the policy
-// branches below; the module itself is exercised in the VM suite (vmtest).
+// scriptedTOA answers Lookup as the kernel module (toactl.Client) would
+// for the policy branches below; the module itself is exercised in the VM
+// suite (vmtest), the eBPF receiver in toa_linux_test.go.
 type scriptedTOA struct {
 	entry toactl.Entry
 	err   error
@@ -66,7 +67,7 @@ func TestTOAPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newTOAListener(t, tt.cfg, tt.lookup)
+			l := newTOAListener(t, tt.cfg, moduleTOA{tt.lookup})
 			if tt.drop {
 				serveAccepts(t, l)
 			}

@@ -9,8 +9,12 @@
 // "first" (on the first datagram of a flow only, as EdgeOne and
 // realip-edge by default send it). It is never guessed per datagram.
 //
-// -proto toa needs realip's toa.ko loaded (the kernel reads the option);
-// it cannot be combined with ppv1/ppv2 on the same TCP listener.
+// -proto toa needs a TOA receiver, as the kernel reads the option: realip's
+// toa.ko loaded, or else realip's eBPF receiver attached (realip-agent load
+// with receiver: ebpf) to a cgroup whoami runs in, and pinned in
+// -toa-pin-dir (default /sys/fs/bpf/realip/toa). Either way the line shows
+// the client, the edge (proxy) and via=toa. It cannot be combined with
+// ppv1/ppv2 on the same TCP listener.
 //
 // On each TCP connection it writes one line, "client=IP:PORT proxy=IP:PORT
 // via=PROTO", then echoes what it reads until EOF. Each UDP datagram is
@@ -46,6 +50,7 @@ type options struct {
 	untrusted listener.UntrustedAction
 	framing   listener.Framing
 	timeout   time.Duration
+	pinDir    string
 	verbose   bool
 }
 
@@ -74,6 +79,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.udp, "udp", "", "UDP address to listen on")
 	fs.BoolVar(&o.optional, "optional", false, "let trusted peers omit the header")
 	fs.DurationVar(&o.timeout, "header-timeout", listener.DefaultHeaderTimeout, "how long a TCP peer may take to send its header")
+	fs.StringVar(&o.pinDir, "toa-pin-dir", "", "with -proto toa and no toa.ko: the bpffs folder of the pinned eBPF TOA receiver (default /sys/fs/bpf/realip/toa)")
 	fs.BoolVar(&o.verbose, "v", false, "log every rejected connection or datagram, untrusted ones included")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -120,7 +126,7 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 // config builds the listener config for one transport from the protocols
 // that transport can carry.
 func (o *options) config(transport string, supported ...wire.Proto) (listener.Config, error) {
-	cfg := listener.Config{Trusted: o.trusted, Optional: o.optional, Untrusted: o.untrusted, HeaderTimeout: o.timeout, Framing: o.framing}
+	cfg := listener.Config{Trusted: o.trusted, Optional: o.optional, Untrusted: o.untrusted, HeaderTimeout: o.timeout, Framing: o.framing, TOAPinDir: o.pinDir}
 	level := slog.LevelWarn
 	if o.verbose {
 		level = slog.LevelDebug
