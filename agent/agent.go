@@ -61,10 +61,16 @@ type Options struct {
 	// (READY=1, RELOADING=1, STOPPING=1); nil: sd_notify when
 	// NOTIFY_SOCKET is set.
 	Notify func(state string)
+	// EBPF drives the eBPF TOA receiver; nil: SysEBPF pinned in
+	// EBPFPinDir.
+	EBPF EBPF
+	// EBPFPinDir is the bpffs folder of the eBPF receiver's pins when
+	// EBPF is nil; empty: toarecv.DefaultPinDir (/sys/fs/bpf/realip/toa).
+	EBPFPinDir string
 }
 
-// Agent loads toa.ko, keeps its configuration in step with the
-// configuration file and serves metrics.
+// Agent runs a TOA receiver (toa.ko or the eBPF receiver), keeps its
+// configuration in step with the configuration file and serves metrics.
 type Agent struct {
 	log      *slog.Logger
 	sysfs    string
@@ -78,9 +84,13 @@ type Agent struct {
 	reloadOK prometheus.Gauge
 	loads    prometheus.Counter
 
+	kmod kmodReceiver
+	ebpf ebpfReceiver
+
 	mu      sync.Mutex
-	cfg     Config // the configuration in force
-	metrics string // the metrics server's address
+	cfg     Config   // the configuration in force
+	recv    receiver // the receiver in force; nil before Start
+	metrics string   // the metrics server's address
 
 	toa toaProxy
 }
@@ -126,6 +136,17 @@ func New(opts Options) (*Agent, error) {
 	if a.notify == nil {
 		a.notify = SDNotify
 	}
+	a.kmod = kmodReceiver{a}
+	a.ebpf = ebpfReceiver{a, opts.EBPF}
+	if a.ebpf.e == nil {
+		a.ebpf.e = SysEBPF{Dir: opts.EBPFPinDir}
+	}
+	a.registerMetrics()
+	return a, nil
+}
+
+// registerMetrics makes the agent's registry and its own metrics.
+func (a *Agent) registerMetrics() {
 	a.reg = prometheus.NewRegistry()
 	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "realip_agent_config_reloads_total",
@@ -141,9 +162,8 @@ func New(opts Options) (*Agent, error) {
 		Name: "realip_agent_module_loads_total",
 		Help: "Times this agent process loaded toa.ko (an adopted module does not count).",
 	})
-	a.reg.MustRegister(a.reloads, a.reloadOK, a.loads, newControlCollector(a), &a.toa,
+	a.reg.MustRegister(a.reloads, a.reloadOK, a.loads, newReceiverCollector(a), &a.toa,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return a, nil
 }
 
 // Registry is the agent's metrics registry.
@@ -152,51 +172,52 @@ func (a *Agent) Registry() *prometheus.Registry { return a.reg }
 // KernelRelease is the release the agent checks modules against.
 func (a *Agent) KernelRelease() string { return a.release }
 
-// LoadResult tells what EnsureLoaded did.
+// LoadResult tells what Start (or EnsureLoaded) did.
 type LoadResult struct {
-	Adopted bool   // the module was loaded already
-	Path    string // the file loaded (empty when adopted)
-	Version string // the module's version
+	Receiver ReceiverKind // the receiver in force
+	Why      string       // why the agent chose it (Start)
+	Adopted  bool         // it was in place already
+	Path     string       // kmod: the file loaded (empty when adopted)
+	Version  string       // kmod: the module's version
+	Cgroup   string       // ebpf: the cgroup v2 folder it is attached to
+	PinDir   string       // ebpf: where it is pinned
 }
 
 // EnsureLoaded loads toa.ko with cfg's trusted list and kinds as module
 // parameters, unless a toa module is loaded already, which it adopts. It
-// refuses a module file built for another kernel (*VermagicError).
+// refuses a module file built for another kernel (*VermagicError), and an
+// unsigned one when the kernel is in lockdown.
 func (a *Agent) EnsureLoaded(cfg Config) (LoadResult, error) {
+	res := LoadResult{Receiver: ReceiverKmod}
 	st, err := ReadModuleState(a.sysfs)
 	if err != nil {
-		return LoadResult{}, err
+		return res, err
 	}
 	if st.Loaded {
 		if st.InitState == "going" {
-			return LoadResult{}, errors.New("the toa module is being unloaded; retry when it is gone")
+			return res, errors.New("the toa module is being unloaded; retry when it is gone")
 		}
-		return LoadResult{Adopted: true, Version: st.Version}, nil
+		res.Adopted, res.Version = true, st.Version
+		return res, nil
 	}
-	path := cfg.ModulePath
-	if path == "" {
-		if path, err = FindModule(a.modRoot, a.release); err != nil {
-			return LoadResult{}, err
-		}
-	}
-	m, err := ReadModuleFile(path)
+	m, err := a.moduleToLoad(cfg)
 	if err != nil {
-		return LoadResult{}, err
+		return res, err
 	}
-	if err := CheckModule(m, a.release); err != nil {
-		return LoadResult{}, err
-	}
+	res.Version = m.Info.Version
 	params := cfg.ModuleParams()
 	if err := a.kernel.Load(m, params); err != nil {
 		if errors.Is(err, ErrAlreadyLoaded) {
-			return LoadResult{Adopted: true, Version: m.Info.Version}, nil
+			res.Adopted = true
+			return res, nil
 		}
-		return LoadResult{}, err
+		return res, err
 	}
 	a.loads.Inc()
-	a.log.Info("loaded the toa module", "path", path, "version", m.Info.Version,
+	a.log.Info("loaded the toa module", "path", m.Path, "version", m.Info.Version,
 		"compression", m.Compression, "params", params)
-	return LoadResult{Path: path, Version: m.Info.Version}, nil
+	res.Path = m.Path
+	return res, nil
 }
 
 // Unload removes the module (delete_module). It returns ErrNotLoaded if
@@ -204,6 +225,28 @@ func (a *Agent) EnsureLoaded(cfg Config) (LoadResult, error) {
 func (a *Agent) Unload() error {
 	return a.kernel.Unload(ModuleName)
 }
+
+// UnloadReceivers removes every TOA receiver in place, whichever the
+// configuration names: it unloads toa.ko, and detaches and unpins the
+// eBPF receiver. It returns the receivers it removed, none (and no error)
+// when nothing was in place. Connections keep working and show the
+// edge's address from then on.
+func (a *Agent) UnloadReceivers() ([]ReceiverKind, error) {
+	var removed []ReceiverKind
+	var errs []error
+	for _, r := range []receiver{a.kmod, a.ebpf} {
+		switch err := r.unload(); {
+		case err == nil:
+			removed = append(removed, r.kind())
+		case !errors.Is(err, ErrNotLoaded):
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// EBPFPinDir is where the agent looks for the eBPF receiver's pins.
+func (a *Agent) EBPFPinDir() string { return a.ebpf.pinDir() }
 
 // Push sets the module's trusted prefixes and kinds to cfg's over netlink
 // unless they are equal already, then reads them back to check. It
@@ -254,12 +297,7 @@ func (a *Agent) dialControl() (Control, error) {
 // sameConfig compares the module's configuration with the file's, as
 // sets (the module keeps kinds sorted).
 func sameConfig(m toactl.Config, c Config) bool {
-	return sameSet(m.Trusted, c.Trusted, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	}) && sameSet(m.Kinds, c.Kinds, func(a, b uint8) int { return int(a) - int(b) })
+	return heldConfig{Trusted: m.Trusted, Kinds: m.Kinds}.matches(c)
 }
 
 func sameSet[T any](a, b []T, cmp func(T, T) int) bool {
@@ -279,8 +317,9 @@ func (a *Agent) Config() Config {
 	return a.cfg
 }
 
-// Start loads the configuration file, loads or adopts the module and
-// pushes the configuration. It is Run's first step and the whole of
+// Start loads the configuration file, chooses the TOA receiver, loads or
+// attaches it (or adopts the one in place) and applies the
+// configuration. It is Run's first step and the whole of
 // `realip-agent load`.
 func (a *Agent) Start(configPath string) (Config, LoadResult, error) {
 	cfg, err := LoadConfig(configPath)
@@ -291,23 +330,28 @@ func (a *Agent) Start(configPath string) (Config, LoadResult, error) {
 	for _, w := range cfg.Warnings() {
 		a.log.Warn(w)
 	}
-	res, err := a.EnsureLoaded(cfg)
+	c, err := a.choose(cfg)
+	if err != nil {
+		return Config{}, LoadResult{}, err
+	}
+	a.log.Info("TOA receiver chosen", "receiver", c.recv.kind(), "configured", cfg.Receiver, "why", c.why)
+	res, err := c.recv.start(cfg)
+	res.Receiver, res.Why = c.recv.kind(), c.why
 	if err != nil {
 		return Config{}, res, err
 	}
-	if res.Adopted {
-		a.log.Info("adopted the loaded toa module", "version", res.Version)
-	}
-	changed, err := a.Push(cfg)
-	if err != nil {
-		return Config{}, res, err
-	}
-	a.log.Info("module configured", "trusted", cfg.TrustedString(), "kinds", cfg.KindsString(), "changed", changed)
 	a.mu.Lock()
-	a.cfg = cfg
+	a.cfg, a.recv = cfg, c.recv
 	a.mu.Unlock()
 	a.reloadOK.Set(1)
 	return cfg, res, nil
+}
+
+// inForce is the receiver in force, nil before Start.
+func (a *Agent) inForce() receiver {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.recv
 }
 
 // Reload re-reads the configuration file and pushes the trusted list and
@@ -335,26 +379,20 @@ func (a *Agent) reload(configPath string) error {
 	for _, w := range cfg.Warnings() {
 		a.log.Warn(w)
 	}
+	recv := a.inForce()
+	if recv == nil {
+		_, _, err := a.Start(configPath)
+		return err
+	}
 	old := a.Config()
-	res, err := a.EnsureLoaded(cfg)
+	a.keepRestartFields(&cfg, old, recv.kind())
+	changed, err := recv.apply(cfg)
 	if err != nil {
 		return err
 	}
-	if !res.Adopted {
-		a.log.Warn("the toa module had been unloaded; loaded it again", "path", res.Path)
-	}
-	changed, err := a.Push(cfg)
-	if err != nil {
-		return err
-	}
-	if cfg.ModulePath != old.ModulePath {
+	if recv.kind() == ReceiverKmod && cfg.ModulePath != old.ModulePath {
 		a.log.Info("module_path changed; it is used the next time the module is loaded (the loaded module is kept)",
 			"module_path", cfg.ModulePath)
-	}
-	if cfg.MetricsListen != old.MetricsListen {
-		a.log.Warn("metrics_listen changed; restart the agent to move the metrics endpoint",
-			"in_force", old.MetricsListen, "configured", cfg.MetricsListen)
-		cfg.MetricsListen = old.MetricsListen
 	}
 	if cfg.Procfs != old.Procfs || cfg.MetricsPerCPU != old.MetricsPerCPU {
 		if err := a.swapTOACollector(cfg); err != nil {
@@ -364,15 +402,45 @@ func (a *Agent) reload(configPath string) error {
 	a.mu.Lock()
 	a.cfg = cfg
 	a.mu.Unlock()
-	a.log.Info("configuration reloaded", "trusted", cfg.TrustedString(), "kinds", cfg.KindsString(), "module_changed", changed)
+	a.log.Info("configuration reloaded", "receiver", recv.kind(), "trusted", cfg.TrustedString(), "kinds", cfg.KindsString(),
+		"receiver_changed", changed)
 	return nil
 }
 
+// keepRestartFields keeps in cfg the values of old for the fields that
+// apply only when the agent restarts (metrics_listen, receiver, cgroup),
+// and logs each that changed. A receiver field that the receiver in
+// force (kind) satisfies is no change.
+func (a *Agent) keepRestartFields(cfg *Config, old Config, kind ReceiverKind) {
+	if cfg.MetricsListen != old.MetricsListen {
+		a.log.Warn("metrics_listen changed; restart the agent to move the metrics endpoint",
+			"in_force", old.MetricsListen, "configured", cfg.MetricsListen)
+		cfg.MetricsListen = old.MetricsListen
+	}
+	if cfg.Receiver != old.Receiver && cfg.Receiver != ReceiverAuto && cfg.Receiver != kind {
+		a.log.Warn("receiver changed; it applies when the agent restarts (to switch receivers, run `realip-agent unload` first)",
+			"in_force", old.Receiver, "configured", cfg.Receiver)
+		cfg.Receiver = old.Receiver
+	}
+	if cfg.Cgroup != old.Cgroup {
+		a.log.Warn("cgroup changed; restart the agent to attach the eBPF receiver there",
+			"in_force", old.Cgroup, "configured", cfg.Cgroup)
+		cfg.Cgroup = old.Cgroup
+	}
+}
+
 // swapTOACollector replaces the toa_stats collector (at start, and after a
-// change of procfs or metrics_per_cpu). The registry holds a fixed proxy,
+// change of procfs or metrics_per_cpu). With the eBPF receiver in force it
+// reads that receiver's counters instead of procfs. The registry holds a fixed proxy,
 // because an unchecked collector cannot be unregistered.
 func (a *Agent) swapTOACollector(cfg Config) error {
-	c, err := exporter.NewTOACollector(exporter.TOAOptions{ProcRoot: cfg.Procfs, PerCPU: cfg.MetricsPerCPU, Logger: a.log})
+	opts := exporter.TOAOptions{ProcRoot: cfg.Procfs, PerCPU: cfg.MetricsPerCPU, Logger: a.log}
+	if recv := a.inForce(); recv != nil {
+		if src := recv.stats(); src != nil {
+			opts.Source, opts.SourceName = src, "the eBPF TOA receiver"
+		}
+	}
+	c, err := exporter.NewTOACollector(opts)
 	if err != nil {
 		return err
 	}
@@ -408,7 +476,7 @@ func (p *toaProxy) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Run is `realip-agent run`: Start, serve metrics, and on SIGHUP reload.
-// SIGTERM and SIGINT end it with the module left loaded, as does ctx.
+// SIGTERM and SIGINT end it with the receiver left in place, as does ctx.
 func (a *Agent) Run(ctx context.Context, configPath string, sigs <-chan os.Signal) error {
 	cfg, _, err := a.Start(configPath)
 	if err != nil {
@@ -454,7 +522,11 @@ func (a *Agent) Run(ctx context.Context, configPath string, sigs <-chan os.Signa
 				a.notify("READY=1")
 				continue
 			}
-			a.log.Info("exiting; the toa module stays loaded (`realip-agent unload` removes it)", "signal", s.String())
+			if a.inForce().kind() == ReceiverEBPF {
+				a.log.Info("exiting; the eBPF TOA receiver stays attached (`realip-agent unload` detaches it)", "signal", s.String())
+			} else {
+				a.log.Info("exiting; the toa module stays loaded (`realip-agent unload` removes it)", "signal", s.String())
+			}
 			stop()
 			return nil
 		}
@@ -468,46 +540,49 @@ func (a *Agent) MetricsAddr() string {
 	return a.metrics
 }
 
-// controlCollector reports what the module's control interface says, at
-// scrape time.
-type controlCollector struct {
-	a                 *Agent
-	up, trusted, info *prometheus.Desc
+// receiverCollector reports, at scrape time, the receiver in force and
+// what it says of its configuration.
+type receiverCollector struct {
+	a                           *Agent
+	up, trusted, info, recvInfo *prometheus.Desc
 }
 
-func newControlCollector(a *Agent) *controlCollector {
-	return &controlCollector{
+func newReceiverCollector(a *Agent) *receiverCollector {
+	return &receiverCollector{
 		a: a,
 		up: prometheus.NewDesc("realip_toa_control_up",
-			"1 when realip's toa.ko answered on its netlink control interface, else 0.", nil, nil),
+			"1 when the TOA receiver's configuration could be read (toa.ko's netlink control interface answered, or the eBPF receiver's pinned maps were read), else 0.", nil, nil),
 		trusted: prometheus.NewDesc("realip_toa_trusted_prefixes",
-			"Trusted source prefixes in force in the module; 0 means every source is trusted and TOA can be forged.", nil, nil),
+			"Trusted source prefixes in force in the TOA receiver; 0 means every source is trusted and TOA can be forged.", nil, nil),
 		info: prometheus.NewDesc("realip_toa_module_info",
 			"The loaded toa module's version and srcversion; always 1.", []string{"version", "srcversion"}, nil),
+		recvInfo: prometheus.NewDesc("realip_toa_receiver_info",
+			"The TOA receiver the agent runs: kmod (toa.ko) or ebpf (the eBPF receiver); always 1.", []string{"receiver"}, nil),
 	}
 }
 
-func (c *controlCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *receiverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.trusted
 	ch <- c.info
+	ch <- c.recvInfo
 }
 
-func (c *controlCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *receiverCollector) Collect(ch chan<- prometheus.Metric) {
 	if st, err := ReadModuleState(c.a.sysfs); err == nil && st.Loaded {
 		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, st.Version, st.SrcVersion)
 	}
-	ctl, err := c.a.dial()
-	if err != nil {
+	recv := c.a.inForce()
+	if recv == nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return
 	}
-	defer ctl.Close()
-	cfg, err := ctl.Config()
+	ch <- prometheus.MustNewConstMetric(c.recvInfo, prometheus.GaugeValue, 1, string(recv.kind()))
+	held, err := recv.held()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
-	ch <- prometheus.MustNewConstMetric(c.trusted, prometheus.GaugeValue, float64(len(cfg.Trusted)))
+	ch <- prometheus.MustNewConstMetric(c.trusted, prometheus.GaugeValue, float64(len(held.Trusted)))
 }

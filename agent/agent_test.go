@@ -296,6 +296,7 @@ func TestRunSignals(t *testing.T) {
 		"realip_toa_syn_recv_sock_toa_total 1723",
 		"realip_toa_control_up 1",
 		"realip_toa_trusted_prefixes 1",
+		`realip_toa_receiver_info{receiver="kmod"} 1`,
 		`realip_toa_module_info{srcversion="0123456789ABCDEF012345",version="0.1.0"} 1`,
 		"realip_agent_module_loads_total 1",
 		"realip_agent_config_last_reload_successful 1",
@@ -387,6 +388,7 @@ func TestStatus(t *testing.T) {
 	}
 	out := text.String()
 	for _, want := range []string{
+		"receiver:     kmod (toa.ko)\n",
 		"module:       toa 0.1.0, live, refcount 0 (kernel " + agenttest.KernelRelease + ")",
 		"control:      netlink realip_toa, module version 0.1.0",
 		"trusted:      198.51.100.0/24, 2001:db8::/32",
@@ -409,7 +411,7 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if !back.Module.Loaded || back.Module.Version != "0.1.0" || !back.Control.Available ||
+	if back.Receiver != agent.ReceiverKmod || back.EBPF != nil || !back.Module.Loaded || back.Module.Version != "0.1.0" || !back.Control.Available ||
 		!slices.Equal(back.Config.Trusted, []string{"198.51.100.0/24", "2001:db8::/32"}) ||
 		!slices.Equal(back.Config.Kinds, []int{200, 253, 254}) ||
 		back.LiveEntries != 2 || len(back.Entries) != 2 || back.Entries[1].Client != "[2001:db8:ffff::7]:6666" ||
@@ -423,8 +425,14 @@ func TestStatus(t *testing.T) {
 	st, _ = e.agent.Status(e.ConfigPath)
 	text.Reset()
 	st.WriteText(&text)
-	if st.ConfigFile.InSync || !strings.Contains(text.String(), "NOT in force") {
+	if st.ConfigFile.InSync || !strings.Contains(text.String(), `NOT in force (file: trusted="203.0.113.0/24" kinds="200,253,254"; reload the agent)`) {
 		t.Errorf("drift not shown:\n%s", text.String())
+	}
+	// The file names the other receiver: a restart will not do.
+	e.Write("receiver: ebpf\ntrusted: [198.51.100.0/24, 2001:db8::/32]\n")
+	st, _ = e.agent.Status(e.ConfigPath)
+	if st.ConfigFile.InSync || !strings.Contains(st.ConfigFile.Differs, "the file names receiver ebpf, kmod is in place; switch with `realip-agent unload`") {
+		t.Errorf("receiver drift: %+v", st.ConfigFile)
 	}
 }
 
@@ -436,30 +444,41 @@ func TestStatusNotLoaded(t *testing.T) {
 	}
 	var text bytes.Buffer
 	st.WriteText(&text)
-	if st.Module.Loaded || !strings.Contains(text.String(), "module:   not loaded (kernel "+agenttest.KernelRelease+")") {
-		t.Errorf("%s", text.String())
+	want := "receiver:  none (kernel " + agenttest.KernelRelease + "): no TOA receiver is in place: toa.ko is not loaded and no eBPF receiver is pinned in " + e.EBPF.PinDir() + "\n"
+	if st.Module.Loaded || st.InPlace() || text.String() != want {
+		t.Errorf("got:\n%swant:\n%s", text.String(), want)
 	}
 	var js bytes.Buffer
 	st.WriteJSON(&js)
-	if !strings.Contains(js.String(), `"loaded": false`) || !strings.Contains(js.String(), `"entries": []`) {
+	if !strings.Contains(js.String(), `"receiver": "none"`) || !strings.Contains(js.String(), `"loaded": false`) || !strings.Contains(js.String(), `"entries": []`) {
 		t.Errorf("%s", js.String())
 	}
 }
 
 // TestPromtool runs `promtool check metrics` on the agent's exposition
-// (its own metrics, the toa_stats collector, Go and process metrics).
+// (its own metrics, the toa_stats collector, Go and process metrics), with
+// either receiver.
 func TestPromtool(t *testing.T) {
 	promtool := testenv.RequireCommand(t, "promtool")
-	e := newTestEnv(t)
-	e.Write("trusted: [198.51.100.0/24]\n")
-	if _, _, err := e.agent.Start(e.ConfigPath); err != nil {
-		t.Fatal(err)
+	for _, receiver := range []string{"kmod", "ebpf"} {
+		t.Run(receiver, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.Write("receiver: " + receiver + "\ntrusted: [198.51.100.0/24]\n")
+			if _, _, err := e.agent.Start(e.ConfigPath); err != nil {
+				t.Fatal(err)
+			}
+			e.agent.Reload(e.ConfigPath)
+			if err := agent.SwapTOACollector(e.agent, e.agent.Config()); err != nil {
+				t.Fatal(err)
+			}
+			promtoolCheck(t, promtool, e.agent)
+		})
 	}
-	e.agent.Reload(e.ConfigPath)
-	if err := agent.SwapTOACollector(e.agent, e.agent.Config()); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := e.agent.Registry().Gather()
+}
+
+func promtoolCheck(t *testing.T, promtool string, a *agent.Agent) {
+	t.Helper()
+	mfs, err := a.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +489,7 @@ func TestPromtool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, want := range []string{"realip_toa_syn_recv_sock_toa_total", "realip_agent_config_reloads_total", "realip_toa_control_up"} {
+	for _, want := range []string{"realip_toa_syn_recv_sock_toa_total", "realip_agent_config_reloads_total", "realip_toa_control_up", "realip_toa_receiver_info"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Fatalf("exposition lacks %s", want)
 		}

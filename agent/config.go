@@ -38,8 +38,23 @@ const (
 	maxConfigStr = 8192
 )
 
+// ReceiverKind names a TOA receiver: the configuration's receiver field.
+type ReceiverKind string
+
+// The receivers, and auto, which picks one from what the machine offers.
+const (
+	ReceiverAuto ReceiverKind = "auto"
+	ReceiverKmod ReceiverKind = "kmod" // realip's toa.ko
+	ReceiverEBPF ReceiverKind = "ebpf" // package toarecv
+)
+
 // Config is the agent's configuration file, /etc/realip/agent.yaml:
 //
+//	# TOA receiver: auto, kmod (toa.ko) or ebpf (no module).
+//	receiver: auto
+//	# cgroup v2 folder the eBPF receiver attaches to; empty: the root of
+//	# the cgroup v2 mount (every process).
+//	cgroup: ""
 //	# toa.ko to load; empty: search the running kernel's module folders
 //	# (/lib/modules/$(uname -r)/{updates/dkms,extra,updates,kernel}).
 //	module_path: ""
@@ -58,6 +73,8 @@ const (
 // Unknown fields are errors; a bad value is one error naming the field,
 // and nothing of the file is applied.
 type Config struct {
+	Receiver      ReceiverKind
+	Cgroup        string
 	ModulePath    string
 	Trusted       []netip.Prefix
 	Kinds         []uint8
@@ -69,6 +86,7 @@ type Config struct {
 // DefaultConfig is the configuration of an empty file.
 func DefaultConfig() Config {
 	return Config{
+		Receiver:      ReceiverAuto,
 		Kinds:         slices.Clone(DefaultKinds),
 		MetricsListen: DefaultMetricsListen,
 		Procfs:        DefaultProcfs,
@@ -79,7 +97,10 @@ func DefaultConfig() Config {
 func (c Config) Warnings() []string {
 	var w []string
 	if len(c.Trusted) == 0 {
-		w = append(w, "trusted is empty: the module honours TOA options from every source, so anyone who can reach this host can forge client addresses; list the prefixes of your L4 edges")
+		w = append(w, "trusted is empty: the receiver honours TOA options from every source, so anyone who can reach this host can forge client addresses; list the prefixes of your L4 edges")
+	}
+	if c.Receiver == ReceiverKmod && c.Cgroup != "" {
+		w = append(w, "cgroup is set but receiver is kmod: toa.ko serves every process and the cgroup is not used")
 	}
 	return w
 }
@@ -172,7 +193,7 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, err
 }
 
-var configFields = []string{"module_path", "trusted", "kinds", "metrics_listen", "metrics_per_cpu", "procfs"}
+var configFields = []string{"receiver", "cgroup", "module_path", "trusted", "kinds", "metrics_listen", "metrics_per_cpu", "procfs"}
 
 // ParseConfig parses and checks a configuration file's content; fields
 // left out keep their defaults (DefaultConfig). Errors are *ConfigError.
@@ -211,25 +232,7 @@ func ParseConfig(b []byte) (Config, error) {
 			return Config{}, &ConfigError{Line: k.Line, Field: name, Msg: fmt.Sprintf("given twice (first on line %d)", line)}
 		}
 		seen[name] = k.Line
-		var err *ConfigError
-		switch name {
-		case "module_path":
-			err = parsePath(v, name, &cfg.ModulePath, true)
-		case "trusted":
-			cfg.Trusted, err = parseTrusted(v)
-		case "kinds":
-			cfg.Kinds, err = parseKinds(v)
-		case "metrics_listen":
-			err = parseListen(v, &cfg.MetricsListen)
-		case "metrics_per_cpu":
-			err = parseBool(v, name, &cfg.MetricsPerCPU)
-		case "procfs":
-			err = parsePath(v, name, &cfg.Procfs, false)
-		default:
-			return Config{}, &ConfigError{Line: k.Line, Field: name,
-				Msg: "unknown field (known: " + strings.Join(configFields, ", ") + ")"}
-		}
-		if err != nil {
+		if err := parseField(&cfg, k, v); err != nil {
 			if err.Field == "" {
 				err.Field = name
 			}
@@ -237,6 +240,32 @@ func ParseConfig(b []byte) (Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// parseField parses the value v of the field named by k into cfg.
+func parseField(cfg *Config, k, v *yaml.Node) *ConfigError {
+	var err *ConfigError
+	switch name := k.Value; name {
+	case "receiver":
+		cfg.Receiver, err = parseReceiver(v)
+	case "cgroup":
+		err = parsePath(v, name, &cfg.Cgroup, true)
+	case "module_path":
+		err = parsePath(v, name, &cfg.ModulePath, true)
+	case "trusted":
+		cfg.Trusted, err = parseTrusted(v)
+	case "kinds":
+		cfg.Kinds, err = parseKinds(v)
+	case "metrics_listen":
+		err = parseListen(v, &cfg.MetricsListen)
+	case "metrics_per_cpu":
+		err = parseBool(v, name, &cfg.MetricsPerCPU)
+	case "procfs":
+		err = parsePath(v, name, &cfg.Procfs, false)
+	default:
+		return &ConfigError{Line: k.Line, Field: name, Msg: "unknown field (known: " + strings.Join(configFields, ", ") + ")"}
+	}
+	return err
 }
 
 func yamlError(err error) *ConfigError {
@@ -307,6 +336,18 @@ func parsePath(v *yaml.Node, field string, dst *string, emptyOK bool) *ConfigErr
 	}
 	*dst = filepath.Clean(s)
 	return nil
+}
+
+func parseReceiver(v *yaml.Node) (ReceiverKind, *ConfigError) {
+	const want = "want auto, kmod (toa.ko) or ebpf (the eBPF receiver)"
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+		return "", &ConfigError{Line: v.Line, Field: "receiver", Msg: want + ", got " + kindName(v)}
+	}
+	switch r := ReceiverKind(v.Value); r {
+	case ReceiverAuto, ReceiverKmod, ReceiverEBPF:
+		return r, nil
+	}
+	return "", &ConfigError{Line: v.Line, Field: "receiver", Msg: fmt.Sprintf("%s, got %q", want, v.Value)}
 }
 
 func parseBool(v *yaml.Node, field string, dst *bool) *ConfigError {

@@ -24,7 +24,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		}
 	}
 	d := DefaultConfig()
-	if d.ModulePath != "" || d.Trusted != nil || d.KindsString() != "200,253,254" ||
+	if d.Receiver != ReceiverAuto || d.Cgroup != "" || d.ModulePath != "" || d.Trusted != nil || d.KindsString() != "200,253,254" ||
 		d.MetricsListen != "127.0.0.1:9788" || d.MetricsPerCPU || d.Procfs != "/proc" {
 		t.Errorf("defaults changed: %+v", d)
 	}
@@ -36,6 +36,8 @@ func TestParseConfigDefaults(t *testing.T) {
 func TestParseConfigFull(t *testing.T) {
 	in := `
 # realip-agent
+receiver: ebpf
+cgroup: /sys/fs/cgroup/system.slice/nginx.service/
 module_path: /opt/realip/toa.ko
 trusted:
   - 198.51.100.0/24
@@ -51,6 +53,8 @@ procfs: /host/proc/
 		t.Fatal(err)
 	}
 	want := Config{
+		Receiver:   ReceiverEBPF,
+		Cgroup:     "/sys/fs/cgroup/system.slice/nginx.service",
 		ModulePath: "/opt/realip/toa.ko",
 		Trusted: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"),
 			netip.MustParsePrefix("203.0.113.7/32"), netip.MustParsePrefix("2001:db8::/32")},
@@ -80,6 +84,17 @@ procfs: /host/proc/
 	if err != nil || cfg.Trusted != nil || len(cfg.Warnings()) != 1 {
 		t.Fatalf("trusted: null: %+v %v", cfg, err)
 	}
+	for _, r := range []ReceiverKind{ReceiverAuto, ReceiverKmod, ReceiverEBPF} {
+		cfg, err = ParseConfig([]byte("receiver: " + string(r) + "\ncgroup: \"\"\n"))
+		if err != nil || cfg.Receiver != r || cfg.Cgroup != "" {
+			t.Errorf("receiver %s: %+v %v", r, cfg, err)
+		}
+	}
+	// A cgroup toa.ko would not use is allowed, and warned about.
+	cfg, err = ParseConfig([]byte("receiver: kmod\ncgroup: /sys/fs/cgroup/web\ntrusted: [198.51.100.0/24]\n"))
+	if w := cfg.Warnings(); err != nil || len(w) != 1 || !strings.Contains(w[0], "cgroup is set but receiver is kmod") {
+		t.Errorf("kmod with a cgroup: %v, warnings %q", err, w)
+	}
 }
 
 func TestParseConfigErrors(t *testing.T) {
@@ -89,7 +104,7 @@ func TestParseConfigErrors(t *testing.T) {
 		line        int
 		msgContains string
 	}{
-		{"unknown field", "trusted: []\ntrustd: [1.2.3.4]\n", "trustd", 2, "unknown field (known: module_path, trusted"},
+		{"unknown field", "trusted: []\ntrustd: [1.2.3.4]\n", "trustd", 2, "unknown field (known: receiver, cgroup, module_path, trusted"},
 		{"unknown nested", "metrics:\n  listen: x\n", "metrics", 1, "unknown field"},
 		{"duplicate field", "kinds: [200]\nkinds: [254]\n", "kinds", 2, "given twice (first on line 1)"},
 		{"not a mapping", "- a\n- b\n", "", 1, "want a mapping"},
@@ -135,6 +150,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"procfs empty", "procfs: \"\"\n", "procfs", 1, "must not be empty"},
 		{"module relative", "module_path: kmod/toa.ko\n", "module_path", 1, "not an absolute path"},
 		{"module list", "module_path: [a]\n", "module_path", 1, "want a string, got a list"},
+
+		{"receiver unknown", "receiver: bpf\n", "receiver", 1, `want auto, kmod (toa.ko) or ebpf (the eBPF receiver), got "bpf"`},
+		{"receiver case", "receiver: EBPF\n", "receiver", 1, `got "EBPF"`},
+		{"receiver empty", "receiver: \"\"\n", "receiver", 1, `got ""`},
+		{"receiver null", "receiver:\n", "receiver", 1, "got nothing"},
+		{"receiver list", "receiver: [kmod, ebpf]\n", "receiver", 1, "got a list"},
+		{"receiver bool", "receiver: true\n", "receiver", 1, "got the boolean true"},
+		{"receiver second field", "trusted: []\nreceiver: both\n", "receiver", 2, `got "both"`},
+		{"cgroup relative", "cgroup: system.slice/nginx.service\n", "cgroup", 1, "not an absolute path"},
+		{"cgroup number", "cgroup: 7\n", "cgroup", 1, "want a string, got the number 7"},
+		{"cgroup list", "cgroup: [/a, /b]\n", "cgroup", 1, "want a string, got a list"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,6 +211,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("trusted: [198.51.100.0/24]\nkinds: [200]\n"))
 	f.Add([]byte("metrics_listen: ':1'\nprocfs: /p\nmodule_path: /m\nmetrics_per_cpu: true\n"))
 	f.Add([]byte("a: &x [1]\nb: *x\n"))
+	f.Add([]byte("receiver: ebpf\ncgroup: /sys/fs/cgroup/x\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg, err := ParseConfig(b)
 		if err != nil {

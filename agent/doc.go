@@ -1,14 +1,41 @@
 //go:build linux
 
-// Package agent is realip-agent: it loads realip's TOA kernel module
-// (toa.ko, kmod/), keeps its trusted prefixes and option kinds in step with
-// a YAML configuration file, reports its state, and serves Prometheus
-// metrics. It is a library: the realip-agent command line (subcommands,
-// flags, exit statuses) is cmd/realip-agent and its package cli, and
-// package agent/agenttest has fakes (a kernel module, module files) for
-// tests of code that drives an agent.
+// Package agent is realip-agent: it runs one of realip's two TOA receivers,
+// the kernel module toa.ko (kmod/) or the eBPF receiver (package toarecv),
+// keeps its trusted prefixes and option kinds in step with a YAML
+// configuration file, reports its state, and serves Prometheus metrics. It
+// is a library: the realip-agent command line (subcommands, flags, exit
+// statuses) is cmd/realip-agent and its package cli, and package
+// agent/agenttest has fakes (a kernel module, an eBPF receiver, module
+// files) for tests of code that drives an agent.
 //
-// # Loading
+// # Choosing the receiver
+//
+// The configuration's receiver field is kmod, ebpf or auto (the default).
+// The agent never runs both: a loaded toa.ko and a pinned eBPF receiver
+// at once, or a file naming the one that is not in place, is refused
+// (ErrReceiverConflict) with the advice to run `realip-agent unload` first.
+// auto decides, in this order, and logs the choice and why:
+//   - toa.ko is loaded: kmod (adopted);
+//   - the eBPF receiver is pinned: ebpf (adopted);
+//   - module_path names a file: kmod (a refusal of that file is the error,
+//     not a reason to take the other receiver);
+//   - a toa.ko for the running kernel is found and is one the agent loads
+//     (realip's, built for this kernel, and signed if the kernel is in
+//     lockdown, /sys/kernel/security/lockdown not "[none]", since lockdown
+//     refuses unsigned modules): kmod;
+//   - the kernel runs the eBPF receiver (toarecv.Available: cgroup v2, a
+//     kernel that loads its programs, the right to): ebpf;
+//   - else one error giving, for each receiver, what is missing and what
+//     to do.
+//
+// The eBPF receiver serves the processes of the configuration's cgroup
+// (default: the root of the cgroup v2 mount, every process). It cannot
+// give an IPv6 client to an IPv4 socket (the hook cannot change the
+// address family): such calls keep the edge's address and count as
+// getname_toa_mismatch, so NAT64 origins want toa.ko.
+//
+// # Loading the module
 //
 // The module file is the configuration's module_path, or the first toa.ko
 // (also .ko.xz, .ko.zst, .ko.gz) found for the running kernel in
@@ -38,14 +65,29 @@
 // If /sys/module/toa exists the agent adopts the loaded module and only
 // pushes the configuration.
 //
+// # Attaching the eBPF receiver
+//
+// The eBPF receiver is attached to the cgroup and pinned under bpffs
+// (Options.EBPFPinDir, default /sys/fs/bpf/realip/toa), configured from the
+// file, and let go of: between calls the agent holds nothing of it, so it
+// works without the agent and `realip-agent unload` detaches it at once. A
+// pinned receiver is adopted: its maps (entries, counters) are kept and
+// the programs of this build replace the pinned ones through their links.
+//
 // # Running
 //
-// `realip-agent run` loads or adopts the module, pushes the configuration,
-// serves metrics on metrics_listen and tells systemd it is ready
-// (Type=notify). SIGHUP re-reads the file and pushes the changes over
-// netlink (toactl.SetConfig) without reloading the module; a bad file is
-// logged and changes nothing. SIGTERM and SIGINT end the agent and leave
-// the module loaded; `realip-agent unload` removes it (delete_module).
+// `realip-agent run` starts or adopts the receiver, applies the
+// configuration, serves metrics on metrics_listen and tells systemd it is
+// ready (Type=notify). SIGHUP re-reads the file and applies the trusted
+// prefixes and kinds without reloading or detaching anything: over
+// netlink (toactl.SetConfig) to the module, into the pinned maps of the
+// eBPF receiver; a receiver that is gone meanwhile is loaded or attached
+// again. A change of receiver, cgroup or metrics_listen is logged and
+// applies when the agent restarts (switching receivers needs `realip-agent
+// unload` first); a bad file is logged and changes nothing. SIGTERM and
+// SIGINT end the agent and leave the receiver in place; `realip-agent
+// unload` removes whichever is in place (delete_module; unpinning, which
+// detaches the programs).
 //
 // # After a reboot without the agent
 //
@@ -61,14 +103,18 @@
 // # Metrics
 //
 // The agent's registry has the exporter's toa_stats collector
-// (realip_toa_*_total and friends, see package exporter), and:
+// (realip_toa_*_total and friends, see package exporter), reading
+// /proc/net/toa_stats for the module and the pinned counters of the eBPF
+// receiver, which has the same rows: the metrics have the same names and
+// labels whichever receiver runs. And:
 //
 //	realip_agent_config_reloads_total{result}     counter: SIGHUP reloads, success or failure
 //	realip_agent_config_last_reload_successful    gauge: 1 when the last load or reload was applied
 //	realip_agent_module_loads_total               counter: loads done by this process
-//	realip_toa_control_up                         gauge: the module's netlink interface answered
+//	realip_toa_receiver_info{receiver}            gauge: 1 for the receiver in force, kmod or ebpf
+//	realip_toa_control_up                         gauge: the receiver's configuration was read (netlink, pinned maps)
 //	realip_toa_trusted_prefixes                   gauge: trusted prefixes in force (0: all trusted)
-//	realip_toa_module_info{version,srcversion}    gauge: always 1 while loaded
+//	realip_toa_module_info{version,srcversion}    gauge: always 1 while toa.ko is loaded
 //
 // plus the Go runtime and process collectors.
 //

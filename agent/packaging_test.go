@@ -24,18 +24,22 @@ func TestPackagedFiles(t *testing.T) {
 		"ExecStart=/usr/bin/realip-agent run -config /etc/realip/agent.yaml",
 		"ExecReload=/bin/kill -HUP $MAINPID",
 		"Type=notify",
-		"CapabilityBoundingSet=CAP_SYS_MODULE CAP_NET_ADMIN",
+		"CapabilityBoundingSet=CAP_SYS_MODULE CAP_NET_ADMIN CAP_BPF CAP_PERFMON",
 		"ProtectSystem=strict",
 		"NoNewPrivileges=yes",
-		"SystemCallFilter=@system-service @module",
+		"SystemCallFilter=@system-service @module bpf",
+		"ReadWritePaths=-/sys/fs/bpf/realip",
+		"ExecStartPre=-+/bin/mkdir -p -m 0700 /sys/fs/bpf/realip",
+		"LimitMEMLOCK=infinity",
 		"RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
 	} {
 		if !strings.Contains(unit, want+"\n") {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
-	// Directives that would stop finit_module or the netlink push.
-	for _, bad := range []string{"ProtectKernelModules=yes", "PrivateNetwork=yes", "PrivateUsers=yes", "DynamicUser=yes"} {
+	// Directives that would stop finit_module, the netlink push, or the
+	// eBPF receiver's attaching to the host's cgroups.
+	for _, bad := range []string{"ProtectKernelModules=yes", "PrivateNetwork=yes", "PrivateUsers=yes", "DynamicUser=yes", "PrivateBPF=yes"} {
 		if strings.Contains(unit, "\n"+bad) {
 			t.Errorf("unit has %q, which breaks loading or configuring the module", bad)
 		}

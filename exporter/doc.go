@@ -31,6 +31,13 @@
 //	realip_toa_scrape_errors_total    counter: reads or parses of the file that failed
 //	realip_toa_scrape_error           gauge: 1 when the last read or parse failed
 //
+// A receiver without a procfs file, realip-agent's eBPF TOA receiver, is
+// read through TOAOptions.Source instead: a function that returns its
+// counters in the file's shape (TOAStats, a value per CPU). The metrics
+// are the same, names and labels, so dashboards and alerts do not care
+// which receiver runs; realip_toa_module_loaded is 1 while that receiver
+// is in place (Source returns counters, not nil).
+//
 // A malformed or unreadable file is a scrape error: the row metrics are
 // left out of that scrape and the error metrics say so; nothing panics and
 // the other metrics are still served. The sums cover the CPUs online when

@@ -44,13 +44,23 @@ type TOAOptions struct {
 	// Logger receives scrape errors (at most one line per distinct error
 	// in a row); nil discards them.
 	Logger *slog.Logger
+	// Source, when set, is read instead of ProcRoot/net/toa_stats: the
+	// counters of a TOA receiver that has no procfs file (realip-agent's
+	// eBPF receiver) in the file's shape, or (nil, nil) when that receiver
+	// is not in place. The metrics are the file's: same names, same
+	// labels.
+	Source func() (*TOAStats, error)
+	// SourceName names Source in help texts and errors, as a noun phrase
+	// ("the eBPF TOA receiver"); empty: "the TOA receiver".
+	SourceName string
 }
 
 // TOACollector is a prometheus.Collector for /proc/net/toa_stats. It is
 // an unchecked collector (Describe sends nothing) because the rows, and so
 // the metric names, are known only once the file is read.
 type TOACollector struct {
-	path   string
+	path   string // the file, or the source's name
+	source func() (*TOAStats, error)
 	perCPU bool
 	log    *slog.Logger
 
@@ -68,8 +78,28 @@ type TOACollector struct {
 
 // NewTOACollector checks the procfs root with procfs.NewFS and returns a
 // collector reading its net/toa_stats at every scrape. The file need not
-// exist yet: a module loaded later is picked up by the next scrape.
+// exist yet: a module loaded later is picked up by the next scrape. With
+// opts.Source set it reads that instead, and ProcRoot is not used.
 func NewTOACollector(opts TOAOptions) (*TOACollector, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &TOACollector{
+		source:    opts.Source,
+		perCPU:    opts.PerCPU,
+		log:       log,
+		descs:     make(map[string]*prometheus.Desc),
+		cpuLabels: make(map[int][]*dto.LabelPair),
+	}
+	if opts.Source != nil {
+		c.path = opts.SourceName
+		if c.path == "" {
+			c.path = "the TOA receiver"
+		}
+		c.describe(c.path+" is in place", "held by "+c.path, "of "+c.path+"'s counters failed", c.path+"'s counters")
+		return c, nil
+	}
 	root := opts.ProcRoot
 	if root == "" {
 		root = procfs.DefaultMountPoint
@@ -77,36 +107,33 @@ func NewTOACollector(opts TOAOptions) (*TOACollector, error) {
 	if _, err := procfs.NewFS(root); err != nil {
 		return nil, fmt.Errorf("exporter: procfs root %s: %w", root, err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &TOACollector{
-		path:   filepath.Join(root, "net", "toa_stats"),
-		perCPU: opts.PerCPU,
-		log:    log,
-		loaded: prometheus.NewDesc(MetricTOAModuleLoaded,
-			"1 when a TOA kernel module is loaded (its /proc/net/toa_stats exists), else 0.", nil, nil),
-		inUse: prometheus.NewDesc(MetricTOAIP6InUse,
-			"TOA address entries held by the module: ip6_address_alloc minus ip6_address_free.", nil, nil),
-		scrapeError: prometheus.NewDesc(MetricTOAScrapeError,
-			"1 when the last read of /proc/net/toa_stats failed or the file was malformed, else 0.", nil, nil),
-		scrapeErrors: prometheus.NewDesc(MetricTOAScrapeErrors,
-			"Reads of /proc/net/toa_stats that failed or found a malformed file.", nil, nil),
-		descs:     make(map[string]*prometheus.Desc),
-		cpuLabels: make(map[int][]*dto.LabelPair),
-	}, nil
+	c.path = filepath.Join(root, "net", "toa_stats")
+	c.describe("a TOA kernel module is loaded (its /proc/net/toa_stats exists)", "held by the module",
+		"of /proc/net/toa_stats failed or the file was malformed", "/proc/net/toa_stats that failed or found a malformed file")
+	return c, nil
 }
 
-// Path is the file the collector reads.
+// describe makes the descriptions of the collector's own metrics; the
+// phrases say what is read: "1 when <loaded>", "entries <held>", "1 when
+// the last read <failed>", "Reads of <reads>".
+func (c *TOACollector) describe(loaded, held, failed, reads string) {
+	c.loaded = prometheus.NewDesc(MetricTOAModuleLoaded, "1 when "+loaded+", else 0.", nil, nil)
+	c.inUse = prometheus.NewDesc(MetricTOAIP6InUse,
+		"TOA address entries "+held+": ip6_address_alloc minus ip6_address_free.", nil, nil)
+	c.scrapeError = prometheus.NewDesc(MetricTOAScrapeError, "1 when the last read "+failed+", else 0.", nil, nil)
+	c.scrapeErrors = prometheus.NewDesc(MetricTOAScrapeErrors, "Reads of "+reads+".", nil, nil)
+}
+
+// Path is the file the collector reads, or its source's name.
 func (c *TOACollector) Path() string { return c.path }
 
 // Describe implements prometheus.Collector; it sends nothing, which makes
 // the collector unchecked (its metric names depend on the file).
 func (c *TOACollector) Describe(chan<- *prometheus.Desc) {}
 
-// Read reads and parses the file once. It returns (nil, nil) when the file
-// does not exist (no TOA module loaded).
+// Read reads and parses the file (or reads the source) once. It returns
+// (nil, nil) when the file does not exist (no TOA module loaded), or the
+// source's receiver is not in place.
 func (c *TOACollector) Read() (*TOAStats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -114,6 +141,9 @@ func (c *TOACollector) Read() (*TOAStats, error) {
 }
 
 func (c *TOACollector) readLocked() (*TOAStats, error) {
+	if c.source != nil {
+		return c.readSource()
+	}
 	f, err := os.Open(c.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -145,6 +175,39 @@ func (c *TOACollector) readLocked() (*TOAStats, error) {
 	st, err := ParseTOAStats(buf)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.path, err)
+	}
+	return st, nil
+}
+
+// readSource reads the source and checks that its counters have the
+// file's shape: a value per CPU in every row, names fit for metrics, no
+// name twice. It sets each row's Total.
+func (c *TOACollector) readSource() (*TOAStats, error) {
+	st, err := c.source()
+	if err != nil || st == nil {
+		return nil, err
+	}
+	if len(st.Rows) == 0 {
+		return nil, fmt.Errorf("%s: %w: no counters", c.path, ErrTOAStatsFormat)
+	}
+	seen := make(map[string]bool, len(st.Rows))
+	for _, r := range st.Rows {
+		switch {
+		case !validName([]byte(r.Name)):
+			return nil, fmt.Errorf("%s: %w: counter name %q is not [A-Za-z_][A-Za-z0-9_]*", c.path, ErrTOAStatsFormat, r.Name)
+		case len(r.PerCPU) != len(st.CPUs):
+			return nil, fmt.Errorf("%s: %w: counter %s has %d values for %d CPUs", c.path, ErrTOAStatsFormat, r.Name, len(r.PerCPU), len(st.CPUs))
+		case seen[r.Name]:
+			return nil, fmt.Errorf("%s: %w: counter %s appears twice", c.path, ErrTOAStatsFormat, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	for i := range st.Rows {
+		var sum uint64
+		for _, v := range st.Rows[i].PerCPU {
+			sum += v
+		}
+		st.Rows[i].Total = sum
 	}
 	return st, nil
 }
@@ -288,7 +351,11 @@ func (c *TOACollector) rowDesc(row string) *prometheus.Desc {
 		return d
 	}
 	help := toaRowHelp[row]
-	if help == "" {
+	switch {
+	case help != "":
+	case c.source != nil:
+		help = "TOA counter " + row + " of " + c.path + "."
+	default:
 		help = "TOA module counter " + row + " from /proc/net/toa_stats."
 	}
 	if c.perCPU {

@@ -236,6 +236,10 @@ func classify(what string, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("toarecv: %w: %s: %v", ErrNotPermitted, what, err)
+	case errors.Is(err, unix.EACCES) && os.Geteuid() != 0 && !hasCap(unix.CAP_PERFMON):
+		// The verifier refuses pointer arithmetic to a loader without
+		// CAP_PERFMON: a question of rights, not of the program.
+		return fmt.Errorf("toarecv: %w: %s: %v", ErrNotPermitted, what, err)
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("toarecv: %w: %s: %v", ErrUnsupported, what, err)
 	}
@@ -245,4 +249,14 @@ func classify(what string, err error) error {
 		return fmt.Errorf("toarecv: %w: %s: %v", ErrUnsupported, what, err)
 	}
 	return fmt.Errorf("toarecv: %s: %w", what, err)
+}
+
+// hasCap reports whether the calling thread has capability c in force.
+func hasCap(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(c%32)) != 0
 }

@@ -82,7 +82,7 @@ type Entry struct {
 // Errors the package wraps, to tell causes apart with errors.Is.
 var (
 	// ErrNotPermitted: the process may not load or attach eBPF programs.
-	ErrNotPermitted = errors.New("the eBPF TOA receiver needs the right to load eBPF programs: run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN")
+	ErrNotPermitted = errors.New("the eBPF TOA receiver needs the right to load eBPF programs: run as root, or with CAP_BPF, CAP_PERFMON (its programs read packet and socket memory) and CAP_NET_ADMIN")
 	// ErrNoCgroup2: no cgroup v2 to attach to.
 	ErrNoCgroup2 = errors.New("the eBPF TOA receiver needs cgroup v2 (mount it, e.g. `mount -t cgroup2 none /sys/fs/cgroup`), or use the toa.ko receiver")
 	// ErrUnsupported: the kernel lacks what the programs need.

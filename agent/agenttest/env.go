@@ -16,12 +16,14 @@ import (
 	"github.com/realip/realip/agent"
 )
 
-// Env is the world of one agent under test: a fake module, a good toa.ko
-// built for KernelRelease, a procfs tree with the exporter's seed
-// toa_stats, and a configuration file (written with Write).
+// Env is the world of one agent under test: a fake module, a fake eBPF
+// receiver, a good toa.ko built for KernelRelease, a procfs tree with the
+// exporter's seed toa_stats, and a configuration file (written with
+// Write).
 type Env struct {
 	t          testing.TB
 	Module     *Module
+	EBPF       *EBPF
 	Dir        string      // the test's scratch folder
 	ConfigPath string      // the configuration file, Dir/agent.yaml
 	ModulePath string      // a good toa.ko
@@ -32,7 +34,7 @@ type Env struct {
 // NewEnv returns an Env with its files in temporary folders of t.
 func NewEnv(t testing.TB) *Env {
 	t.Helper()
-	e := &Env{t: t, Module: NewModule(t), Dir: t.TempDir(), Notify: make(chan string, 16), Logs: &Buffer{}}
+	e := &Env{t: t, Module: NewModule(t), EBPF: NewEBPF(t), Dir: t.TempDir(), Notify: make(chan string, 16), Logs: &Buffer{}}
 	e.ConfigPath = filepath.Join(e.Dir, "agent.yaml")
 	e.ModulePath = BuildModule(t, e.Dir, RealipFields(KernelRelease)...)
 	os.MkdirAll(filepath.Join(e.Dir, "proc", "net"), 0o755)
@@ -76,6 +78,7 @@ func (e *Env) Options() agent.Options {
 		KernelRelease: KernelRelease,
 		Kernel:        e.Module,
 		Dial:          e.Module.Dial,
+		EBPF:          e.EBPF,
 		Notify: func(s string) {
 			select {
 			case e.Notify <- s:
@@ -100,6 +103,53 @@ func (e *Env) Write(body string) {
 		body += "metrics_listen: \"\"\n"
 	}
 	if err := os.WriteFile(e.ConfigPath, []byte(body), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// InstallModule puts the good toa.ko where DKMS installs it for
+// KernelRelease (ModulesRoot/RELEASE/updates/dkms/toa.ko), signed as
+// scripts/sign-file signs modules when signed is true, and returns its
+// path. Configurations then need `module_path: ""` to be searched.
+func (e *Env) InstallModule(signed bool) string {
+	e.t.Helper()
+	dir := filepath.Join(e.Dir, "lib-modules", KernelRelease, "updates", "dkms")
+	img, err := os.ReadFile(e.ModulePath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if signed {
+		// A PKCS#7 blob, its descriptor and the marker; the agent only
+		// looks at the marker.
+		img = append(img, []byte("\x30\x82fake-pkcs7\x00\x00\x02\x00\x00\x00\x00\x00\x00\x0a~Module signature appended~\n")...)
+	}
+	path := filepath.Join(dir, "toa.ko")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
+// SetLockdown writes the kernel's lockdown file in the fake sysfs
+// (kernel/security/lockdown) with mode in force, as the kernel prints it:
+// "none [integrity] confidentiality".
+func (e *Env) SetLockdown(mode string) {
+	e.t.Helper()
+	var words []string
+	for _, m := range []string{"none", "integrity", "confidentiality"} {
+		if m == mode {
+			m = "[" + m + "]"
+		}
+		words = append(words, m)
+	}
+	dir := filepath.Join(e.Module.SysfsRoot(), "kernel", "security")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lockdown"), []byte(strings.Join(words, " ")+"\n"), 0o444); err != nil {
 		e.t.Fatal(err)
 	}
 }

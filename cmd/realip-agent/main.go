@@ -1,8 +1,9 @@
 //go:build linux
 
-// Command realip-agent loads realip's TOA kernel module (toa.ko), keeps its
+// Command realip-agent runs realip's TOA receiver, the kernel module toa.ko
+// or the eBPF receiver (the configuration's receiver: field), keeps its
 // trusted prefixes and option kinds in step with /etc/realip/agent.yaml,
-// and serves Prometheus metrics of the module's counters.
+// and serves Prometheus metrics of the receiver's counters.
 //
 //	realip-agent run [-config FILE]
 //	realip-agent load [-config FILE]

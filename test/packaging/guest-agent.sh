@@ -13,8 +13,9 @@
 # the service, its hardening as the kernel sees it, the module it loaded,
 # `realip-agent status`, `systemctl reload`, `systemctl stop`, the
 # modules-load.d/modprobe.d entries, an upgrade to V2 that keeps the edited
-# configuration, removal (only the configuration stays) and purge (nothing
-# stays). It prints one line per check and "N passed, N failed"; exit 1 if
+# configuration, the eBPF receiver under the same unit (receiver: ebpf:
+# attached, pinned, reloaded, left in place by stop, detached by unload),
+# removal (only the configuration stays) and purge (nothing stays). It prints one line per check and "N passed, N failed"; exit 1 if
 # any failed.
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -71,8 +72,9 @@ eq "module version (sysfs)" "$(cat /sys/module/toa/version 2>/dev/null)" "$(modi
 # --- hardening, as the kernel applies it to the running process
 pid=$(mainpid)
 status=/proc/$pid/status
-eq "bounding set = CAP_NET_ADMIN|CAP_SYS_MODULE" "$(awk '/^CapBnd:/ {print $2}' "$status")" 0000000000011000
-eq "effective set" "$(awk '/^CapEff:/ {print $2}' "$status")" 0000000000011000
+# CAP_NET_ADMIN (12), CAP_SYS_MODULE (16), CAP_PERFMON (38), CAP_BPF (39)
+eq "bounding set = CAP_NET_ADMIN|CAP_SYS_MODULE|CAP_PERFMON|CAP_BPF" "$(awk '/^CapBnd:/ {print $2}' "$status")" 000000c000011000
+eq "effective set" "$(awk '/^CapEff:/ {print $2}' "$status")" 000000c000011000
 eq "no_new_privs" "$(awk '/^NoNewPrivs:/ {print $2}' "$status")" 1
 eq "seccomp filter mode" "$(awk '/^Seccomp:/ {print $2}' "$status")" 2
 check "own mount namespace" test "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/1/ns/mnt)"
@@ -161,6 +163,40 @@ check "active after the upgrade" wait_for 30 active
 check "restarted by the upgrade" test "$(mainpid)" != "$pid"
 check "the new agent adopted the module" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -c 'adopted the loaded toa module' | grep -qx 2"
 check "trust survived the upgrade" sh -c "realip-agent status | grep -q '198.51.100.0/24'"
+
+# --- the eBPF receiver under the same unit: no module, pins under bpffs
+pins=/sys/fs/bpf/realip/toa
+check "systemctl stop, realip-agent unload (the module goes)" sh -c "systemctl stop $unit && realip-agent unload"
+check "toa unloaded" sh -c '! grep -q "^toa " /proc/modules'
+sed -i 's/^receiver: auto$/receiver: ebpf/' /etc/realip/agent.yaml
+check "agent.yaml: receiver: ebpf" grep -qx 'receiver: ebpf' /etc/realip/agent.yaml
+check "systemctl start with receiver: ebpf" systemctl start "$unit"
+check "active (Type=notify: the eBPF receiver attached and configured)" wait_for 30 active
+check "journal: attached the eBPF receiver" wait_for 10 sh -c "journalctl -u $unit -o cat | grep -q 'attached the eBPF TOA receiver'"
+check "pinned in $pins by the sandboxed agent" test -e "$pins/link_sockops" -a -e "$pins/toa_settings"
+check "no module loaded" sh -c '! grep -q "^toa " /proc/modules'
+if out=$(realip-agent status 2>&1); then ok "status exits 0 with the eBPF receiver"; else bad "status: $out"; fi
+prefix "guest:   | " <<<"$out"
+check "status: receiver ebpf, attached to the root cgroup" grep -Eq '^cgroup: +/sys/fs/cgroup \(id [0-9]+\)$' <<<"$out"
+check "status: the trust list is in the pinned maps" grep -q '198.51.100.0/24, 2001:db8::/32' <<<"$out"
+# metrics over bash's /dev/tcp (the guest has no HTTP client)
+scrape() { (exec 3<>/dev/tcp/127.0.0.1/9788 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3); }
+ebpf_metrics() {
+	local m
+	m=$(scrape) && grep -q '^realip_toa_receiver_info{receiver="ebpf"} 1' <<<"$m" &&
+		grep -q '^realip_toa_module_loaded 1' <<<"$m" && grep -q '^realip_toa_syn_recv_sock_toa_total ' <<<"$m"
+}
+check "metrics: receiver_info ebpf, receiver in place, toa.ko's row names" wait_for 10 ebpf_metrics
+sed -i 's|^  - 2001:db8::/32$|  - 2001:db8::/32\n  - 203.0.113.0/24|' /etc/realip/agent.yaml
+pid=$(mainpid)
+check "systemctl reload (eBPF)" systemctl reload "$unit"
+check "the pinned maps trust 203.0.113.0/24 too" wait_for 10 sh -c "realip-agent status | grep -q '198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32'"
+eq "same agent process after reload" "$(mainpid)" "$pid"
+check "systemctl stop leaves the eBPF receiver pinned" sh -c "systemctl stop $unit && test -e $pins/link_sockops"
+check "realip-agent unload detaches and unpins it" sh -c "realip-agent unload | grep -q 'eBPF TOA receiver detached and unpinned' && test ! -e $pins"
+cp /tmp/agent.yaml.edited /etc/realip/agent.yaml
+check "systemctl start with receiver: auto again" systemctl start "$unit"
+check "active, the DKMS module loaded again" wait_for 30 sh -c "systemctl is-active -q $unit && grep -q '^toa ' /proc/modules"
 
 # --- remove: service stopped, program gone, configuration kept
 echo "guest: dpkg -r realip-agent"

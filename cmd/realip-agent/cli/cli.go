@@ -22,10 +22,12 @@ const (
 	exitOK        = 0
 	exitError     = 1
 	exitUsage     = 2
-	exitNotLoaded = 3 // status: the module is not loaded
-	// exitConfig (EX_CONFIG) is a bad configuration file or a module file
-	// the agent refuses (built for another kernel, not realip's): retrying
-	// cannot help, so the unit has RestartPreventExitStatus=78.
+	exitNotLoaded = 3 // status: no TOA receiver is in place
+	// exitConfig (EX_CONFIG) is a bad configuration file, a module file
+	// the agent refuses (built for another kernel, not realip's, unsigned
+	// under lockdown), or a receiver the file does not name already in
+	// place: retrying cannot help, so the unit has
+	// RestartPreventExitStatus=78.
 	exitConfig = 78
 )
 
@@ -109,11 +111,12 @@ func (inv *invocation) parse(cmd *command, args []string) bool {
 }
 
 // fail tells err on stderr and returns its exit status: exitConfig for a
-// bad configuration file or a refused module, else exitError.
+// bad configuration file, a refused module or the other receiver in
+// place, else exitError.
 func (inv *invocation) fail(err error) int {
 	fmt.Fprintf(inv.stderr, "realip-agent %s: %v\n", inv.name, err)
 	var ce *agent.ConfigError
-	if errors.As(err, &ce) || errors.Is(err, agent.ErrRefused) {
+	if errors.As(err, &ce) || errors.Is(err, agent.ErrRefused) || errors.Is(err, agent.ErrReceiverConflict) {
 		return exitConfig
 	}
 	return exitError
@@ -133,8 +136,9 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString(`usage: realip-agent COMMAND [flags]
 
-Loads realip's TOA kernel module (toa.ko), keeps its trusted prefixes and
-option kinds in step with a configuration file, and serves metrics.
+Runs realip's TOA receiver, the kernel module toa.ko or the eBPF receiver,
+keeps its trusted prefixes and option kinds in step with a configuration
+file, and serves metrics.
 
 commands:
 `)
@@ -151,8 +155,9 @@ commands:
 	}
 	b.WriteString(`
 The configuration file defaults to ` + agent.DefaultConfigPath + `.
-Exit status: 0 done, 1 failed, 2 usage, 3 (status) module not loaded,
-78 bad configuration file or a module file refused (built for another kernel).
+Exit status: 0 done, 1 failed, 2 usage, 3 (status) no receiver in place,
+78 bad configuration file, a module file refused (built for another kernel)
+or the other receiver in place (run unload first).
 `)
 	return b.String()
 }

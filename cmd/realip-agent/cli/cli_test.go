@@ -58,7 +58,7 @@ func TestCLILoadStatusUnload(t *testing.T) {
 	if code, out, _ = e.main("unload"); code != 0 || out != "toa unloaded\n" {
 		t.Errorf("unload: %d %q", code, out)
 	}
-	if code, out, _ = e.main("unload"); code != 0 || out != "toa is not loaded\n" {
+	if code, out, _ = e.main("unload"); code != 0 || out != "no TOA receiver is in place (toa is not loaded, no eBPF receiver is pinned in "+e.EBPF.PinDir()+")\n" {
 		t.Errorf("second unload: %d %q", code, out)
 	}
 }
@@ -123,18 +123,22 @@ func TestCLIUsage(t *testing.T) {
 func TestUsageText(t *testing.T) {
 	const want = `usage: realip-agent COMMAND [flags]
 
-Loads realip's TOA kernel module (toa.ko), keeps its trusted prefixes and
-option kinds in step with a configuration file, and serves metrics.
+Runs realip's TOA receiver, the kernel module toa.ko or the eBPF receiver,
+keeps its trusted prefixes and option kinds in step with a configuration
+file, and serves metrics.
 
 commands:
-  run      [-config FILE]        load or adopt the module, push the configuration,
-                                 serve metrics; SIGHUP reloads the file, SIGTERM
-                                 exits and leaves the module loaded
-  load     [-config FILE]        load or adopt the module and push the configuration
-  unload                         remove the module (delete_module)
+  run      [-config FILE]        start or adopt the TOA receiver (toa.ko or
+                                 eBPF), apply the configuration, serve metrics;
+                                 SIGHUP reloads the file, SIGTERM exits and
+                                 leaves the receiver in place
+  load     [-config FILE]        start or adopt the TOA receiver and apply the
+                                 configuration
+  unload                         remove the TOA receiver in place (unload
+                                 toa.ko; detach and unpin the eBPF receiver)
   status   [-json] [-config FILE]
-                                 module state and version, its configuration,
-                                 counters and live entries (exit 3: not loaded)
+                                 the TOA receiver in place, its configuration,
+                                 counters and live entries (exit 3: none)
   check    [-config FILE]        check the configuration file
   modprobe-conf [-config FILE]   print an /etc/modprobe.d/toa.conf line with the
                                  file's trusted prefixes and kinds
@@ -143,8 +147,9 @@ commands:
                                  vendor's TOA module; no module handling)
 
 The configuration file defaults to /etc/realip/agent.yaml.
-Exit status: 0 done, 1 failed, 2 usage, 3 (status) module not loaded,
-78 bad configuration file or a module file refused (built for another kernel).
+Exit status: 0 done, 1 failed, 2 usage, 3 (status) no receiver in place,
+78 bad configuration file, a module file refused (built for another kernel)
+or the other receiver in place (run unload first).
 `
 	for _, help := range []string{"help", "-h", "-help", "--help"} {
 		var out, errb bytes.Buffer
@@ -218,5 +223,48 @@ func TestExporterCommand(t *testing.T) {
 	}
 	if code := runExporter(context.Background(), "127.0.0.1:0", "/nonexistent-procfs", false, slog.New(slog.NewTextHandler(&errb, nil)), &errb, nil); code != exitError {
 		t.Errorf("bad procfs: exit %d", code)
+	}
+}
+
+// TestCLIEBPF: load, status, a refused switch of receiver and unload with
+// the eBPF receiver (agenttest's fake).
+func TestCLIEBPF(t *testing.T) {
+	e := newCLIEnv(t)
+	e.Write("receiver: ebpf\ncgroup: /sys/fs/cgroup/web\ntrusted: [198.51.100.0/24]\n")
+	code, out, errs := e.main("load", "-config", e.ConfigPath)
+	want := "eBPF TOA receiver: attached to cgroup /sys/fs/cgroup/web, pinned in " + e.EBPF.PinDir() + `; trusted="198.51.100.0/24" kinds="200,253,254"` + "\n"
+	if code != 0 || out != want || !strings.Contains(errs, `msg="TOA receiver chosen" receiver=ebpf configured=ebpf why="receiver: ebpf"`) {
+		t.Fatalf("load: %d %q %q", code, out, errs)
+	}
+	if code, out, _ = e.main("load", "-config", e.ConfigPath); code != 0 || !strings.Contains(out, "already attached, to cgroup /sys/fs/cgroup/web") {
+		t.Errorf("second load: %d %q", code, out)
+	}
+	code, out, _ = e.main("status", "-json")
+	var st agent.Status
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Receiver != agent.ReceiverEBPF || st.EBPF == nil ||
+		st.Config.Trusted[0] != "198.51.100.0/24" || st.Entries != nil {
+		t.Errorf("status -json: %d %s", code, out)
+	}
+	if code, out, _ = e.main("status"); code != 0 || !strings.Contains(out, "receiver:  ebpf (kernel ") {
+		t.Errorf("status: %d\n%s", code, out)
+	}
+	// The module may not join it: exit 78, nothing loaded.
+	e.Write("receiver: kmod\ntrusted: [198.51.100.0/24]\n")
+	code, _, errs = e.main("load", "-config", e.ConfigPath)
+	if code != exitConfig || !strings.Contains(errs, "receiver is kmod but the eBPF receiver is attached") {
+		t.Errorf("load kmod over ebpf: %d %s", code, errs)
+	}
+	if _, _, loads, _ := e.Module.State(); loads != 0 {
+		t.Errorf("%d module loads", loads)
+	}
+	if code, out, _ = e.main("unload"); code != 0 || out != "eBPF TOA receiver detached and unpinned ("+e.EBPF.PinDir()+")\n" {
+		t.Errorf("unload: %d %q", code, out)
+	}
+	if code, _, _ = e.main("status"); code != exitNotLoaded {
+		t.Errorf("status after unload: exit %d", code)
+	}
+	// Now the module can come.
+	if code, out, errs = e.main("load", "-config", e.ConfigPath); code != 0 || !strings.Contains(out, "toa 0.1.0: loaded") {
+		t.Errorf("load kmod after unload: %d %q %s", code, out, errs)
 	}
 }

@@ -4,7 +4,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -29,19 +28,22 @@ type command struct {
 // commands is realip-agent's command table, in the usage text's order.
 var commands = []command{
 	{"run", "[-config FILE]", []string{
-		"load or adopt the module, push the configuration,",
-		"serve metrics; SIGHUP reloads the file, SIGTERM",
-		"exits and leaves the module loaded",
+		"start or adopt the TOA receiver (toa.ko or",
+		"eBPF), apply the configuration, serve metrics;",
+		"SIGHUP reloads the file, SIGTERM exits and",
+		"leaves the receiver in place",
 	}, configFlag, runRun},
 	{"load", "[-config FILE]", []string{
-		"load or adopt the module and push the configuration",
+		"start or adopt the TOA receiver and apply the",
+		"configuration",
 	}, configFlag, runLoad},
 	{"unload", "", []string{
-		"remove the module (delete_module)",
+		"remove the TOA receiver in place (unload",
+		"toa.ko; detach and unpin the eBPF receiver)",
 	}, nil, runUnload},
 	{"status", "[-json] [-config FILE]", []string{
-		"module state and version, its configuration,",
-		"counters and live entries (exit 3: not loaded)",
+		"the TOA receiver in place, its configuration,",
+		"counters and live entries (exit 3: none)",
 	}, statusFlags, runStatus},
 	{"check", "[-config FILE]", []string{
 		"check the configuration file",
@@ -88,6 +90,15 @@ func runLoad(inv *invocation) int {
 	if err != nil {
 		return inv.fail(err)
 	}
+	if res.Receiver == agent.ReceiverEBPF {
+		what := "attached to cgroup " + res.Cgroup
+		if res.Adopted {
+			what = "already attached, to cgroup " + res.Cgroup
+		}
+		fmt.Fprintf(inv.stdout, "eBPF TOA receiver: %s, pinned in %s; trusted=%q kinds=%q\n",
+			what, res.PinDir, cfg.TrustedString(), cfg.KindsString())
+		return exitOK
+	}
 	what := "loaded " + res.Path
 	if res.Adopted {
 		what = "already loaded"
@@ -101,14 +112,20 @@ func runUnload(inv *invocation) int {
 	if err != nil {
 		return inv.fail(err)
 	}
-	if err := a.Unload(); err != nil {
-		if errors.Is(err, agent.ErrNotLoaded) {
-			fmt.Fprintln(inv.stdout, "toa is not loaded")
-			return exitOK
+	removed, err := a.UnloadReceivers()
+	for _, r := range removed {
+		if r == agent.ReceiverKmod {
+			fmt.Fprintln(inv.stdout, "toa unloaded")
+		} else {
+			fmt.Fprintf(inv.stdout, "eBPF TOA receiver detached and unpinned (%s)\n", a.EBPFPinDir())
 		}
+	}
+	if err != nil {
 		return inv.fail(err)
 	}
-	fmt.Fprintln(inv.stdout, "toa unloaded")
+	if len(removed) == 0 {
+		fmt.Fprintf(inv.stdout, "no TOA receiver is in place (toa is not loaded, no eBPF receiver is pinned in %s)\n", a.EBPFPinDir())
+	}
 	return exitOK
 }
 
@@ -129,7 +146,7 @@ func runStatus(inv *invocation) int {
 	if err != nil {
 		return inv.fail(err)
 	}
-	if !st.Module.Loaded {
+	if !st.InPlace() {
 		return exitNotLoaded
 	}
 	return exitOK
@@ -144,8 +161,9 @@ func runCheck(inv *invocation) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(inv.stderr, "realip-agent check: warning: %s\n", w)
 	}
-	fmt.Fprintf(inv.stdout, "%s: ok (module_path=%q trusted=%q kinds=%q metrics_listen=%q metrics_per_cpu=%v procfs=%q)\n",
-		path, cfg.ModulePath, cfg.TrustedString(), cfg.KindsString(), cfg.MetricsListen, cfg.MetricsPerCPU, cfg.Procfs)
+	fmt.Fprintf(inv.stdout, "%s: ok (module_path=%q trusted=%q kinds=%q metrics_listen=%q metrics_per_cpu=%v procfs=%q receiver=%s cgroup=%q)\n",
+		path, cfg.ModulePath, cfg.TrustedString(), cfg.KindsString(), cfg.MetricsListen, cfg.MetricsPerCPU, cfg.Procfs,
+		cfg.Receiver, cfg.Cgroup)
 	return exitOK
 }
 
