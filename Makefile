@@ -4,10 +4,13 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 10s
 # Debian packages the tests use as real peers and the VM bench needs;
-# installed by `make deps` (root).
+# installed by `make deps` (root). groff-base, man-db and bash-completion:
+# the manual pages are checked with groff and man, the completions run in
+# bash with bash-completion (internal/cmddoc).
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
 	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus \
-	gcc-aarch64-linux-gnu binutils kmod gcc libc6-dev
+	gcc-aarch64-linux-gnu binutils kmod gcc libc6-dev \
+	groff-base man-db bash-completion
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
 # whole matrix (5.10 6.1 6.12 sid), `make vmtest KVER=6.12` for one.
 KVERS ?= $(or $(KVER),6.1 sid)
@@ -79,9 +82,11 @@ bench:
 	bench/edge.sh
 
 # The main job: client -> realip-edge -> origin in network namespaces, one
-# rule per IP passing mode, and what the origin saw. Root on Linux.
+# rule per IP passing mode, and what the origin saw; TOA through the eBPF
+# receiver where the kernel runs it, with python3's http.server and curl
+# (not in a minimal Debian 12). Root on Linux.
 demo: build
-	scripts/deps.sh iproute2
+	scripts/deps.sh iproute2 curl python3
 	scripts/demo.sh $(BIN)
 
 clean:

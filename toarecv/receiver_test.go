@@ -10,18 +10,26 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/internal/cgroup2/cgrouptest"
 )
 
+// testPinPrefix starts the name of every pin folder the tests make.
+const testPinPrefix = "realip-toarecv-test-"
+
 // testPinDir returns a pin folder of its own under /sys/fs/bpf, removed
-// (with whatever is pinned there) at cleanup.
+// (with whatever is pinned there) at cleanup. Folders of test binaries
+// that died (a timeout skips cleanups) are removed first.
 func testPinDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(bpffsRoot, fmt.Sprintf("realip-toarecv-test-%d-%06x", os.Getpid(), rand.Uint32()&0xffffff))
+	reapPinDirs(t)
+	dir := filepath.Join(bpffsRoot, fmt.Sprintf("%s%d-%06x", testPinPrefix, os.Getpid(), rand.Uint32()&0xffffff))
 	t.Cleanup(func() {
 		Unpin(dir)
 		os.RemoveAll(dir)
@@ -173,5 +181,29 @@ func TestAvailable(t *testing.T) {
 	}
 	if _, err := Open(Options{Cgroup: t.TempDir(), PinDir: testPinDir(t)}, Config{}); !errors.Is(err, ErrNoCgroup2) {
 		t.Fatalf("Open on a plain folder = %v, want ErrNoCgroup2", err)
+	}
+}
+
+// reapPinDirs unpins the folders of test processes that are gone.
+func reapPinDirs(t testing.TB) {
+	entries, err := os.ReadDir(bpffsRoot)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), testPinPrefix)
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || !errors.Is(unix.Kill(pid, 0), unix.ESRCH) {
+			continue
+		}
+		dir := filepath.Join(bpffsRoot, e.Name())
+		if err := Unpin(dir); err != nil && !errors.Is(err, ErrNotPinned) {
+			t.Logf("removing stale pins %s: %v", dir, err)
+		}
+		os.RemoveAll(dir)
 	}
 }
