@@ -9,7 +9,12 @@
 // # How it works
 //
 // Open loads three programs (recv.bpf.c) and attaches them to a cgroup v2
-// folder, by default the root of the cgroup v2 mount (every process):
+// folder, by default the root of the cgroup v2 mount (every process). A
+// connection belongs to the cgroup its listening socket was created in,
+// not to the one its process is in now: a listener made before its process
+// joined the cgroup, or handed over by systemd socket activation (made by
+// PID 1), is not served unless the folder is one of their ancestors (the
+// root always is).
 //
 //   - a sockops program reads the option from the segment that completed
 //     each passive handshake (the ACK, a data segment that overtook it, or
@@ -52,7 +57,13 @@
 // value per possible CPU, so dashboards and alerts do not care which
 // receiver runs. Rows that have no meaning without the module
 // (getname_toa_bypass, probe_missed, listeners_taken_over) stay 0;
-// ip6_address_alloc and _free count entries created and dropped.
+// ip6_address_alloc counts entries made, _free the sockets with one that
+// closed (the kernel frees the entry with the socket, so accept() of a
+// connection reset before it still shows the client, as with toa.ko).
+// getname_toa_empty counts getpeername() and accept() on every TCP socket
+// of the cgroup without an entry (outgoing connections too), while toa.ko
+// counts them on the sockets of its listeners only: compare its rate
+// between hosts of the same receiver.
 //
 // # Lookups
 //

@@ -8,4 +8,6 @@ package toarecv
 // `realip-agent unload` detaches it at once). Like Receiver.SetConfig it
 // refuses what the receiver cannot honour and removes prefixes that go
 // before adding new ones.
-func (p *Pinned) SetConfig(cfg Config) error { return p.t.setConfig(cfg) }
+func (p *Pinned) SetConfig(cfg Config) error {
+	return withPinLock(p.dir, func() error { return p.t.setConfig(cfg) })
+}

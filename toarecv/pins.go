@@ -51,12 +51,30 @@ func isBPFFS(path string) bool {
 
 // pinned reports whether anything of the receiver is pinned in dir.
 func pinned(dir string) bool {
+	return len(existingPins(dir)) > 0
+}
+
+// existingPins returns the receiver's pins that exist in dir.
+func existingPins(dir string) map[string]bool {
+	have := make(map[string]bool)
 	for _, name := range pinNames() {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return true
+			have[name] = true
 		}
 	}
-	return false
+	return have
+}
+
+// removeNewPins removes the receiver's pins in dir that are not in
+// before: what a failed Open made.
+func removeNewPins(dir string, before map[string]bool) error {
+	var errs []error
+	for name := range existingPins(dir) {
+		if !before[name] {
+			errs = append(errs, removePin(filepath.Join(dir, name)))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func pinNames() []string {
@@ -78,6 +96,11 @@ func Unpin(dir string) error {
 	if !pinned(dir) {
 		return ErrNotPinned
 	}
+	return withPinLock(dir, func() error { return unpin(dir) })
+}
+
+// unpin is Unpin under the pin folder's lock.
+func unpin(dir string) error {
 	var errs []error
 	// Links first: the programs stop before their maps go.
 	for _, a := range attachments {
@@ -171,4 +194,21 @@ func (p *Pinned) Attachment() (links []string, cgroupID uint64) {
 		l.Close()
 	}
 	return links, cgroupID
+}
+
+// withPinLock runs fn holding an exclusive flock on the pin folder, so
+// that two processes (a SIGHUP'd agent and `realip-agent load`, say) never
+// interleave their changes of the pins or the trusted prefixes: two
+// interleaved prefix updates could leave both lists trusted.
+func withPinLock(dir string, fn func() error) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("toarecv: locking %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("toarecv: locking %s: %w", dir, err)
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return fn()
 }

@@ -3,6 +3,8 @@
 package toarecv
 
 import (
+	"fmt"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 )
@@ -19,7 +21,7 @@ func Available(opts Options) error {
 	_ = rlimit.RemoveMemlock()
 	spec, err := loadRecv()
 	if err != nil {
-		return err
+		return fmt.Errorf("toarecv: %w", err)
 	}
 	var objs recvObjects
 	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{}); err != nil {

@@ -36,7 +36,7 @@ type Receiver struct {
 	pinDir   string
 	cgroup   string
 	adopted  bool
-	mu       sync.Mutex
+	mu       sync.RWMutex // Close (write) against the map users (read)
 	objs     *recvObjects
 	links    []link.Link
 	ncpu     int
@@ -59,38 +59,39 @@ func Open(opts Options, cfg Config) (*Receiver, error) {
 	if err := ensurePinDir(opts.PinDir); err != nil {
 		return nil, err
 	}
-	adopted := pinned(opts.PinDir)
+	var r *Receiver
+	err = withPinLock(opts.PinDir, func() (err error) {
+		r, err = open(opts, cfg)
+		return err
+	})
+	return r, err
+}
+
+// open is Open under the pin folder's lock.
+func open(opts Options, cfg Config) (*Receiver, error) {
+	before := existingPins(opts.PinDir)
 	objs, err := load(opts.PinDir)
 	if err != nil {
-		if !adopted {
-			Unpin(opts.PinDir) // maps pinned before the failure
-		}
-		return nil, err
+		return nil, errors.Join(err, removeNewPins(opts.PinDir, before))
 	}
-	r := &Receiver{pinDir: opts.PinDir, cgroup: opts.Cgroup, adopted: adopted, objs: objs}
+	r := &Receiver{pinDir: opts.PinDir, cgroup: opts.Cgroup, adopted: len(before) > 0, objs: objs}
 	if r.ncpu, err = ebpf.PossibleCPU(); err != nil {
-		objs.Close()
-		return nil, fmt.Errorf("toarecv: counting CPUs: %w", err)
+		return nil, r.abort(fmt.Errorf("toarecv: counting CPUs: %w", err), before)
 	}
-	if err := r.SetConfig(cfg); err != nil {
-		return nil, r.abort(err)
+	if err := r.with(func(t tables) error { return t.setConfig(cfg) }); err != nil {
+		return nil, r.abort(err, before)
 	}
 	if err := r.attach(); err != nil {
-		return nil, r.abort(err)
+		return nil, r.abort(err, before)
 	}
 	return r, nil
 }
 
-// abort undoes a failed Open: a receiver it pinned from scratch is
-// unpinned again; an adopted one stays as it was found.
-func (r *Receiver) abort(err error) error {
+// abort undoes a failed Open: the pins it made go again; pins that were
+// there before stay (with the configuration Open may have applied).
+func (r *Receiver) abort(err error, before map[string]bool) error {
 	r.Close()
-	if !r.adopted {
-		if uerr := Unpin(r.pinDir); uerr != nil && !errors.Is(uerr, ErrNotPinned) {
-			return errors.Join(err, uerr)
-		}
-	}
-	return err
+	return errors.Join(err, removeNewPins(r.pinDir, before))
 }
 
 // withDefaults fills in the defaults and checks the cgroup.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -168,6 +169,35 @@ func TestIncompatiblePin(t *testing.T) {
 	}
 	if _, err := Open(Options{Cgroup: cg, PinDir: dir}, Config{}); !errors.Is(err, ErrIncompatible) {
 		t.Fatalf("Open over an incompatible pin = %v, want ErrIncompatible", err)
+	}
+	if got := existingPins(dir); len(got) != 1 || !got["toa_stats"] {
+		t.Errorf("pins after the refused Open: %v, want toa_stats alone", got)
+	}
+}
+
+// TestConcurrentSetConfig: two writers at once (an agent's SIGHUP and a
+// `realip-agent load`, say) take turns: the trie ends with one list or the
+// other, never both.
+func TestConcurrentSetConfig(t *testing.T) {
+	r, _ := openTest(t, Config{})
+	a, b := Config{Trusted: prefixes("198.51.100.0/24")}, Config{Trusted: prefixes("203.0.113.0/24")}
+	for round := range 100 {
+		p1, err := OpenPinned(r.PinDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { p1.SetConfig(a) })
+		wg.Go(func() { r.SetConfig(b) })
+		wg.Wait()
+		p1.Close()
+		got, err := r.Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Trusted) != 1 {
+			t.Fatalf("round %d: trusted %v after two writers, want one of their lists", round, got.Trusted)
+		}
 	}
 }
 

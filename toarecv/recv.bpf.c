@@ -17,8 +17,11 @@
  *                                   A valid option from a trusted source is
  *                                   kept in socket storage, created then
  *                                   and only then.
- *   sockops STATE_CB                the socket closes: its entry is dropped
- *                                   (asked for only on sockets with one)
+ *   sockops STATE_CB                the socket closes: its entry is counted
+ *                                   as freed (asked for only on sockets with
+ *                                   one); the kernel frees it with the socket
+ *                                   (accept() of a connection reset before
+ *                                   it still shows the client, as toa.ko's)
  *   cgroup/getpeername4, 6          getpeername() and accept() return the
  *                                   client: IPv4 on an IPv4 socket, IPv4
  *                                   mapped or IPv6 on an IPv6 socket.
@@ -55,7 +58,8 @@ struct toa_entry {
 	__u16 edge_port;     /* big-endian */
 	__u8 client_family;  /* 4 or 6 */
 	__u8 edge_family;    /* 4 or 6 */
-	__u8 pad[2];
+	__u8 closed;         /* the socket reached TCP_CLOSE: counted as freed */
+	__u8 pad;
 };
 
 struct {
@@ -148,8 +152,13 @@ static __always_inline void count(__u32 c)
 {
 	__u64 *v = bpf_map_lookup_elem(&toa_stats, &c);
 
+	/*
+	 * Atomic although the slot is per CPU: cgroup programs run with
+	 * migration, not preemption, disabled, so a close() in process
+	 * context and a reset in softirq can meet on one slot.
+	 */
 	if (v)
-		*v += 1; /* per-CPU slot: no other writer */
+		__sync_fetch_and_add(v, 1);
 }
 
 static __always_inline int kind_accepted(const struct toa_config *cfg, __u8 kind)
@@ -409,6 +418,24 @@ static __always_inline void established(struct bpf_sock_ops *skops, struct bpf_s
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+/*
+ * closed counts the entry of a socket that reached TCP_CLOSE as freed,
+ * once. The entry stays until the socket is freed: accept() still answers
+ * for a connection reset before it (the kernel's getname answers accept()
+ * on a closed socket), as toa.ko does. A closed socket that connects again
+ * keeps a stale entry, which the hooks never use: they answer only while
+ * the socket's peer is still the entry's edge.
+ */
+static __always_inline void closed(struct bpf_sock *sk)
+{
+	struct toa_entry *e = bpf_sk_storage_get(&toa_entries, sk, 0, 0);
+
+	if (!e || e->closed)
+		return;
+	e->closed = 1;
+	count(TOA_IP6_ADDRESS_FREE);
+}
+
 SEC("sockops")
 int toa_recv_sockops(struct bpf_sock_ops *skops)
 {
@@ -421,8 +448,8 @@ int toa_recv_sockops(struct bpf_sock_ops *skops)
 		established(skops, sk);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] == BPF_TCP_CLOSE && !bpf_sk_storage_delete(&toa_entries, sk))
-			count(TOA_IP6_ADDRESS_FREE);
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			closed(sk);
 		break;
 	}
 	return 1;
@@ -442,14 +469,37 @@ static __always_inline struct toa_entry *entry_of(struct bpf_sock_addr *ctx)
 	return e;
 }
 
+/*
+ * edge_is_peer reports whether the address the kernel is about to return
+ * (a, port: the socket's peer, IPv4 in a[3] when mapped) is still the
+ * entry's edge, as toa.ko's entry_matches does: a socket that connected
+ * elsewhere since is left alone.
+ */
+static __always_inline int edge_is_peer(const struct toa_entry *e, const __u32 *a, int v6, __u32 port)
+{
+	__u32 edge[4];
+
+	if ((__u16)port != e->edge_port)
+		return 0;
+	__builtin_memcpy(edge, e->edge, 16);
+	if (e->edge_family == 4)
+		return v6 ? !a[0] && !a[1] && a[2] == bpf_htonl(0xffff) && a[3] == edge[0] : a[0] == edge[0];
+	return v6 && a[0] == edge[0] && a[1] == edge[1] && a[2] == edge[2] && a[3] == edge[3];
+}
+
 SEC("cgroup/getpeername4")
 int toa_recv_getpeername4(struct bpf_sock_addr *ctx)
 {
 	struct toa_entry *e = entry_of(ctx);
-	__u32 a;
+	__u32 a, peer[1];
 
 	if (!e)
 		return 1;
+	peer[0] = ctx->user_ip4;
+	if (!edge_is_peer(e, peer, 0, ctx->user_port)) {
+		count(TOA_GETNAME_TOA_EMPTY);
+		return 1;
+	}
 	if (e->client_family != 4) {
 		count(TOA_GETNAME_TOA_MISMATCH);
 		return 1;
@@ -469,6 +519,14 @@ int toa_recv_getpeername6(struct bpf_sock_addr *ctx)
 
 	if (!e)
 		return 1;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	if (!edge_is_peer(e, a, 1, ctx->user_port)) {
+		count(TOA_GETNAME_TOA_EMPTY);
+		return 1;
+	}
 	if (e->client_family == 4) {
 		a[0] = 0;
 		a[1] = 0;

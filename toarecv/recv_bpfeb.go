@@ -28,7 +28,8 @@ type recvToaEntry struct {
 	EdgePort     uint16
 	ClientFamily uint8
 	EdgeFamily   uint8
-	Pad          [2]uint8
+	Closed       uint8
+	Pad          uint8
 }
 
 type recvToaPrefix struct {

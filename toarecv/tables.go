@@ -18,15 +18,12 @@ type tables struct {
 	ncpu                              int
 }
 
-// reservedKind reports whether kind is EOL, NOP, or an option Linux reads
-// itself (MSS, window scale, SACK, timestamps, MD5, MPTCP, Fast Open, AO),
-// which no edge may use for TOA.
+// reservedKind reports whether kind is no option at all: end of list or
+// no-op. Every other kind is accepted, as toa.ko and the agent's
+// configuration accept it (a kind Linux reads itself, such as timestamps,
+// would read those as TOA: the operator's choice, not forbidden).
 func reservedKind(kind uint8) bool {
-	switch kind {
-	case 0, 1, 2, 3, 4, 5, 8, 19, 29, 30, 34:
-		return true
-	}
-	return false
+	return kind <= 1
 }
 
 // check refuses what the receiver cannot honour.
@@ -41,7 +38,7 @@ func (c Config) check() error {
 	}
 	for _, k := range c.Kinds {
 		if reservedKind(k) {
-			return fmt.Errorf("toarecv: option kind %d is reserved (end of list, no-op, or an option the kernel reads itself)", k)
+			return fmt.Errorf("toarecv: option kind %d is no option (0 ends the list, 1 is a no-op)", k)
 		}
 	}
 	return nil
@@ -214,50 +211,39 @@ func ntohs(v uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-// tables returns the receiver's maps, or an error once it is closed.
-func (r *Receiver) tables() (tables, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// with runs fn on the receiver's maps, holding them open for its whole
+// length (Close waits), or returns an error once the receiver is closed.
+func (r *Receiver) with(fn func(tables) error) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	if r.objs == nil {
-		return tables{}, errors.New("toarecv: receiver closed")
+		return errors.New("toarecv: receiver closed")
 	}
 	m := r.objs.recvMaps
-	return tables{entries: m.ToaEntries, settings: m.ToaSettings, trusted: m.ToaTrusted, stats: m.ToaStats, ncpu: r.ncpu}, nil
+	return fn(tables{entries: m.ToaEntries, settings: m.ToaSettings, trusted: m.ToaTrusted, stats: m.ToaStats, ncpu: r.ncpu})
 }
 
 // SetConfig changes the trusted prefixes and kinds in force, without
-// detaching anything (SIGHUP).
+// detaching anything (SIGHUP). It holds the pin folder's lock, so
+// writers in other processes take turns.
 func (r *Receiver) SetConfig(cfg Config) error {
-	t, err := r.tables()
-	if err != nil {
-		return err
-	}
-	return t.setConfig(cfg)
+	return r.with(func(t tables) error { return withPinLock(r.pinDir, func() error { return t.setConfig(cfg) }) })
 }
 
 // Config returns the configuration in force.
-func (r *Receiver) Config() (Config, error) {
-	t, err := r.tables()
-	if err != nil {
-		return Config{}, err
-	}
-	return t.config()
+func (r *Receiver) Config() (cfg Config, err error) {
+	err = r.with(func(t tables) error { cfg, err = t.config(); return err })
+	return cfg, err
 }
 
 // Counters returns the counters, per possible CPU, in CounterNames order.
-func (r *Receiver) Counters() ([]Counter, error) {
-	t, err := r.tables()
-	if err != nil {
-		return nil, err
-	}
-	return t.counters()
+func (r *Receiver) Counters() (cs []Counter, err error) {
+	err = r.with(func(t tables) error { cs, err = t.counters(); return err })
+	return cs, err
 }
 
 // Lookup returns the entry of the TCP socket fd, false when it has none.
-func (r *Receiver) Lookup(fd int) (Entry, bool, error) {
-	t, err := r.tables()
-	if err != nil {
-		return Entry{}, false, err
-	}
-	return t.lookup(fd)
+func (r *Receiver) Lookup(fd int) (e Entry, found bool, err error) {
+	err = r.with(func(t tables) error { e, found, err = t.lookup(fd); return err })
+	return e, found, err
 }

@@ -48,9 +48,10 @@ func TestConfigCheck(t *testing.T) {
 		{"typical", Config{Trusted: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, Kinds: []uint8{200, 254}}, ""},
 		{"too-many", Config{Trusted: many}, "at most 256"},
 		{"invalid-prefix", Config{Trusted: []netip.Prefix{{}}}, "invalid trusted prefix"},
-		{"kind-nop", Config{Kinds: []uint8{1}}, "kind 1 is reserved"},
-		{"kind-timestamps", Config{Kinds: []uint8{200, 8}}, "kind 8 is reserved"},
-		{"kind-mptcp", Config{Kinds: []uint8{30}}, "kind 30 is reserved"},
+		{"kind-nop", Config{Kinds: []uint8{1}}, "kind 1 is no option"},
+		{"kind-eol", Config{Kinds: []uint8{200, 0}}, "kind 0 is no option"},
+		{"kind-timestamps", Config{Kinds: []uint8{200, 8}}, ""}, // as toa.ko: the operator's choice
+		{"kind-2", Config{Kinds: []uint8{2}}, ""},
 	}
 	for _, tc := range tests {
 		err := tc.cfg.check()
