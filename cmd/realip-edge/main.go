@@ -63,8 +63,31 @@ func main() {
 }
 
 func parseFlags(args []string) (*flags, error) {
-	fs := flag.NewFlagSet("realip-edge", flag.ContinueOnError)
 	f := &flags{}
+	fs := newFlagSet(f)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.rules == "" {
+		return nil, errors.New("-rules is required")
+	}
+	if f.maxFlowsPerIP == 0 || f.maxConnsPerIP == 0 {
+		return nil, errors.New("-max-udp-flows-per-ip and -max-tcp-conns-per-ip are 1 or more, or -1 for no bound")
+	}
+	if f.toaKindV4 > 255 || f.toaKindV6 > 255 {
+		return nil, errors.New("-toa-kind-v4 and -toa-kind-v6 are TCP option kinds, 2..255")
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return f, nil
+}
+
+// newFlagSet defines realip-edge's flags into f. Its manual page
+// (packaging/man/realip-edge.8) and bash completion
+// (packaging/completion/realip-edge) are tested against it.
+func newFlagSet(f *flags) *flag.FlagSet {
+	fs := flag.NewFlagSet("realip-edge", flag.ContinueOnError)
 	fs.StringVar(&f.rules, "rules", "", "rules file (EdgeOne batch-import format), required")
 	fs.StringVar(&f.groups, "origin-groups", "", "origin-groups file: NAME HOST [HOST...] per line")
 	fs.StringVar(&f.metrics, "metrics", "", "address to serve Prometheus /metrics on")
@@ -85,22 +108,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.UintVar(&f.toaKindV4, "toa-kind-v4", 200, "TCP option kind of the TOA for IPv4 clients")
 	fs.UintVar(&f.toaKindV6, "toa-kind-v6", 253, "TCP option kind of the TOA for IPv6 clients")
 	fs.StringVar(&f.toaCgroup, "toa-cgroup", "", "cgroup v2 to attach the TOA sender to (default: this process's own)")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if f.rules == "" {
-		return nil, errors.New("-rules is required")
-	}
-	if f.maxFlowsPerIP == 0 || f.maxConnsPerIP == 0 {
-		return nil, errors.New("-max-udp-flows-per-ip and -max-tcp-conns-per-ip are 1 or more, or -1 for no bound")
-	}
-	if f.toaKindV4 > 255 || f.toaKindV6 > 255 {
-		return nil, errors.New("-toa-kind-v4 and -toa-kind-v6 are TCP option kinds, 2..255")
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	return f, nil
+	return fs
 }
 
 // check implements -check: exit status 0 with the canonical rules on out,

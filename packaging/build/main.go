@@ -30,21 +30,26 @@ import (
 
 	"github.com/goreleaser/nfpm/v2"
 	_ "github.com/goreleaser/nfpm/v2/deb" // registers the deb packager
+	"github.com/goreleaser/nfpm/v2/files"
 	_ "github.com/goreleaser/nfpm/v2/rpm" // registers the rpm packager
 )
 
 // packages are the packages made, each from nfpm/NAME.yaml; binaries name
-// the commands under cmd/ that it ships (none: an arch "all" package).
+// the commands under cmd/ that it ships (none: an arch "all" package), man
+// its manual pages in man/ (staged gzipped as STAGE/NAME/man/PAGE.gz).
 type pkgDef struct {
 	name     string
 	binaries []string
 	unit     string
+	man      []string
 }
 
 var packages = []pkgDef{
-	{name: "toa-dkms"},
-	{name: "realip-agent", binaries: []string{"realip-agent"}, unit: "realip-agent.service"},
-	{name: "realip-edge", binaries: []string{"realip-edge"}, unit: "realip-edge.service"},
+	{name: "toa-dkms", man: []string{"toa.4"}},
+	{name: "realip-agent", binaries: []string{"realip-agent"}, unit: "realip-agent.service",
+		man: []string{"realip-agent.8", "realip-agent.yaml.5"}},
+	{name: "realip-edge", binaries: []string{"realip-edge"}, unit: "realip-edge.service",
+		man: []string{"realip-edge.8"}},
 }
 
 // defaultMaintainer is the Maintainer field; REALIP_MAINTAINER overrides it.
@@ -181,7 +186,7 @@ func (s *stager) makeAll(p pkgDef, o options, outDir string) ([]string, error) {
 			}
 		}
 	}
-	if err := s.stagePackage(p.name, p.unit, p.binaries, archs); err != nil {
+	if err := s.stagePackage(p, archs); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.name, err)
 	}
 	var made []string
@@ -234,6 +239,9 @@ func makePackage(config, format, arch, outDir string, vars map[string]string, mt
 	if err != nil {
 		return "", err
 	}
+	if err := checkSources(config, info.Contents); err != nil {
+		return "", err
+	}
 	info = nfpm.WithDefaults(info)
 	info.MTime = mtime
 	if err := nfpm.Validate(info); err != nil {
@@ -263,6 +271,27 @@ func makePackage(config, format, arch, outDir string, vars map[string]string, mt
 	}
 	logf("made %s", target)
 	return target, nil
+}
+
+// checkSources fails, naming every missing file and where it would be
+// installed, when a file the configuration installs does not exist (a
+// page, a completion, the monitoring rules or dashboard not written yet):
+// nfpm's own message would name one glob.
+func checkSources(config string, contents files.Contents) error {
+	var missing []string
+	for _, c := range contents {
+		switch c.Type {
+		case files.TypeSymlink, files.TypeDir, files.TypeImplicitDir, files.TypeRPMGhost:
+			continue
+		}
+		if _, err := os.Stat(c.Source); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (for %s)", c.Source, c.Destination))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s installs files that do not exist: %s", config, strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // packagingDir finds packaging/ (this module's root) from the working

@@ -46,10 +46,14 @@ var scriptSets = map[string]map[string]string{
 // the package's (copyright, or LICENSE in rpm's licenses folder).
 var kmodSources = regexp.MustCompile(`^([a-z_]+\.[ch]|Kbuild|Makefile|dkms\.conf)$`)
 
-// stagePackage stages what package name needs besides its binaries, which
+// stagePackage stages what package p needs besides its binaries, which
 // buildBinary must have built for archs before.
-func (s *stager) stagePackage(name, unit string, binaries, archs []string) error {
+func (s *stager) stagePackage(p pkgDef, archs []string) error {
+	name, unit, binaries := p.name, p.unit, p.binaries
 	dir := filepath.Join(s.stage, name)
+	if err := s.stageMan(p.man, filepath.Join(dir, "man")); err != nil {
+		return err
+	}
 	set := "service"
 	if len(binaries) == 0 {
 		set = name
@@ -182,13 +186,19 @@ func (s *stager) writeChangelog(name, dst string) error {
 		"    History: https://github.com/realip/realip/commits\n\n"+
 		" -- %s  %s\n",
 		name, s.info.Version, commit, s.maintainer, s.info.Time.Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	return writeGzip(dst, []byte(text))
+}
+
+// writeGzip writes b gzipped at the best compression (what lintian asks
+// of changelogs and manual pages) to dst, with no name and no time in the
+// header: the same input gives the same file.
+func writeGzip(dst string, b []byte) error {
 	var buf bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	if err != nil {
 		return err
 	}
-	// No name and no time in the header: the same input gives the same file.
-	if _, err := zw.Write([]byte(text)); err != nil {
+	if _, err := zw.Write(b); err != nil {
 		return err
 	}
 	if err := zw.Close(); err != nil {
@@ -198,6 +208,27 @@ func (s *stager) writeChangelog(name, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, buf.Bytes(), 0o644)
+}
+
+// stageMan writes the manual pages (files of man/, e.g. "realip-agent.8")
+// gzipped into dir, with @VERSION@ set; a placeholder left over is an
+// error.
+func (s *stager) stageMan(pages []string, dir string) error {
+	for _, page := range pages {
+		src := filepath.Join(s.pkgDir, "man", page)
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("manual page: %w", err)
+		}
+		text := strings.ReplaceAll(string(b), "@VERSION@", s.info.Version)
+		if left := placeholder.FindAllString(text, -1); left != nil {
+			return fmt.Errorf("%s: no value for %v", src, left)
+		}
+		if err := writeGzip(filepath.Join(dir, page+".gz"), []byte(text)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeCopyright writes doc/copyright (deb) and, for packages with Go

@@ -125,6 +125,29 @@ step_build() {
 deb_files() { dpkg-deb -c "$1" | awk '$1 !~ /^d/ { sub(/^\./, "", $6); print $6 }' | sort; }
 rpm_files() { rpm -qpl "$1" 2>/dev/null | sort; }
 
+# man_pages PACKAGE: the manual pages PACKAGE installs, as files of
+# packaging/man (the section is the extension).
+man_pages() {
+	case $1 in
+	toa-dkms) echo toa.4 ;;
+	realip-agent) echo realip-agent.8 realip-agent.yaml.5 ;;
+	realip-edge) echo realip-edge.8 ;;
+	esac
+}
+# shared_files PACKAGE: the files of packaging/ that PACKAGE installs as
+# they are, as "SOURCE DESTINATION" lines: bash completion, Prometheus
+# rules, Grafana dashboard (one dashboard for both services, a copy in each
+# package, so that each has it and both install side by side).
+shared_files() {
+	case $1 in
+	realip-agent | realip-edge)
+		echo "completion/$1 /usr/share/bash-completion/completions/$1"
+		echo "monitoring/$1.rules.yml /usr/share/realip/$1.rules.yml"
+		echo "monitoring/realip-dashboard.json /usr/share/realip/$1-dashboard.json"
+		;;
+	esac
+}
+
 expected_files() { # expected_files PACKAGE FORMAT
 	local pkg=$1 fmt=$2 f
 	case $pkg in
@@ -141,6 +164,10 @@ expected_files() { # expected_files PACKAGE FORMAT
 		printf '%s\n' /usr/bin/realip-edge /etc/realip/edge.rules /etc/realip/edge.groups /etc/realip/edge.env
 		;;
 	esac
+	for f in $(man_pages "$pkg"); do
+		echo "/usr/share/man/man${f##*.}/$f.gz"
+	done
+	shared_files "$pkg" | awk '{ print $2 }'
 	if [[ $fmt == deb ]]; then
 		printf '%s\n' "/usr/share/doc/$pkg/copyright" "/usr/share/doc/$pkg/changelog.Debian.gz" \
 			"/usr/share/lintian/overrides/$pkg"
@@ -155,7 +182,7 @@ expected_files() { # expected_files PACKAGE FORMAT
 
 step_inspect() {
 	load_versions
-	deps rpm file
+	deps rpm file man-db groff-base
 	local pkg arch deb rpmf tmp s want_arch rarch
 	tmp=$(mktemp -d)
 	for pkg in toa-dkms realip-agent realip-edge; do
@@ -212,6 +239,7 @@ step_inspect() {
 				fi
 			done
 			check "$pkg $arch deb: md5sums match the files" sh -c "cd '$tmp/root' && md5sum --quiet -c '$tmp/ctl/md5sums'"
+			inspect_docs "$pkg" "$arch" "$tmp/root" "$rpmf"
 			if [[ $pkg == toa-dkms ]]; then
 				check "dkms.conf: PACKAGE_VERSION=$V1" grep -qx "PACKAGE_VERSION=\"$V1\"" "$tmp/root/usr/src/toa-$V1/dkms.conf"
 				check "dkms.conf: sources identical to kmod/" sh -c "for f in '$tmp'/root/usr/src/toa-$V1/*; do n=\$(basename \"\$f\"); [ \$n = dkms.conf ] || cmp -s \"\$f\" '$REPO'/kmod/\$n || exit 1; done"
@@ -231,6 +259,31 @@ step_inspect() {
 	rm -rf "$tmp"
 }
 
+# max_gzip FILE: FILE is gzip made at the best compression (XFL byte 2,
+# what lintian reads).
+max_gzip() { gzip -t "$1" && [[ $(od -An -tu1 -j8 -N1 "$1" | tr -d ' ') == 2 ]]; }
+# same_page GZ SOURCE: the page in GZ is SOURCE with its version set.
+same_page() { zcat "$1" | cmp -s - <(sed "s/@VERSION@/$V1/" "$2"); }
+# inspect_docs PACKAGE ARCH ROOT RPM: the manual pages, completions and
+# monitoring files in the deb unpacked at ROOT and in RPM.
+inspect_docs() {
+	local pkg=$1 arch=$2 root=$3 rpmf=$4 page gz out src dst
+	for page in $(man_pages "$pkg"); do
+		gz=$root/usr/share/man/man${page##*.}/$page.gz
+		check "$pkg $arch deb: $page.gz is gzip at maximum compression" max_gzip "$gz"
+		check "$pkg $arch deb: $page is packaging/man/$page with the version $V1" \
+			same_page "$gz" "$REPO/packaging/man/$page"
+		out=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$gz" 2>&1 >/dev/null)
+		eq "$pkg $arch deb: man --warnings $page: no warning" "$out" ""
+	done
+	while read -r src dst; do
+		check "$pkg $arch deb: $dst is packaging/$src" cmp -s "$root$dst" "$REPO/packaging/$src"
+	done < <(shared_files "$pkg")
+	eq "$pkg $arch rpm: the manual pages, each %doc (rpm --excludedocs leaves them out)" \
+		"$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" 2>/dev/null | awk '$1 ~ /^\/usr\/share\/man\// { print $1 ($2 ~ /d/ ? "" : "(not %doc)") }' | sort | xargs)" \
+		"$(expected_files "$pkg" rpm | grep '^/usr/share/man/' | sort | xargs)"
+}
+
 # --- lint ---------------------------------------------------------------
 step_lint() {
 	load_versions
@@ -246,6 +299,12 @@ step_lint() {
 	if [[ -n $out ]]; then
 		{ grep -E '^[EWIPX]:' <<<"$out" || true; } | sort -u | sed 's/^/       /'
 	fi
+	# The packages have their manual pages: lintian has nothing to say
+	# about manual pages at any level, and no override hides it.
+	eq "lintian: no manual-page tag (no-manual-page, groff-message, ...) at any level" \
+		"$(grep -E '^[EWIPXO]: .*(manual|manpage|groff)' <<<"$out" | sort -u | xargs)" ""
+	eq "no override of a manual-page tag in packaging/lintian" \
+		"$(grep -lE '^[^#].*(manual|manpage|groff)' "$REPO"/packaging/lintian/* | xargs)" ""
 	# shellcheck disable=SC2016 # awk's own $0
 	check "every shipped override has a reason (a comment above it)" awk '
 		/^#/ { reason = 1; next }
@@ -297,7 +356,9 @@ EOF
 		"realip-agent-$V1-1 realip-edge-$V1-1 toa-dkms-$V1-1"
 	check "files landed" test -x "$root/usr/bin/realip-agent" -a -x "$root/usr/bin/realip-edge" \
 		-a -f "$root/usr/lib/systemd/system/realip-agent.service" -a -f "$root/usr/src/toa-$V1/dkms.conf" \
-		-a -f "$root/etc/realip/agent.yaml" -a -f "$root/etc/modules-load.d/toa.conf"
+		-a -f "$root/etc/realip/agent.yaml" -a -f "$root/etc/modules-load.d/toa.conf" \
+		-a -f "$root/usr/share/man/man8/realip-agent.8.gz" -a -f "$root/usr/share/man/man4/toa.4.gz" \
+		-a -f "$root/usr/share/bash-completion/completions/realip-edge" -a -f "$root/usr/share/realip/realip-edge.rules.yml"
 	check "rpm -V: installed files verify" rpm --root "$root" -V --nodeps realip-agent realip-edge toa-dkms
 	calls=$(cat "$root/var/log/calls" 2>/dev/null)
 	printf '%s\n' "$calls" | sed 's/^/       scriptlet called: /'
@@ -350,8 +411,15 @@ host_cleanup() {
 	fi
 }
 host_snapshot() {
-	find /etc /usr/bin /usr/src /usr/lib/systemd /usr/share/doc /usr/share/lintian/overrides \
-		"/lib/modules/$KVER" /var/lib/dkms /var/lib/systemd \
+	local d dirs=()
+	# The folders the packages write in; those that exist (find fails on
+	# one that does not, such as /usr/share/realip before the install).
+	for d in /etc /usr/bin /usr/src /usr/lib/systemd /usr/share/doc /usr/share/lintian/overrides \
+		/usr/share/man /usr/share/bash-completion /usr/share/realip \
+		"/lib/modules/$KVER" /var/lib/dkms /var/lib/systemd; do
+		[[ ! -e $d ]] || dirs+=("$d")
+	done
+	find "${dirs[@]}" \
 		\( -path /var/lib/systemd/timers -o -path /var/lib/systemd/journal \) -prune -o -print 2>/dev/null |
 		grep -Ev "^/lib/modules/$KVER/modules\.|^/var/lib/dkms/mok\.(key|pub)\$|^/etc/ld\.so\.cache\$" | sort
 }
@@ -374,6 +442,41 @@ dkms_want() {
 # dkms_got: what DKMS says, sorted like dkms_want.
 dkms_got() { dkms status -m toa | sort; }
 
+# installed_completion COMMAND LINE: what bash completes LINE to with
+# COMMAND's completion as bash-completion loads it on demand from where the
+# package installed it, one candidate a line.
+installed_completion() {
+	# shellcheck disable=SC2016 # the inner bash expands them
+	bash --norc --noprofile -c '. /usr/share/bash-completion/bash_completion
+		_completion_loader "$1"
+		[[ $(complete -p "$1" 2>/dev/null) =~ -F\ ([^ ]+) ]] || exit 1
+		read -ra COMP_WORDS <<<"$2"
+		[[ $2 == *" " ]] && COMP_WORDS+=("")
+		COMP_CWORD=$((${#COMP_WORDS[@]} - 1)) COMP_LINE=$2 COMP_POINT=${#2}
+		"${BASH_REMATCH[1]}" "$1" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+		printf "%s\n" "${COMPREPLY[@]}"' completion "$1" "$2" | sort | xargs
+}
+
+# host_docs: after the installation, man finds the pages by name and
+# section, bash-completion finds the completions, the monitoring files
+# are in /usr/share/realip.
+host_docs() {
+	local page
+	deps man-db bash-completion
+	for page in toa.4 realip-agent.8 realip-agent.yaml.5 realip-edge.8; do
+		eq "man -w ${page##*.} ${page%.*}" "$(man -w "${page##*.}" "${page%.*}" 2>&1)" \
+			"/usr/share/man/man${page##*.}/$page.gz"
+	done
+	eq "bash completes 'realip-agent st' (completion loaded from the package)" \
+		"$(installed_completion realip-agent 'realip-agent st')" status
+	eq "bash completes 'realip-agent exporter -' (completion loaded from the package)" \
+		"$(installed_completion realip-agent 'realip-agent exporter -')" "-listen -per-cpu -procfs"
+	eq "bash completes 'realip-edge -origin-' (completion loaded from the package)" \
+		"$(installed_completion realip-edge 'realip-edge -origin-')" "-origin-groups"
+	eq "/usr/share/realip" "$(find /usr/share/realip -type f -printf '%f\n' | sort | xargs)" \
+		"realip-agent-dashboard.json realip-agent.rules.yml realip-edge-dashboard.json realip-edge.rules.yml"
+}
+
 step_host() {
 	load_versions
 	if ((EUID != 0)); then
@@ -393,7 +496,7 @@ step_host() {
 	chmod 755 "$POLICY"
 	mkdir -p "$NOHEADERS/kernel" && : >"$NOHEADERS/modules.dep"
 
-	if out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	if out=$(DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
 		"$OUT/toa-dkms_${V1}-1_all.deb" "$OUT/realip-agent_${V1}-1_amd64.deb" "$OUT/realip-edge_${V1}-1_amd64.deb" 2>&1); then
 		ok "apt-get install the three V1 .debs"
 	else
@@ -409,11 +512,12 @@ step_host() {
 	check "a kernel without headers was skipped with a message" grep -q "kernel 0.0.0-realip-test-noheaders has no headers" <<<"$out"
 	check "realip-agent enabled (deb-systemd-helper, without a running systemd)" \
 		test -L /etc/systemd/system/multi-user.target.wants/realip-agent.service
+	host_docs
 	cp "/lib/modules/$KVER/updates/dkms/toa.ko" "$ko" 2>/dev/null || true
 	rm -rf "$NOHEADERS"
 
 	echo "edited by test/packaging" >>/etc/realip/edge.rules
-	if out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	if out=$(DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
 		"$OUT/v2/toa-dkms_${V2}-1_all.deb" "$OUT/v2/realip-edge_${V2}-1_amd64.deb" 2>&1); then
 		ok "apt-get upgrade toa-dkms and realip-edge to V2"
 	else
