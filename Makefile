@@ -6,11 +6,12 @@ FUZZTIME ?= 10s
 # Debian packages the tests use as real peers and the VM bench needs;
 # installed by `make deps` (root). groff-base, man-db and bash-completion:
 # the manual pages are checked with groff and man, the completions run in
-# bash with bash-completion (internal/cmddoc).
+# bash with bash-completion (internal/cmddoc). dkms: `realip-agent doctor`
+# reads `dkms status toa` (agent/doctor_test.go, on trees of its own).
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
 	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus \
 	gcc-aarch64-linux-gnu binutils kmod gcc libc6-dev \
-	groff-base man-db bash-completion
+	groff-base man-db bash-completion dkms
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
 # whole matrix (5.10 6.1 6.12 sid), `make vmtest KVER=6.12` for one.
 KVERS ?= $(or $(KVER),6.1 sid)

@@ -100,6 +100,17 @@
 // without it. The agent never writes /etc itself (its unit makes the file
 // system read-only).
 //
+// # Doctor
+//
+// Agent.Doctor is `realip-agent doctor`: it reads the receiver in place
+// (Status), the module file the agent would load, `dkms status toa`, the
+// configuration file and /proc/net/sockstat, and answers a fixed list of
+// questions (doctorChecks), each a Check with a verdict (ok, warn,
+// problem, skip), what was seen and what to do. With a window
+// (DoctorOptions.Watch) the counters are read twice and judged on what
+// moved; without one, on their totals. Report.WriteText fits 80 columns;
+// Report.WriteJSON has stable field names.
+//
 // # Metrics
 //
 // The agent's registry has the exporter's toa_stats collector

@@ -9,6 +9,7 @@
 //	realip-agent load [-config FILE]
 //	realip-agent unload
 //	realip-agent status [-json] [-config FILE]
+//	realip-agent doctor [-json] [-watch DURATION] [-config FILE]
 //	realip-agent check [-config FILE]
 //	realip-agent modprobe-conf [-config FILE]
 //	realip-agent exporter -listen ADDR [-procfs DIR] [-per-cpu]

@@ -30,7 +30,13 @@
 // module loaded; load adopting it; unload; a copy of toa.ko whose vermagic
 // bytes were patched to another release refused with the promised message;
 // an xz-compressed copy loaded (in the kernel or by the agent,
-// whichever the kernel supports). Each check prints "PASS name: ..." or
+// whichever the kernel supports). `doctor` (doctor.go) is run on a healthy
+// origin with the edge's traffic in its -watch window (every check ok,
+// exit 0), with forged options from the untrusted address in the window
+// (untrusted a problem with their count, exit 1), as text (80 columns),
+// with an empty trust list, with no module loaded, and with module_path
+// naming the module built for another kernel (each the problem it is,
+// exit 1). Each check prints "PASS name: ..." or
 // "FAIL name: ...", then "N passed, N failed"; the exit status is 1 if
 // any failed.
 package main
@@ -410,14 +416,17 @@ func (s *scenario) run() {
 	s.metrics()
 	s.trafficA()
 	lintScrape()
+	s.doctorWatched()
 	if !s.sighupNewTrust() {
 		return
 	}
 	s.trafficB()
 	s.sighupBadFile()
 	s.sigterm()
+	s.doctorEmptyTrust()
 	s.loadAdopts()
 	s.unload()
+	s.doctorNoModule(filepath.Join(*workDir, "b.yaml"))
 	s.refuseOtherKernel()
 	s.loadThenUnload()
 	s.loadXZ()
@@ -727,6 +736,7 @@ func (s *scenario) refuseOtherKernel() {
 	default:
 		pass("vermagic", "refused: %s", strings.TrimSpace(errs))
 	}
+	s.doctorOtherKernel(cfgC, badKo, fake)
 }
 
 // loadThenUnload runs `load` (not run) with a trust list, then `unload`.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/realip/realip/agent"
 )
@@ -84,11 +85,13 @@ type invocation struct {
 
 // flagValues are the flags of all commands; each command defines some.
 type flagValues struct {
-	config string // -config
-	json   bool   // status -json
-	listen string // exporter -listen
-	procfs string // exporter -procfs
-	perCPU bool   // exporter -per-cpu
+	config    string        // -config
+	configSet bool          // -config was given
+	json      bool          // status, doctor -json
+	watch     time.Duration // doctor -watch
+	listen    string        // exporter -listen
+	procfs    string        // exporter -procfs
+	perCPU    bool          // exporter -per-cpu
 }
 
 // parse defines cmd's flags and parses args; false: a usage error, told
@@ -107,6 +110,7 @@ func (inv *invocation) parse(cmd *command, args []string) bool {
 		fmt.Fprintf(inv.stderr, "realip-agent %s: unexpected arguments %q\n", inv.name, fs.Args())
 		return false
 	}
+	fs.Visit(func(f *flag.Flag) { inv.flags.configSet = inv.flags.configSet || f.Name == "config" })
 	return true
 }
 
@@ -157,7 +161,8 @@ commands:
 The configuration file defaults to ` + agent.DefaultConfigPath + `.
 Exit status: 0 done, 1 failed, 2 usage, 3 (status) no receiver in place,
 78 bad configuration file, a module file refused (built for another kernel)
-or the other receiver in place (run unload first).
+or the other receiver in place (run unload first). doctor: 0 no problem
+found (warnings allowed), 1 a problem found.
 `)
 	return b.String()
 }

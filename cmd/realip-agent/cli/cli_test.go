@@ -139,6 +139,11 @@ commands:
   status   [-json] [-config FILE]
                                  the TOA receiver in place, its configuration,
                                  counters and live entries (exit 3: none)
+  doctor   [-json] [-watch DURATION] [-config FILE]
+                                 check the TOA chain on this host: receiver,
+                                 module, DKMS, trust list, options honoured or
+                                 dropped, entries, listeners; say what to do
+                                 (exit 1: a problem found)
   check    [-config FILE]        check the configuration file
   modprobe-conf [-config FILE]   print an /etc/modprobe.d/toa.conf line with the
                                  file's trusted prefixes and kinds
@@ -149,7 +154,8 @@ commands:
 The configuration file defaults to /etc/realip/agent.yaml.
 Exit status: 0 done, 1 failed, 2 usage, 3 (status) no receiver in place,
 78 bad configuration file, a module file refused (built for another kernel)
-or the other receiver in place (run unload first).
+or the other receiver in place (run unload first). doctor: 0 no problem
+found (warnings allowed), 1 a problem found.
 `
 	for _, help := range []string{"help", "-h", "-help", "--help"} {
 		var out, errb bytes.Buffer

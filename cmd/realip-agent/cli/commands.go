@@ -45,6 +45,12 @@ var commands = []command{
 		"the TOA receiver in place, its configuration,",
 		"counters and live entries (exit 3: none)",
 	}, statusFlags, runStatus},
+	{"doctor", "[-json] [-watch DURATION] [-config FILE]", []string{
+		"check the TOA chain on this host: receiver,",
+		"module, DKMS, trust list, options honoured or",
+		"dropped, entries, listeners; say what to do",
+		"(exit 1: a problem found)",
+	}, doctorFlags, runDoctor},
 	{"check", "[-config FILE]", []string{
 		"check the configuration file",
 	}, configFlag, runCheck},
