@@ -2,23 +2,22 @@
 
 package main
 
-// The load phase and the unload under load (see main.go).
+// The load phase and the receiver's stop under load: toa.ko unloaded, or
+// the eBPF receiver detached (see main.go).
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/realip/realip/toactl"
+	"github.com/realip/realip/toarecv"
 )
 
 // The load phase's protocol is client-speaks-first by default: the client
@@ -180,6 +179,7 @@ type loadRun struct {
 	c        *checker
 	l        *lab
 	cfg      *config
+	s        *suiteRun
 	srv      *loadServer
 	checkers *peerCheckers
 	targets  []netip.AddrPort
@@ -188,10 +188,10 @@ type loadRun struct {
 	churned  int64      // connections the churn made around the unload
 }
 
-// loadAndUnload is the load phase and the unload under load. It returns
+// loadAndUnload is the load phase and the stop under load. It returns
 // how many connections went through the edge.
-func loadAndUnload(c *checker, l *lab, cfg *config) (int, error) {
-	r, err := startLoad(c, l, cfg)
+func loadAndUnload(s *suiteRun) (int, error) {
+	r, err := startLoad(s)
 	if err != nil {
 		return 0, err
 	}
@@ -205,16 +205,22 @@ func loadAndUnload(c *checker, l *lab, cfg *config) (int, error) {
 		return len(r.hs), nil
 	}
 	r.checkUnloaded()
-	return len(r.hs) + int(r.churned), nil
+	return len(r.hs) + int(r.churned) + 1, nil
 }
 
-// startLoad starts the origin's load server and the getpeername() threads.
-func startLoad(c *checker, l *lab, cfg *config) (*loadRun, error) {
-	ln, err := listen(l.origin, fmt.Sprintf("[::]:%d", loadOriginPort))
+// startLoad starts the origin's load server, its listener in the origin's
+// cgroup, and the getpeername() threads.
+func startLoad(s *suiteRun) (*loadRun, error) {
+	var ln *net.TCPListener
+	err := joinCgroupSockets(s.cg.origin, s.cg.self, func() (err error) {
+		ln, err = listen(s.l.origin, fmt.Sprintf("[::]:%d", loadOriginPort))
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	r := &loadRun{c: c, l: l, cfg: cfg, srv: &loadServer{ln: ln, clientFirst: cfg.clientFirst}}
+	c, l, cfg := s.c, s.l, s.cfg
+	r := &loadRun{c: c, l: l, cfg: cfg, s: s, srv: &loadServer{ln: ln, clientFirst: cfg.clientFirst}}
 	go r.srv.serve()
 	r.checkers = startCheckers(r.srv, cfg.checkers)
 	r.targets = []netip.AddrPort{
@@ -245,7 +251,7 @@ func (r *loadRun) close() {
 // and as the getpeername() threads saw them meanwhile.
 func (r *loadRun) load() {
 	c, cfg := r.c, r.cfg
-	statsBefore := toaStats()
+	statsBefore, _ := r.s.r.Counters()
 	originBefore, _ := netstat(r.l.origin)
 	edgeBefore, _ := netstat(r.l.edge)
 	t0 := time.Now()
@@ -271,7 +277,8 @@ func (r *loadRun) load() {
 
 	originAfter, _ := netstat(r.l.origin)
 	edgeAfter, _ := netstat(r.l.edge)
-	fmt.Printf("info load: toa_stats %s\n", fmtDelta(delta(toaStats(), statsBefore)))
+	statsAfter, _ := r.s.r.Counters()
+	fmt.Printf("info load: toa_stats %s\n", fmtDelta(delta(statsAfter, statsBefore)))
 	fmt.Printf("info load: origin TcpExt %s\n", netstatDelta(originAfter, originBefore))
 	fmt.Printf("info load: edge TcpExt %s\n", netstatDelta(edgeAfter, edgeBefore))
 }
@@ -357,78 +364,10 @@ func (r *loadRun) recheckPeers() {
 	r.c.check(wrong == 0, "load: getpeername() on every connection", "%d of %d wrong%s", wrong, len(r.hs), firstWrong)
 }
 
-// checkEntries checks every connection against the module's entries and
-// keeps each one's proxy (the edge's end).
-func (r *loadRun) checkEntries() error {
-	// The module answers about the namespace of the asking socket: the
-	// origin's entries from inside the origin, none from the edge's.
-	entries, live, err := originEntries(r.l)
-	if err != nil {
-		return err
-	}
-	var other []toactl.Entry
-	oerr := r.l.edge.Do(func() error {
-		ectl, err := toactl.Dial()
-		if err != nil {
-			return err
-		}
-		defer ectl.Close()
-		other, err = ectl.Entries()
-		return err
-	})
-	r.c.check(oerr == nil && len(other) == 0, "load: netlink entries per namespace",
-		"the edge's namespace sees %d of the origin's %d entries (%v)", len(other), len(entries), oerr)
-	missing := r.matchEntries(entries)
-	alloc, _ := toaStat("ip6_address_alloc")
-	free, _ := toaStat("ip6_address_free")
-	r.c.check(missing == 0 && live >= uint64(len(r.hs)) && alloc-free == live, "load: netlink entries",
-		"%d live entries (toa_stats: %d allocated - %d freed = %d), %d of %d connections without an entry naming the edge",
-		live, alloc, free, alloc-free, missing, len(r.hs))
-	return nil
-}
-
-// originEntries reads the module's entries and its count of live ones
-// over netlink from inside the origin.
-func originEntries(l *lab) ([]toactl.Entry, uint64, error) {
-	var ctl *toactl.Client
-	if err := l.origin.Do(func() (err error) { ctl, err = toactl.Dial(); return err }); err != nil {
-		return nil, 0, err
-	}
-	entries, err := ctl.Entries()
-	_, live, serr := ctl.Stats()
-	ctl.Close()
-	if err != nil || serr != nil {
-		return nil, 0, errors.Join(err, serr)
-	}
-	return entries, live, nil
-}
-
-// matchEntries sets the proxy of every connection whose entry names the
-// edge and returns how many have no such entry.
-func (r *loadRun) matchEntries(entries []toactl.Entry) int {
-	byConn := map[[2]netip.AddrPort]toactl.Entry{}
-	for _, e := range entries {
-		byConn[[2]netip.AddrPort{e.Local, e.Client}] = e
-	}
-	missing := 0
-	for _, h := range r.hs {
-		e, ok := byConn[[2]netip.AddrPort{addrPort(h.conn.LocalAddr()), h.want}]
-		back := back6.Addr()
-		if addrPort(h.conn.LocalAddr()).Addr().Is4() {
-			back = back4.Addr()
-		}
-		if !ok || e.Proxy.Addr() != back {
-			missing++
-			continue
-		}
-		h.proxy = e.Proxy
-	}
-	return missing
-}
-
-// unload unloads the module with every connection open, getpeername()
-// running on all threads and new connections arriving; it reports whether
-// delete_module succeeded.
+// unload stops the receiver (unloads toa.ko, or detaches the eBPF
+// receiver) with every connection open, getpeername() running on all
+// threads and new connections arriving; it reports whether the stop
+// succeeded.
 func (r *loadRun) unload() bool {
 	checkers := r.checkers
 	checkers.strict.Store(false)
@@ -440,39 +379,49 @@ func (r *loadRun) unload() bool {
 		defer churnWG.Done()
 		r.l.client.Do(func() error { churn(r.targets, r.cfg.clientFirst, churnStop, &churnOK, &churnFail); return nil })
 	}()
-	// New connections before, during and after the unload: at least one
+	// New connections before, during and after the stop: at least one
 	// made before it starts and one after it ends, however slowly the guest
 	// runs (at least 500 ms each way, at most 10 s).
 	waitGrow(&churnOK, 0)
 	callsBefore := checkers.calls.Load()
 	t1 := time.Now()
-	uerr := unloadModule()
+	uerr := r.s.r.Stop()
 	took := time.Since(t1)
+	r.s.stopped = true
 	waitGrow(&churnOK, churnOK.Load())
 	close(churnStop)
 	churnWG.Wait()
 	checkers.halt()
-	r.c.check(uerr == nil, "unload", "delete_module(toa) with %d connections open took %v (%v)", len(r.hs), took.Round(time.Microsecond), uerr)
-	r.c.check(churnFail.Load() == 0 && churnOK.Load() > 0, "unload: new connections", "%d made during the unload, %d failed", churnOK.Load(), churnFail.Load())
-	r.c.check(checkers.bad.Load() == 0 && checkers.calls.Load() > callsBefore, "unload: concurrent getpeername()",
-		"%d calls around the unload, each the client or the edge; %d other answers%s",
+	at := r.s.r.CountersAtStop()
+	r.c.check(uerr == nil, "stop", "%s stopped with %d connections open in %v (%v); its counters just before: %s",
+		r.s.r.Kind(), len(r.hs), took.Round(time.Microsecond), uerr, fmtCounters(at))
+	r.c.check(churnFail.Load() == 0 && churnOK.Load() > 0, "stop: new connections", "%d made around the stop, %d failed", churnOK.Load(), churnFail.Load())
+	r.c.check(checkers.bad.Load() == 0 && checkers.calls.Load() > callsBefore, "stop: concurrent getpeername()",
+		"%d calls around the stop, each the client or the edge; %d other answers%s",
 		checkers.calls.Load()-callsBefore, checkers.bad.Load(), checkers.why())
 	r.churned = churnOK.Load()
 	return uerr == nil
 }
 
-// checkUnloaded checks what the unload left: every entry freed, the
-// module's files and control family gone, getpeername() answering the
-// edge again, the connections still carrying data.
+// fmtCounters lists the counters that are not 0.
+func fmtCounters(m map[string]uint64) string {
+	var parts []string
+	for _, name := range toarecv.CounterNames {
+		if m[name] != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", name, m[name]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// checkUnloaded checks what the stop left: nothing of the receiver in
+// force, getpeername() answering the edge again, the connections still
+// carrying data, a new connection showing the edge. (What it freed is
+// checked once the origin's programs are gone: suite.)
 func (r *loadRun) checkUnloaded() {
 	c, hs := r.c, r.hs
-	freed, allocated, ok := unloadLine()
-	c.check(ok && freed == allocated && allocated >= uint64(len(hs)), "unload: freed",
-		"kernel log: %d of %d entries freed (ip6_address_free == ip6_address_alloc)", freed, allocated)
-	_, statErr := os.Stat("/proc/net/toa_stats")
-	_, dialErr := toactl.Dial()
-	c.check(errors.Is(statErr, os.ErrNotExist) && errors.Is(dialErr, toactl.ErrNotLoaded), "unload: gone",
-		"/proc/net/toa_stats: %v; netlink: %v", statErr, dialErr)
+	what, err := r.s.r.Gone()
+	c.check(err == nil, "stop: gone", "%s (%v)", what, orNothing(err))
 	wrong, firstWrong := 0, ""
 	for _, h := range hs {
 		if got, err := peerOf(h.fd); err != nil || got != h.proxy {
@@ -481,14 +430,24 @@ func (r *loadRun) checkUnloaded() {
 			}
 		}
 	}
-	c.check(wrong == 0, "unload: hooks gone", "getpeername() on the %d still-open connections answers the edge again; %d do not%s",
+	c.check(wrong == 0, "stop: after", "getpeername() on the %d still-open connections answers the edge again; %d do not%s",
 		len(hs), wrong, firstWrong)
-	// The connections still carry data after the unload.
+	// The connections still carry data after the stop.
 	if len(r.clients) > 0 {
 		conn := r.clients[len(r.clients)/2]
 		_, werr := io.WriteString(conn, "still here\n")
-		c.check(werr == nil, "unload: connections alive", "write after the unload: %v", werr)
+		c.check(werr == nil, "stop: after", "write on a held connection after the stop: %v", werr)
 	}
+	// A new connection through the edge to the plain Go server.
+	conn, err := dial(r.l.client, netip.AddrPortFrom(front4.Addr(), 2090), nil)
+	var line string
+	if err == nil {
+		line, err = firstLine(conn, 10*time.Second)
+		conn.Close()
+	}
+	got, perr := netip.ParseAddrPort(line)
+	c.check(err == nil && perr == nil && got.Addr().Unmap() == back4.Addr(), "stop: after",
+		"a new connection after the stop: the Go server saw %q (%v), want the edge %s", line, err, back4.Addr())
 }
 
 // expectLine reads one line and wants it to be want.

@@ -1,11 +1,15 @@
 //go:build linux
 
-// Command multihost is the multi-host in-VM suite of kmod/toa.ko, run in a
-// QEMU guest by vmtest/toa.sh (static: CGO_ENABLED=0). Inside the guest it
-// builds a client, an edge, an origin and a rogue host in network
-// namespaces (see topo.go), runs the real realip-edge binary on the edge
-// with toa rules, loads toa.ko on the origin trusting only the edge's
-// origin-facing addresses, and checks what the origin's programs see:
+// Command multihost is the multi-host suite of realip's two TOA receivers,
+// toa.ko (-receiver kmod) and the eBPF receiver of package toarecv
+// (-receiver ebpf), run in a QEMU guest by vmtest/toa.sh (static:
+// CGO_ENABLED=0) and, with the eBPF receiver, on the host's own kernel by
+// its test (host_linux_test.go). It builds a client, an edge, an origin
+// and a rogue host in network namespaces (see topo.go), runs the real
+// realip-edge binary on the edge with toa rules, starts the receiver on the
+// origin trusting only the edge's origin-facing addresses (toa.ko loaded,
+// or the eBPF receiver attached to the cgroup the origin's programs run
+// in), and checks what the origin's programs see:
 //
 //   - two C servers written after the seed documentation's samples (an
 //     IPv4 socket that takes a sockaddr_in6, and a [::] socket), realip's
@@ -19,13 +23,17 @@
 //   - load: thousands of connections from concurrent clients, held open
 //     while several threads call getpeername() on them at random, every
 //     answer checked;
-//   - unload (delete_module) with all of them open, getpeername() running
-//     and new connections arriving: every entry freed, getpeername() on a
-//     still-open socket answers the edge again, the control family gone.
+//   - the receiver stopped (toa.ko unloaded, or the eBPF receiver detached:
+//     its pins removed) with all of them open, getpeername() running and
+//     new connections arriving: nothing of it left, getpeername() on a
+//     still-open socket answers the edge again, every entry freed.
 //
-// It prints "ok NAME" or "FAIL NAME: why" per check and exits 1 on any
-// failure; vmtest/run.sh also fails the run on an oops, BUG: or WARNING:.
-// With -bench it measures instead (see bench.go).
+// Both receivers run the same cases; where their results differ on
+// purpose, the table in suiterecv.go has an explicit row with each one's
+// expected result (-table prints it). It prints "ok RECEIVER NAME" or
+// "FAIL RECEIVER NAME: why" per check and exits 1 on any failure;
+// vmtest/run.sh also fails the run on an oops, BUG: or WARNING:. With
+// -bench it measures instead (see bench.go).
 package main
 
 import (
@@ -35,14 +43,17 @@ import (
 	"time"
 )
 
-type checker struct{ failed int }
+type checker struct {
+	failed int
+	prefix string // the receiver and a space, in the suite
+}
 
 func (c *checker) check(ok bool, name, format string, args ...any) bool {
 	if ok {
-		fmt.Printf("ok   %s: %s\n", name, fmt.Sprintf(format, args...))
+		fmt.Printf("ok   %s%s: %s\n", c.prefix, name, fmt.Sprintf(format, args...))
 	} else {
 		c.failed++
-		fmt.Printf("FAIL %s: %s\n", name, fmt.Sprintf(format, args...))
+		fmt.Printf("FAIL %s%s: %s\n", c.prefix, name, fmt.Sprintf(format, args...))
 	}
 	return ok
 }
@@ -53,11 +64,12 @@ type config struct {
 	clientFirst                  bool
 	timeout                      time.Duration
 	bench                        benchConfig
+	recv                         recvConfig
 }
 
 func main() {
 	var cfg config
-	benchMode := flag.Bool("bench", false, "measure toa.ko loaded vs not loaded instead of testing (see bench.go)")
+	benchMode := flag.Bool("bench", false, "measure the TOA receivers (none, eBPF, toa.ko) instead of testing (see bench.go)")
 	flag.StringVar(&cfg.module, "module", "/test/toa.ko", "toa.ko to load")
 	flag.StringVar(&cfg.edge, "edge", "/test/realip-edge", "realip-edge binary")
 	flag.StringVar(&cfg.whoami, "whoami", "/test/whoami", "examples/whoami binary")
@@ -68,11 +80,13 @@ func main() {
 	flag.IntVar(&cfg.checkers, "checkers", 4, "threads calling getpeername() during the load and the unload")
 	serverFirst := flag.Bool("server-first", false, "load phase: the origin greets first, so only the handshake ACK can complete the handshake (default: the client writes first, right after connect; see load.go)")
 	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up (FAIL) after this long")
-	flag.IntVar(&cfg.bench.rounds, "rounds", 10, "bench: rounds, each measuring loaded and not loaded")
-	flag.DurationVar(&cfg.bench.window, "window", 3*time.Second, "bench: connection test length per measurement")
-	flag.IntVar(&cfg.bench.conc, "conc", 4, "bench: concurrent connections")
-	flag.IntVar(&cfg.bench.calls, "calls", 200000, "bench: getpeername() calls per measurement")
+	benchFlags(&cfg.bench)
+	recvFlags(&cfg.recv)
 	flag.Parse()
+	if cfg.recv.table {
+		printTable()
+		return
+	}
 	cfg.clientFirst = !*serverFirst
 
 	c := &checker{}
@@ -84,6 +98,7 @@ func main() {
 	if *benchMode {
 		err = bench(c, &cfg)
 	} else {
+		c.prefix = cfg.recv.kind + " "
 		err = suite(c, &cfg)
 	}
 	timer.Stop()

@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/realip/realip/edge/toasend"
+	"github.com/realip/realip/vmtest/recvtest"
 )
 
 // A service on the origin, reached through one edge rule.
@@ -52,24 +54,43 @@ func rulesText() string {
 
 // suiteRun is what the steps of suite share.
 type suiteRun struct {
-	c     *checker
-	cfg   *config
-	l     *lab
-	edge  *proc   // realip-edge, once started
-	procs []*proc // the origin's programs
-	goLn  *net.TCPListener
+	c       *checker
+	cfg     *config
+	l       *lab
+	cg      *suiteCgroups
+	r       recvtest.Receiver
+	stopped bool    // the receiver was stopped (loadAndUnload)
+	tmp     string  // rules file
+	edge    *proc   // realip-edge, once started
+	procs   []*proc // the origin's programs
+	goLn    *net.TCPListener
 }
 
 func suite(c *checker, cfg *config) error {
-	if err := raiseFiles(1 << 16); err != nil {
+	// Both ends of every load connection, and the churn's.
+	if err := raiseFiles(1<<16, uint64(2*cfg.conns+1024)); err != nil {
 		return err
 	}
+	t0 := time.Now()
 	s := &suiteRun{c: c, cfg: cfg}
-	defer s.close()
+	err := s.run()
+	s.close()
+	if err == nil && s.r != nil {
+		// After the origin's programs exited: whoami's listener held the
+		// eBPF receiver's maps.
+		detail, alloc, ferr := s.r.Freed()
+		c.check(ferr == nil && alloc >= uint64(cfg.conns), "freed", "%s (%v)", detail, orNothing(ferr))
+	}
+	fmt.Printf("info suite: receiver %s: %d checks failed, %v\n", cfg.recv.kind, c.failed, time.Since(t0).Round(time.Millisecond))
+	return err
+}
+
+// run is the suite's steps, in order.
+func (s *suiteRun) run() error {
 	if err := s.openLab(); err != nil {
 		return err
 	}
-	if err := s.loadTOA(); err != nil {
+	if err := s.startReceiver(); err != nil {
 		return err
 	}
 	if err := s.startEdge(); err != nil {
@@ -78,24 +99,39 @@ func suite(c *checker, cfg *config) error {
 	if err := s.startOrigin(); err != nil {
 		return err
 	}
-	functional(c, s.l, "")
+	s.functional("")
 	n, err := s.syncookies()
 	if err != nil {
 		return err
 	}
-	if err := rogue(c, s.l); err != nil {
+	if err := s.rogue(); err != nil {
 		return err
 	}
-	total, err := loadAndUnload(c, s.l, cfg)
+	s.freedBeforeLoad()
+	total, err := loadAndUnload(s)
 	if err != nil {
 		return err
 	}
-	checkEdgeMetrics(c, s.l, s.edge, total+2*n)
+	checkEdgeMetrics(s.c, s.l, s.edge, total+2*n)
 	return nil
 }
 
-// close stops what the steps started, in the reverse order.
+func orNothing(err error) any {
+	if err == nil {
+		return "nothing left"
+	}
+	return err
+}
+
+// close stops what the steps started, in the reverse order, and removes
+// the cgroups.
 func (s *suiteRun) close() {
+	if s.r != nil && !s.stopped {
+		// The suite failed before the stop under load: leave nothing
+		// attached (on the host, the pins would outlive the suite).
+		err := s.r.Stop()
+		s.c.check(err == nil, "cleanup", "%s stopped after a failure (%v)", s.r.Kind(), err)
+	}
 	if s.goLn != nil {
 		s.goLn.Close()
 	}
@@ -108,45 +144,44 @@ func (s *suiteRun) close() {
 	if s.l != nil {
 		s.l.Close()
 	}
+	if s.tmp != "" {
+		os.RemoveAll(s.tmp)
+	}
+	if s.cg != nil {
+		err := s.cg.remove()
+		s.c.check(err == nil, "cleanup", "the suite's cgroups under %s removed (%v)", s.cg.parent, err)
+	}
 }
 
-// openLab builds the hosts (topo.go).
+// openLab builds the hosts (topo.go) and the cgroups (suiterecv.go).
 func (s *suiteRun) openLab() error {
 	l, err := newLab()
 	if err != nil {
 		return err
 	}
 	s.l = l
-	s.c.check(true, "lab", "client %s %s, edge %s %s | %s %s, origin %s %s | %s %s, rogue %s %s",
-		client4, client6, front4, front6, back4, back6, origin4, origin6, oside4, oside6, rogue4, rogue6)
-	return nil
-}
-
-// loadTOA loads the origin's module, trusting the edge's origin-facing
-// addresses only.
-func (s *suiteRun) loadTOA() error {
-	if err := loadModule(s.cfg.module, "trusted="+trusted()); err != nil {
+	if s.cg, err = makeSuiteCgroups(s.cfg.recv.cgroup); err != nil {
 		return err
 	}
-	b, _ := os.ReadFile("/sys/module/toa/parameters/trusted")
-	s.c.check(strings.Contains(string(b), back4.Addr().String()) && strings.Contains(string(b), back6.Addr().String()),
-		"module", "toa.ko loaded, trusted %s", strings.TrimSpace(string(b)))
+	s.c.check(true, "lab", "client %s %s, edge %s %s | %s %s, origin %s %s | %s %s, rogue %s %s; cgroups under %s",
+		client4, client6, front4, front6, back4, back6, origin4, origin6, oside4, oside6, rogue4, rogue6, s.cg.parent)
 	return nil
 }
 
 // startEdge runs the edge, in its own cgroup with its TOA sender attached
 // there.
 func (s *suiteRun) startEdge() error {
-	edgeCG, err := cgroup("realip-edge")
+	tmp, err := os.MkdirTemp("", "realip-multihost-")
 	if err != nil {
 		return err
 	}
-	rulesPath := "/tmp/edge-rules.txt"
+	s.tmp = tmp
+	rulesPath := filepath.Join(tmp, "edge-rules.txt")
 	if err := os.WriteFile(rulesPath, []byte(rulesText()), 0o644); err != nil {
 		return err
 	}
-	edge, err := start(s.l.edge, "realip-edge", edgeCG, s.cfg.edge, "-rules", rulesPath,
-		"-toa-cgroup", edgeCG, "-metrics", "127.0.0.1:9300", "-drain-timeout", "1s",
+	edge, err := start(s.l.edge, "realip-edge", s.cg.edge, s.cfg.edge, "-rules", rulesPath,
+		"-toa-cgroup", s.cg.edge, "-metrics", "127.0.0.1:9300", "-drain-timeout", "1s",
 		// One health check per origin, at start, before anything is
 		// counted: periodic ones would reach the origins without the
 		// option and blur the exact counter checks below.
@@ -158,21 +193,26 @@ func (s *suiteRun) startEdge() error {
 	if err := edge.waitFor(`msg="edge: rules applied"`, 60*time.Second); err != nil {
 		return err
 	}
-	s.c.check(true, "edge", "realip-edge running with %d toa rules, sender in %s", len(services)+2, edgeCG)
+	s.c.check(true, "edge", "realip-edge running with %d toa rules, sender in %s", len(services)+2, s.cg.edge)
 	return nil
 }
 
-// startOrigin starts the origin's programs.
+// startOrigin starts the origin's programs in the origin's cgroup, and
+// opens the plain Go server's listener there.
 func (s *suiteRun) startOrigin() error {
+	whoami := []string{s.cfg.whoami, "-tcp", ":8080", "-proto", "toa", "-trust", trusted()}
+	if s.r.Kind() == recvtest.KindEBPF {
+		whoami = append(whoami, "-toa-pin-dir", s.cfg.recv.pinDir)
+	}
 	for _, prog := range []struct {
 		name, ready string
 		argv        []string
 	}{
 		{"toa_server4", "listening", []string{s.cfg.c4, "10004"}},
 		{"toa_server6", "listening", []string{s.cfg.c6, "10006"}},
-		{"whoami", "whoami: tcp", []string{s.cfg.whoami, "-tcp", ":8080", "-proto", "toa", "-trust", trusted()}},
+		{"whoami", "whoami: tcp", whoami},
 	} {
-		p, err := start(s.l.origin, prog.name, "", prog.argv...)
+		p, err := start(s.l.origin, prog.name, s.cg.origin, prog.argv...)
 		if err != nil {
 			return err
 		}
@@ -181,12 +221,14 @@ func (s *suiteRun) startOrigin() error {
 			return err
 		}
 	}
-	goLn, err := listen(s.l.origin, "[::]:9000")
+	err := joinCgroupSockets(s.cg.origin, s.cg.self, func() (err error) {
+		s.goLn, err = listen(s.l.origin, "[::]:9000")
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	s.goLn = goLn
-	go serveRemoteAddr(goLn)
+	go serveRemoteAddr(s.goLn)
 	return nil
 }
 
@@ -202,7 +244,7 @@ func (s *suiteRun) syncookies() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, served := functional(s.c, s.l, " (syncookies=2)")
+	n, served := s.functional(" (syncookies=2)")
 	after, _ := netstat(s.l.origin)
 	// What the test controls: its n connections, each answered with the
 	// right client (checked one by one above), each SYN answered with a
@@ -238,75 +280,91 @@ func serveRemoteAddr(ln *net.TCPListener) {
 
 // functional asks every service once from an IPv4 and once from an IPv6
 // client and returns how many connections it made and how many of them
-// were answered with the client's own address.
-func functional(c *checker, l *lab, suffix string) (n, served int) {
-	before, opensBefore, err := handshakeCounts(l)
+// were answered with the client's own address (or, where the receiver
+// cannot answer it, with the edge's: see judge).
+func (s *suiteRun) functional(suffix string) (n, served int) {
+	c, kind := s.c, s.r.Kind()
+	before, opensBefore, err := handshakeCounts(s.l, s.r)
 	if err != nil {
 		c.check(false, "counters"+suffix, "%v", err)
 	}
 	t0 := time.Now()
-	wantOK := 0
-	for _, s := range services {
+	wantOK, wantMis := 0, 0
+	for _, svc := range services {
 		for _, front := range []netip.Addr{front4.Addr(), front6.Addr()} {
 			n++
-			wantOK += rewrites(s, front.Is4())
-			name := fmt.Sprintf("%s, IPv%d client%s", s.name, ipv(front), suffix)
-			conn, err := dial(l.client, netip.AddrPortFrom(front, s.port), nil)
-			if err != nil {
-				c.check(false, name, "dial the edge: %v", err)
-				continue
-			}
-			client := addrPort(conn.LocalAddr())
-			line, err := firstLine(conn, 10*time.Second)
-			conn.Close()
-			if err != nil {
-				c.check(false, name, "no answer (%v) %q", err, line)
-				continue
-			}
-			ok, why := judge(s, client, line)
-			if c.check(ok, name, "client %s, origin said %q%s", client, line, why) {
+			ok, mis := rewrites(svc, front.Is4(), kind)
+			wantOK, wantMis = wantOK+ok, wantMis+mis
+			if s.ask(svc, front, suffix) {
 				served++
 			}
 		}
 	}
-	after, opensAfter, err := handshakeCounts(l)
+	after, opensAfter, err := handshakeCounts(s.l, s.r)
 	if err != nil {
 		c.check(false, "counters"+suffix, "%v", err)
 	}
 	d := delta(after, before)
 	opens := int64(opensAfter - opensBefore)
-	// The module is global: the edge's own handshakes with the client pass
-	// its hooks too, without the option (syn_recv_sock_no_toa), and so do
-	// the edge's accept() and getpeername() (getname_toa_empty). So may
-	// handshakes the test does not make (the edge's health checks of the
-	// origin): what the test controls is that each of its n connections
-	// to the origin carried the option and that every handshake of the
-	// round went through the hook, one way or the other (Tcp PassiveOpens
-	// over every namespace). Exactly one getpeername() in the round cannot
-	// be answered: the IPv4 C server's sockaddr_in-sized call for the IPv6
-	// (NAT64) client.
+	// What the test controls: each of its n connections to the origin
+	// carried the option, and every handshake the receiver serves went
+	// through it, one way or the other (handshakes the test does not make,
+	// such as the edge's health checks of the origin, may add to both
+	// sides). toa.ko is global: the edge's own handshakes with the client
+	// count too, without the option (syn_recv_sock_no_toa), and its
+	// handshakes are every namespace's Tcp PassiveOpens. The eBPF receiver
+	// serves the origin's cgroup: the origin's PassiveOpens (row counters).
 	toa, noTOA := d["syn_recv_sock_toa"], d["syn_recv_sock_no_toa"]
-	c.check(toa == int64(n) && noTOA >= int64(n) && toa+noTOA == opens && d["syn_recv_sock_untrusted"] == 0 &&
-		d["syn_recv_sock_bad_option"] == 0 && d["syn_recv_sock_from_syn"] == 0 && d["getname_toa_mismatch"] == 1 &&
+	minNoTOA := int64(0)
+	if kind == recvtest.KindKmod {
+		minNoTOA = int64(n)
+	}
+	c.check(toa == int64(n) && noTOA >= minNoTOA && toa+noTOA == opens && d["syn_recv_sock_untrusted"] == 0 &&
+		d["syn_recv_sock_bad_option"] == 0 && d["syn_recv_sock_from_syn"] == 0 && d["getname_toa_mismatch"] == int64(wantMis) &&
 		d["getname_toa_ok"] == int64(wantOK) && d["probe_missed"] == 0 && d["alloc_failed"] == 0,
-		"counters"+suffix, "for %d connections (%d handshakes in all) in %v: %s (want syn_recv_sock_toa+%d, syn_recv_sock_no_toa at least +%d and the two adding up to the handshakes, getname_toa_ok+%d getname_toa_mismatch+1)",
-		n, opens, time.Since(t0).Round(time.Millisecond), fmtDelta(d), n, n, wantOK)
+		"counters"+suffix, "for %d connections (%d handshakes the receiver serves) in %v: %s (want syn_recv_sock_toa+%d, syn_recv_sock_no_toa at least +%d and the two adding up to the handshakes, getname_toa_ok+%d getname_toa_mismatch+%d)",
+		n, opens, time.Since(t0).Round(time.Millisecond), fmtDelta(d), n, minNoTOA, wantOK, wantMis)
 	return n, served
 }
 
+// ask makes one connection from the client through the edge to svc and
+// judges what the origin answered.
+func (s *suiteRun) ask(svc service, front netip.Addr, suffix string) bool {
+	name := fmt.Sprintf("%s, IPv%d client%s", svc.name, ipv(front), suffix)
+	conn, err := dial(s.l.client, netip.AddrPortFrom(front, svc.port), nil)
+	if err != nil {
+		return s.c.check(false, name, "dial the edge: %v", err)
+	}
+	client := addrPort(conn.LocalAddr())
+	line, err := firstLine(conn, 10*time.Second)
+	conn.Close()
+	if err != nil {
+		return s.c.check(false, name, "no answer (%v) %q", err, line)
+	}
+	ok, why := judge(svc, client, line, s.r.Kind())
+	return s.c.check(ok, name, "client %s, origin said %q%s", client, line, why)
+}
+
 // rewrites is how many accept()/getpeername() calls the origin program
-// of s makes per connection that toa.ko answers (getname_toa_ok): the C
+// of s makes per connection that the receiver answers with the client
+// (getname_toa_ok), and how many it cannot (getname_toa_mismatch): the C
 // servers call accept() and getpeername() (the IPv4 one a second
 // getpeername() with a sockaddr_in, which only an IPv4 client fits); the
-// Go programs only accept().
-func rewrites(s service, client4 bool) int {
+// Go programs only accept(). An IPv6 client on the IPv4 C server's socket:
+// toa.ko answers the two calls with a sockaddr_in6 buffer, the eBPF
+// receiver none (row "C IPv4 server, IPv6 client").
+func rewrites(s service, client4 bool, kind recvtest.Kind) (ok, mismatch int) {
 	switch {
 	case s.kind == "c4" && client4:
-		return 3
-	case s.kind == "c4", s.kind == "c6":
-		return 2
+		return 3, 0
+	case s.kind == "c4" && kind == recvtest.KindEBPF:
+		return 0, 3
+	case s.kind == "c4":
+		return 2, 1
+	case s.kind == "c6":
+		return 2, 0
 	}
-	return 1
+	return 1, 0
 }
 
 func ipv(a netip.Addr) int {
@@ -317,8 +375,9 @@ func ipv(a netip.Addr) int {
 }
 
 // judge compares what an origin program answered with the client's own
-// address; why explains a mismatch.
-func judge(s service, client netip.AddrPort, line string) (bool, string) {
+// address (the edge's where the receiver cannot answer the client); why
+// explains a mismatch.
+func judge(s service, client netip.AddrPort, line string, kind recvtest.Kind) (bool, string) {
 	fam := func(a netip.AddrPort) string {
 		if a.Addr().Is4() {
 			return "inet/" + a.String()
@@ -342,8 +401,14 @@ func judge(s service, client netip.AddrPort, line string) (bool, string) {
 	switch s.kind {
 	case "c4":
 		// The buffer holds a sockaddr_in6: IPv4 clients come as AF_INET,
-		// the NAT64 client as AF_INET6; the sockaddr_in-sized call gets
-		// the edge for the NAT64 client.
+		// the NAT64 client as AF_INET6 from toa.ko; the sockaddr_in-sized
+		// call gets the edge for the NAT64 client. The eBPF hook cannot
+		// change the family: the edge for all three.
+		if !client.Addr().Is4() && kind == recvtest.KindEBPF {
+			edge := "inet/" + back.String() + ":"
+			ok := strings.HasPrefix(f["accept"], edge) && strings.HasPrefix(f["peer"], edge) && strings.HasPrefix(f["peer4"], edge)
+			return ok, fmt.Sprintf(" (want accept=peer=peer4=%sPORT: the edge)", edge)
+		}
 		want4 := fam(client)
 		if !client.Addr().Is4() {
 			want4 = "inet/" + back.String() + ":" // the edge, any port
@@ -396,22 +461,20 @@ func fmtDelta(d map[string]int64) string {
 }
 
 // rogue sends TOA from a host outside the trusted prefixes, straight to
-// the origin's C servers, with this program's own eBPF sender: the option
-// goes out (the sender says so) and the origin must ignore and count it.
-func rogue(c *checker, l *lab) error {
-	cg, err := cgroup("multihost")
-	if err != nil {
-		return err
-	}
-	if err := joinCgroup(cg); err != nil {
-		return err
-	}
-	sender, err := toasend.Open(toasend.Options{CgroupPath: cg})
+// the origin's C servers, with this program's own eBPF sender (in this
+// program's cgroup): the option goes out (the sender says so) and the
+// origin must ignore and count it.
+func (s *suiteRun) rogue() error {
+	c, l := s.c, s.l
+	sender, err := toasend.Open(toasend.Options{CgroupPath: s.cg.self})
 	if err != nil {
 		return fmt.Errorf("this program's TOA sender: %w", err)
 	}
 	defer sender.Close()
-	before := toaStats()
+	before, err := s.r.Counters()
+	if err != nil {
+		return err
+	}
 	for _, tc := range []struct {
 		to     netip.AddrPort
 		forged netip.AddrPort
@@ -433,10 +496,31 @@ func rogue(c *checker, l *lab) error {
 			!strings.Contains(line, tc.forged.Addr().String()),
 			name, "claiming %s (sent on SYN %v, ACK %v): the origin saw %q, want the rogue %s", tc.forged, syn, ack, line, self)
 	}
-	d := delta(toaStats(), before)
+	after, err := s.r.Counters()
+	if err != nil {
+		return err
+	}
+	d := delta(after, before)
 	c.check(d["syn_recv_sock_untrusted"] == 2 && d["syn_recv_sock_toa"] == 0, "untrusted counted",
 		"syn_recv_sock_untrusted +%d (want +2), syn_recv_sock_toa +%d (want 0)", d["syn_recv_sock_untrusted"], d["syn_recv_sock_toa"])
 	return nil
+}
+
+// freedBeforeLoad: every connection so far is closed (the servers close
+// after answering, the clients after reading), so the receiver must have
+// freed every entry it made: ip6_address_alloc == ip6_address_free, once
+// the last closes have reached the origin (waited for, at most 10 s).
+func (s *suiteRun) freedBeforeLoad() {
+	var m map[string]uint64
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m, err = s.r.Counters()
+		if (err == nil && m["ip6_address_alloc"] == m["ip6_address_free"]) || time.Now().After(deadline) {
+			break
+		}
+	}
+	s.c.check(err == nil && m["ip6_address_alloc"] == m["ip6_address_free"] && m["ip6_address_alloc"] > 0, "freed before load",
+		"ip6_address_alloc %d, ip6_address_free %d with every connection so far closed (%v)", m["ip6_address_alloc"], m["ip6_address_free"], err)
 }
 
 // checkEdgeMetrics reads realip-edge's metrics from inside the edge host:

@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/realip/realip/vmtest/recvtest"
 	"github.com/realip/realip/vmtest/vmnet"
 )
 
@@ -133,23 +133,29 @@ func netstat(ns *vmnet.NS) (map[string]uint64, error) {
 }
 
 // passiveOpens is the sum of Tcp PassiveOpens (/proc/net/snmp) over the
-// lab's namespaces and the guest's own: every child socket a listener
-// made, whatever made the connection (the suite, the edge's health checks
-// of the origin, a SYN-ACK retransmit whose duplicate ACK raced the first).
-func passiveOpens(l *lab) (uint64, error) {
-	tcp, err := procCounters("snmp", "Tcp:")
-	sum := tcp["PassiveOpens"]
-	for _, ns := range []*vmnet.NS{l.client, l.edge, l.origin, l.rogue} {
-		if err != nil {
-			break
-		}
-		err = ns.Do(func() (err error) {
-			tcp, err = procCounters("snmp", "Tcp:")
+// namespaces whose handshakes the receiver serves: every child socket a
+// listener made, whatever made the connection (the suite, the edge's
+// health checks of the origin, a SYN-ACK retransmit whose duplicate ACK
+// raced the first). toa.ko serves every namespace, the lab's and the
+// guest's own; the eBPF receiver the origin's cgroup, whose sockets are
+// all in the origin's namespace.
+func passiveOpens(l *lab, kind recvtest.Kind) (uint64, error) {
+	nss := []*vmnet.NS{l.origin}
+	var sum uint64
+	if kind == recvtest.KindKmod {
+		nss = []*vmnet.NS{nil, l.client, l.edge, l.origin, l.rogue} // nil: this thread's
+	}
+	for _, ns := range nss {
+		err := ns.Do(func() error {
+			tcp, err := procCounters("snmp", "Tcp:")
 			sum += tcp["PassiveOpens"]
 			return err
 		})
+		if err != nil {
+			return 0, err
+		}
 	}
-	return sum, err
+	return sum, nil
 }
 
 // procCounters reads one section of /proc/thread-self/net/FILE (netstat,
@@ -175,16 +181,6 @@ func procCounters(file, section string) (map[string]uint64, error) {
 	return out, nil
 }
 
-// cgroup makes (or reuses) the cgroup v2 folder name under the guest's
-// cgroup2 mount.
-func cgroup(name string) (string, error) {
-	path := filepath.Join("/sys/fs/cgroup", name)
-	if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("cgroup %s: %w", name, err)
-	}
-	return path, nil
-}
-
 // joinCgroup moves this whole process into the cgroup: sockets it creates
 // from then on belong to it.
 func joinCgroup(path string) error {
@@ -192,9 +188,25 @@ func joinCgroup(path string) error {
 }
 
 // raiseFiles lifts the open-file limit (children inherit it): the load
-// phase holds thousands of sockets on each side.
-func raiseFiles(n uint64) error {
-	return unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: n, Max: n})
+// phase holds thousands of sockets on each side. Without CAP_SYS_RESOURCE
+// (some containers) the hard limit stays and the soft one is raised to it;
+// it is an error when that is below want.
+func raiseFiles(n, want uint64) error {
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: n, Max: n}); err == nil {
+		return nil
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("getrlimit(RLIMIT_NOFILE): %w", err)
+	}
+	lim.Cur = min(n, lim.Max)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("setrlimit(RLIMIT_NOFILE, %d): %w", lim.Cur, err)
+	}
+	if lim.Cur < want {
+		return fmt.Errorf("open-file limit %d (hard), the suite needs about %d", lim.Max, want)
+	}
+	return nil
 }
 
 // proc is a child process in a namespace, its output kept.
@@ -414,17 +426,21 @@ func toaStats() map[string]uint64 {
 	return m
 }
 
-// handshakeCounts reads the module's counters and passiveOpens(l) at a
+// handshakeCounts reads the receiver's counters and passiveOpens at a
 // moment when no handshake is half counted: the kernel counts a child in
-// PassiveOpens inside syn_recv_sock, the module on its return, so a read
-// between the two (an edge health check of the origin in flight) would be
-// off by one. Reads repeat, 20 ms apart, until two in a row agree on the
-// module's handshakes (toa + no_toa) minus PassiveOpens.
-func handshakeCounts(l *lab) (map[string]uint64, uint64, error) {
+// PassiveOpens inside syn_recv_sock, toa.ko on its return (the eBPF
+// receiver once the handshake is complete), so a read between the two (an
+// edge health check of the origin in flight) would be off by one. Reads
+// repeat, 20 ms apart, until two in a row agree on the receiver's
+// handshakes (toa + no_toa) minus PassiveOpens.
+func handshakeCounts(l *lab, r recvtest.Receiver) (map[string]uint64, uint64, error) {
 	var lastGap int64
 	for try := 0; ; try++ {
-		stats := toaStats()
-		opens, err := passiveOpens(l)
+		stats, err := r.Counters()
+		if err != nil {
+			return nil, 0, err
+		}
+		opens, err := passiveOpens(l, r.Kind())
 		if err != nil {
 			return nil, 0, err
 		}
@@ -433,7 +449,7 @@ func handshakeCounts(l *lab) (map[string]uint64, uint64, error) {
 			return stats, opens, nil
 		}
 		if try == 50 {
-			return nil, 0, fmt.Errorf("module handshakes minus PassiveOpens never settled (last %d, %d)", lastGap, gap)
+			return nil, 0, fmt.Errorf("receiver handshakes minus PassiveOpens never settled (last %d, %d)", lastGap, gap)
 		}
 		lastGap = gap
 		time.Sleep(20 * time.Millisecond)
@@ -446,22 +462,4 @@ func delta(after, before map[string]uint64) map[string]int64 {
 		d[k] = int64(v) - int64(before[k])
 	}
 	return d
-}
-
-// unloadLine finds "toa: unloaded, FREED of ALLOC entries freed" in the
-// kernel log, the last one.
-func unloadLine() (freed, alloc uint64, ok bool) {
-	b := make([]byte, 1<<20)
-	n, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, b)
-	if err != nil {
-		return 0, 0, false
-	}
-	for _, line := range strings.Split(string(b[:n]), "\n") {
-		if i := strings.Index(line, "toa: unloaded, "); i >= 0 {
-			if _, err := fmt.Sscanf(line[i:], "toa: unloaded, %d of %d entries freed", &freed, &alloc); err == nil {
-				ok = true
-			}
-		}
-	}
-	return freed, alloc, ok
 }

@@ -15,6 +15,10 @@ package main
 //     made after the module is gone);
 //   - a second load after an unload, with the old listeners still open
 //     (their sockets keep the first load's copy, made the kernel's again).
+//
+// The eBPF receiver hooks the kernel's own getname, for every socket of
+// its cgroup, so the same cases run against it expecting the client
+// throughout (rows old-listeners, ktls, restart in cases.go).
 
 import (
 	"context"
@@ -28,9 +32,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/edge/toasend"
+	"github.com/realip/realip/vmtest/recvtest"
 )
 
-// oldListener is a listener opened before the module was loaded.
+// oldListener is a listener opened before the receiver started.
 type oldListener struct {
 	name  string
 	dial  string // the address to dial (loopback of its family)
@@ -98,67 +103,80 @@ func sameClient(a, b netip.AddrPort) bool {
 	return a.Addr().Unmap() == b.Addr().Unmap() && a.Port() == b.Port()
 }
 
-// checkOldListeners makes two TOA connections to each old listener. A TCP
-// one was taken over by the first handshake, before its accept(); on an
-// MPTCP one the first accept() takes it over, and on kernels from 6.6 on
-// that accept() itself still reports the edge (documented); its
-// getpeername() and every later accept() report the client.
-func checkOldListeners(c *checker, s *toasend.Sender, ls []*oldListener) []net.Conn {
-	var keep []net.Conn
-	before := stat("listeners_taken_over")
-	for i, o := range ls {
+// checkOldListeners makes two TOA connections to each old listener (row
+// old-listeners). toa.ko: a TCP one was taken over by the first
+// handshake, before its accept(); on an MPTCP one the first accept() takes
+// it over, and on kernels from 6.6 on that accept() itself still reports
+// the edge (documented); its getpeername() and every later accept()
+// report the client. The eBPF receiver has nothing to take over: its hooks
+// serve every socket of the cgroup, whenever it was made.
+func (s *suite) checkOldListeners() []pair {
+	var keep []pair
+	before := s.stat("listeners_taken_over")
+	ebpf := s.c.kind == recvtest.KindEBPF
+	for i, o := range s.olds {
 		mptcp := o.mptcp && isMPTCP(o.ln)
 		for n := range 2 {
 			client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(20 + i)}), uint16(7000+10*i+n))
-			in, out, err := toaConn(s, o.ln, o.dial, client)
+			in, out, err := toaConn(s.sender, o.ln, o.dial, client)
 			if err != nil {
-				c.check(false, "old %s listener: %v", o.name, err)
+				s.c.check("old-listeners", false, "%s listener: %v", o.name, err)
 				return keep
 			}
-			keep = append(keep, in, out)
+			keep = append(keep, pair{in: in, out: out, client: client})
 			acc := netip.MustParseAddrPort(in.RemoteAddr().String())
 			peer, err := getpeername(in)
-			acceptOK := sameClient(acc, client) || (mptcp && n == 0)
-			c.check(acceptOK && err == nil && sameClient(peer, client),
-				"listener older than the module (%s, mptcp %v), connection %d: accept %s, getpeername %s (%v), client %s",
+			acceptOK := sameClient(acc, client) || (!ebpf && mptcp && n == 0)
+			s.c.check("old-listeners", acceptOK && err == nil && sameClient(peer, client),
+				"%s listener (mptcp %v), connection %d: accept %s, getpeername %s (%v), client %s",
 				o.name, mptcp, n+1, acc, peer, err, client)
 		}
 	}
-	taken := stat("listeners_taken_over") - before
-	c.check(taken >= uint64(len(ls)), "listeners_taken_over +%d for %d old listeners", taken, len(ls))
+	taken := s.stat("listeners_taken_over") - before
+	ok := taken >= uint64(len(s.olds))
+	if ebpf {
+		ok = taken == 0
+	}
+	s.c.check("old-listeners", ok, "listeners_taken_over +%d for %d old listeners", taken, len(s.olds))
 	return keep
 }
 
-// checkKTLS attaches kTLS to a taken-over IPv6 socket: the first IPv6 kTLS
-// socket of the boot, from which the tls module builds its table. The
-// socket must get the kernel's table first; getpeername() on it then
-// reports the edge (documented).
-func checkKTLS(c *checker, s *toasend.Sender) []net.Conn {
+// checkKTLS attaches kTLS to an IPv6 TOA socket (row ktls): with toa.ko,
+// the first IPv6 kTLS socket of the boot, from which the tls module builds
+// its table, a taken-over socket. The socket must get the kernel's table
+// first; getpeername() on it then reports the edge (documented). With the
+// eBPF receiver the hook is inside the kernel's getname, which kTLS keeps:
+// the client still.
+func (s *suite) checkKTLS() []pair {
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
-		c.check(false, "kTLS: listen: %v", err)
+		s.c.check("ktls", false, "listen: %v", err)
 		return nil
 	}
 	defer ln.Close()
 	client := netip.MustParseAddrPort("[2001:db8::77]:7777")
-	in, out, err := toaConn(s, ln, "::1", client)
+	in, out, err := toaConn(s.sender, ln, "::1", client)
 	if err != nil {
-		c.check(false, "kTLS: %v", err)
+		s.c.check("ktls", false, "%v", err)
 		return nil
 	}
+	p := []pair{{in: in, out: out, client: client}}
 	before, _ := getpeername(in)
 	if err := setULP(in, "tls"); errors.Is(err, unix.ENOENT) {
-		c.check(true, "kTLS: this kernel has no tls ULP (CONFIG_TLS unset): nothing to check")
-		return []net.Conn{in, out}
+		s.c.check("ktls", true, "this kernel has no tls ULP (CONFIG_TLS unset): nothing to check")
+		return p
 	} else if err != nil {
-		c.check(false, "kTLS: setsockopt(TCP_ULP, tls) on a taken-over socket: %v", err)
-		return []net.Conn{in, out}
+		s.c.check("ktls", false, "setsockopt(TCP_ULP, tls) on a TOA socket: %v", err)
+		return p
 	}
 	after, err := getpeername(in)
-	edge := netip.MustParseAddrPort(out.LocalAddr().String())
-	c.check(sameClient(before, client) && err == nil && sameClient(after, edge),
-		"kTLS on a taken-over socket: getpeername %s before, %s after (the edge %s: kTLS has the kernel's table)", before, after, edge)
-	return []net.Conn{in, out}
+	want := netip.MustParseAddrPort(out.LocalAddr().String()) // the edge
+	if s.c.kind == recvtest.KindEBPF {
+		want = client
+	}
+	s.c.check("ktls", sameClient(before, client) && err == nil && sameClient(after, want),
+		"getpeername %s before kTLS, %s after (%v), want %s", before, after, err, want)
+	return p
 }
 
 func setULP(conn net.Conn, name string) error {
@@ -173,59 +191,35 @@ func setULP(conn net.Conn, name string) error {
 	return serr
 }
 
-// checkKTLSAfterUnload makes a kTLS IPv6 socket with the module gone and
-// calls getpeername() on it: through the tls module's table, which must
-// not hold the module's getname.
-func checkKTLSAfterUnload(c *checker) {
+// checkKTLSAfterStop makes a kTLS IPv6 socket with the receiver gone and
+// calls getpeername() on it: with toa.ko, through the tls module's table,
+// which must not hold the module's getname.
+func (s *suite) checkKTLSAfterStop() {
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
-		c.check(false, "kTLS after unload: %v", err)
+		s.c.check("ktls-after-stop", false, "%v", err)
 		return
 	}
 	defer ln.Close()
 	out, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
-		c.check(false, "kTLS after unload: %v", err)
+		s.c.check("ktls-after-stop", false, "%v", err)
 		return
 	}
 	defer out.Close()
 	in, err := ln.Accept()
 	if err != nil {
-		c.check(false, "kTLS after unload: %v", err)
+		s.c.check("ktls-after-stop", false, "%v", err)
 		return
 	}
 	defer in.Close()
 	if err := setULP(in, "tls"); errors.Is(err, unix.ENOENT) {
-		return // no kTLS in this kernel (checkKTLS said so)
+		return // no kTLS in this kernel (row ktls said so)
 	} else if err != nil {
-		c.check(false, "kTLS after unload: %v", err)
+		s.c.check("ktls-after-stop", false, "%v", err)
 		return
 	}
 	peer, err := getpeername(in)
-	c.check(err == nil && peer.String() == out.LocalAddr().String(),
-		"kTLS after unload: getpeername %s (%v) through the tls module's table", peer, err)
-}
-
-// checkReload loads the module a second time: the old TCP listener, whose
-// socket still holds the first load's table, is taken over again.
-func checkReload(c *checker, s *toasend.Sender, module string, ls []*oldListener) error {
-	if err := load(module, "trusted=127.0.0.0/8,::1/128"); err != nil {
-		return fmt.Errorf("second load: %w", err)
-	}
-	client := netip.MustParseAddrPort("192.0.2.30:7100")
-	in, out, err := toaConn(s, ls[0].ln, ls[0].dial, client)
-	if err != nil {
-		return err
-	}
-	acc := netip.MustParseAddrPort(in.RemoteAddr().String())
-	peer, perr := getpeername(in)
-	c.check(sameClient(acc, client) && perr == nil && sameClient(peer, client) && stat("listeners_taken_over") >= 1,
-		"second load, listener from before the first: accept %s, getpeername %s (%v), listeners_taken_over %d",
-		acc, peer, perr, stat("listeners_taken_over"))
-	in.Close()
-	out.Close()
-	if err := unix.DeleteModule("toa", 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("second unload: %w", err)
-	}
-	return nil
+	s.c.check("ktls-after-stop", err == nil && peer.String() == out.LocalAddr().String(),
+		"getpeername %s (%v), the peer %s", peer, err, out.LocalAddr())
 }
