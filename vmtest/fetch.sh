@@ -3,15 +3,22 @@
 # the vmtest cache, unpacked with dpkg -x, ready for build-module.sh/run.sh.
 #
 #   usage: vmtest/fetch.sh [--arch amd64|arm64] [--refresh] ALIAS
+#          vmtest/fetch.sh --arch arm64 --busybox
 #
 #   ALIAS    5.10 (bullseye), 6.1 (bookworm), 6.12 (bookworm's +deb12 build,
 #            trixie if bookworm has none), sid (the newest, 7.x)
-#   --arch   amd64 (default): image, modules and headers, bootable in QEMU;
-#            arm64: headers only (plus the host's kbuild), for cross builds
+#   --arch   amd64 (default) or arm64: image, modules and headers, bootable
+#            in QEMU (qemu-system-x86_64 / qemu-system-aarch64); kbuild
+#            (fixdep, modpost) is always the host's amd64 one, so arm64
+#            modules cross-build here
 #   --refresh  update the package lists and take the newest build of ALIAS
 #            (without it a cached ALIAS is used as it is, with no network)
+#   --busybox  instead of a kernel: bookworm's busybox-static of --arch,
+#            unpacked into CACHE/busybox/VERSION-ARCH (the guest's shell
+#            for a foreign architecture; amd64 guests use the host's)
 #
-# Prints the kernel's cache folder (CACHE/kernels/KVER) on stdout. A private
+# Prints the kernel's cache folder (CACHE/kernels/KVER) on stdout, or with
+# --busybox the static busybox binary. A private
 # apt state under CACHE/apt is used: the host's apt lists, sources and dpkg
 # database are neither read nor changed. See vmtest/README.md.
 set -euo pipefail
@@ -20,29 +27,80 @@ PROG=fetch NATIVE_ARCH=amd64
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-arch=amd64 refresh=0 alias=
+arch=amd64 refresh=0 alias='' busybox=0
 while (($#)); do
 	case $1 in
 	--arch) arch=${2:-}; shift 2 || usage ;;
 	--arch=*) arch=${1#*=}; shift ;;
 	--refresh) refresh=1; shift ;;
+	--busybox) busybox=1; shift ;;
 	-h | --help) usage ;;
 	-*) die "unknown option '$1' (see --help)" ;;
 	*) [[ -z $alias ]] || die "one alias at a time (got '$alias' and '$1')"; alias=$1; shift ;;
 	esac
 done
+check_arch "$arch"
+
+# fetch_busybox: print the cached static busybox of $arch, fetching it
+# (apt-get download + dpkg -x) from bookworm the first time.
+fetch_busybox() {
+	local dir ver tmp bin
+	mkdir -p "$CACHE/busybox"
+	exec 8>"$CACHE/.fetch-busybox-$arch.lock"
+	flock -w 600 8 || die "another fetch holds $CACHE/.fetch-busybox-$arch.lock"
+	dir=$(cat "$CACHE/busybox/current-$arch" 2>/dev/null) || dir=''
+	if ((!refresh)) && [[ -n $dir && -f $dir/.complete ]]; then
+		printf '%s\n' "$dir/bin/busybox"
+		return 0
+	fi
+	need_cmd apt-get apt-cache dpkg-deb flock
+	if [[ $arch == amd64 ]]; then apt_init bookworm amd64; else apt_init bookworm "amd64,$arch"; fi
+	if [[ ! -f $APT_DIR/.updated ]] || ((refresh)); then apt_update; fi
+	ver=$(pkg_field "busybox-static:$arch" Version)
+	[[ -n $ver ]] || die "busybox-static:$arch not in bookworm's lists (mirror $MIRROR)"
+	dir=$CACHE/busybox/${ver//:/_}-$arch
+	tmp=$dir.tmp.$$
+	rm -rf "$tmp"
+	mkdir -p "$tmp/debs"
+	(cd "$tmp/debs" && apt_get -q download "busybox-static:$arch") >"$tmp/download.log" 2>&1 ||
+		{ cat "$tmp/download.log" >&2; rm -rf "$tmp"; die "apt-get download busybox-static:$arch failed"; }
+	dpkg-deb -x "$tmp"/debs/*.deb "$tmp/root"
+	bin=$tmp/root/bin/busybox
+	[[ -f $bin ]] || bin=$tmp/root/usr/bin/busybox
+	[[ -f $bin ]] || { rm -rf "$tmp"; die "busybox-static:$arch $ver has no bin/busybox"; }
+	mkdir -p "$tmp/bin"
+	cp "$bin" "$tmp/bin/busybox"
+	rm -rf "$tmp/debs" "$tmp/root" "$tmp/download.log"
+	touch "$tmp/.complete"
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	printf '%s\n' "$dir" >"$CACHE/busybox/current-$arch"
+	log "busybox-static:$arch $ver ready in $dir"
+	printf '%s\n' "$dir/bin/busybox"
+}
+if ((busybox)); then
+	[[ -z $alias ]] || die "--busybox takes no kernel alias (got '$alias')"
+	fetch_busybox
+	exit 0
+fi
 [[ -n $alias ]] || usage
 check_alias "$alias"
-check_arch "$arch"
 
 mkdir -p "$CACHE/aliases" "$CACHE/kernels"
 exec 8>"$CACHE/.fetch-$alias-$arch.lock"
 flock -w 1800 8 || die "another fetch of $alias/$arch holds $CACHE/.fetch-$alias-$arch.lock"
 
+# bootable DIR: whether DIR is a complete kernel with an image. arm64
+# kernels fetched before arm64 guests booted hold headers only: those are
+# fetched again, image and modules included.
+bootable() {
+	[[ -f $1/.complete ]] && grep -q '^VMLINUZ=root/' "$1/vmtest.env"
+}
+
 alias_file=$CACHE/aliases/$alias-$arch
 if ((!refresh)) && [[ -f $alias_file ]]; then
 	kver=$(<"$alias_file")
-	if [[ -f $CACHE/kernels/$kver/.complete ]]; then
+	if bootable "$CACHE/kernels/$kver"; then
 		log "$alias/$arch: cached $kver"
 		printf '%s\n' "$CACHE/kernels/$kver"
 		exit 0
@@ -99,19 +157,19 @@ fi
 log "$alias/$arch: $KVER from $SUITE"
 
 dest=$CACHE/kernels/$KVER
-if [[ -f $dest/.complete ]]; then
+if bootable "$dest"; then
 	printf '%s\n' "$KVER" >"$alias_file"
 	log "$alias/$arch: cached $KVER"
 	printf '%s\n' "$dest"
 	exit 0
 fi
 
-# packages: image + modules + headers for amd64, headers only for arm64.
-# kbuild (prebuilt fixdep, modpost, ...) is always the host's (amd64) one.
+# packages: image + modules + headers. kbuild (prebuilt fixdep, modpost,
+# ...) is always the host's (amd64) one (kernel_closure).
 if [[ $arch == amd64 ]]; then
 	roots=("linux-image-$KVER" "linux-headers-$KVER")
 else
-	roots=("linux-headers-$KVER:$arch")
+	roots=("linux-image-$KVER:$arch" "linux-headers-$KVER:$arch")
 fi
 mapfile -t pkgs < <(kernel_closure "$arch" "${roots[@]}" | sort -u)
 for p in "${pkgs[@]}"; do
@@ -179,16 +237,14 @@ gcc_version=$(sed -n 's/^CONFIG_GCC_VERSION=//p' "$config")
 cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "$config")
 
 vmlinuz='' moddir=''
-if [[ $arch == amd64 ]]; then
-	for f in "boot/vmlinuz-$KVER" "usr/lib/modules/$KVER/vmlinuz" "lib/modules/$KVER/vmlinuz"; do
-		if [[ -f $tmp/root/$f ]]; then vmlinuz=$f; break; fi
-	done
-	[[ -n $vmlinuz ]] || die "no vmlinuz in ${pkgs[*]}"
-	for f in "lib/modules/$KVER" "usr/lib/modules/$KVER"; do
-		if [[ -d $tmp/root/$f/kernel ]]; then moddir=$f; break; fi
-	done
-	[[ -n $moddir ]] || die "no modules folder in ${pkgs[*]}"
-fi
+for f in "boot/vmlinuz-$KVER" "usr/lib/modules/$KVER/vmlinuz" "lib/modules/$KVER/vmlinuz"; do
+	if [[ -f $tmp/root/$f ]]; then vmlinuz=$f; break; fi
+done
+[[ -n $vmlinuz ]] || die "no vmlinuz in ${pkgs[*]}"
+for f in "lib/modules/$KVER" "usr/lib/modules/$KVER"; do
+	if [[ -d $tmp/root/$f/kernel ]]; then moddir=$f; break; fi
+done
+[[ -n $moddir ]] || die "no modules folder in ${pkgs[*]}"
 
 {
 	printf '# written by vmtest/fetch.sh; paths are relative to this folder\n'

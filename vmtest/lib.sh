@@ -31,8 +31,12 @@ now() { date +%s.%3N; }
 # since START: seconds elapsed since START (from now), one decimal.
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# qemu_machine SMP: set QEMU_MACHINE, the accelerator and CPU arguments
-# that run.sh and sysvm.sh share: `-accel tcg,thread=single -cpu max -smp SMP`.
+# qemu_machine SMP [ARCH]: set QEMU_MACHINE, the machine, accelerator and
+# CPU arguments that run.sh and sysvm.sh share, QEMU_BIN, the emulator, and
+# QEMU_CONSOLE, the guest's serial console. amd64 (the default):
+# qemu-system-x86_64 `-accel tcg,thread=single -cpu max -smp SMP`, ttyS0.
+# arm64: qemu-system-aarch64 `-machine virt -accel tcg,thread=single -cpu
+# max,pauth-impdef=on -smp SMP`, ttyAMA0 (the virt board's PL011).
 #
 # Why thread=single: with plain `-accel tcg` and -smp 2, QEMU runs each vCPU
 # in its own host thread (MTTCG). The kernel patches its own text while the
@@ -55,15 +59,33 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 #
 # REALIP_VMTEST_TCG_THREAD=multi brings the old MTTCG setting back; it is
 # there only to measure the flake (vmtest/flake.sh), never for CI.
+#
+# arm64's CPU: `max` with pauth-impdef=on. `max` has pointer authentication,
+# which Debian's arm64 kernels use (CONFIG_ARM64_PTR_AUTH) for every
+# function's return address; QEMU's architected algorithm (QARMA) costs
+# far more in TCG than an implementation-defined one, which the guest cannot
+# tell apart. Measured in vmtest/README.md ("arm64 guests").
+# REALIP_VMTEST_ARM64_CPU overrides it (e.g. cortex-a72), for measuring.
 qemu_machine() {
-	local thread=${REALIP_VMTEST_TCG_THREAD:-single}
+	local thread=${REALIP_VMTEST_TCG_THREAD:-single} arch=${2:-amd64}
 	case $thread in
 	single | multi) ;;
 	*) die "REALIP_VMTEST_TCG_THREAD='$thread': use single (the default) or multi" ;;
 	esac
 	[[ $1 =~ ^[1-9][0-9]*$ ]] || die "--smp '$1' is not a number of CPUs"
 	# shellcheck disable=SC2034 # read by the caller
-	QEMU_MACHINE=(-accel "tcg,thread=$thread" -cpu max -smp "$1")
+	case $arch in
+	amd64)
+		QEMU_BIN=qemu-system-x86_64 QEMU_CONSOLE=ttyS0
+		QEMU_MACHINE=(-accel "tcg,thread=$thread" -cpu max -smp "$1")
+		;;
+	arm64)
+		QEMU_BIN=qemu-system-aarch64 QEMU_CONSOLE=ttyAMA0
+		QEMU_MACHINE=(-machine virt -accel "tcg,thread=$thread"
+			-cpu "${REALIP_VMTEST_ARM64_CPU:-max,pauth-impdef=on}" -smp "$1")
+		;;
+	*) die "architecture '$arch' unknown: use amd64 or arm64" ;;
+	esac
 }
 
 # Kernel trouble in a console log: the patterns run.sh and sysvm.sh judge by.
@@ -90,22 +112,28 @@ broke_before_init() {
 }
 
 # boot_vm LOGFILE VERBOSE TIMEOUT QEMU...: run QEMU once under the timeout
-# with its console in LOGFILE (CRLF made LF); sets rc and secs.
-# shellcheck disable=SC2034 # rc and secs are read by the caller
+# with its console in LOGFILE (CRLF made LF); sets rc, secs (wall clock)
+# and cpu_secs (QEMU's user+system CPU time: with one host thread for the
+# vCPUs, what the guest cost, whatever else the host was doing).
+# shellcheck disable=SC2034 # rc, secs and cpu_secs are read by the caller
 boot_vm() {
-	local log=$1 verbose=$2 timeout_s=$3 t0
+	local log=$1 verbose=$2 timeout_s=$3 t0 tf TIMEFORMAT='%3U %3S'
 	shift 3
+	tf=$(mktemp)
 	t0=$(now)
 	set +e
 	if ((verbose)); then
-		timeout -k 5 "$timeout_s" "$@" </dev/null 2>&1 | tee "$log" | sed -u 's/^/  | /' >&2
+		# fd 3: the caller's stderr, for the console; time writes to 2
+		{ time timeout -k 5 "$timeout_s" "$@" </dev/null 2>&1 | tee "$log" | sed -u 's/^/  | /' >&3; } 3>&2 2>"$tf"
 		rc=${PIPESTATUS[0]}
 	else
-		timeout -k 5 "$timeout_s" "$@" </dev/null >"$log" 2>&1
+		{ time timeout -k 5 "$timeout_s" "$@" </dev/null >"$log" 2>&1; } 2>"$tf"
 		rc=$?
 	fi
 	set -e
 	secs=$(since "$t0")
+	cpu_secs=$(awk '{ printf "%.1f", $1 + $2 }' "$tf")
+	rm -f "$tf"
 	sed -i 's/\r$//' "$log" # the guest console uses CRLF
 }
 
@@ -122,6 +150,7 @@ pkg_of_cmd() {
 	apt-get | apt-cache) echo apt ;;
 	dpkg | dpkg-deb) echo dpkg ;;
 	qemu-system-x86_64) echo qemu-system-x86 ;;
+	qemu-system-aarch64) echo qemu-system-arm ;;
 	busybox) echo busybox-static ;;
 	aarch64-linux-gnu-gcc*) echo gcc-aarch64-linux-gnu ;;
 	unzstd) echo zstd ;;

@@ -4,6 +4,10 @@
 #
 #   usage: vmtest/run.sh [options] ALIAS -- FILE...
 #
+#   --arch A   amd64 (default: qemu-system-x86_64, console ttyS0, the host's
+#              busybox-static) or arm64 (qemu-system-aarch64 -M virt,
+#              console ttyAMA0, bookworm's busybox-static:arm64 from the
+#              cache); FILEs must then be arm64 programs
 #   FILE       copied into the guest's /test/ (a folder: its contents);
 #              SRC:DEST puts it at DEST (an absolute guest path) instead.
 #              Programs must be static (Go: CGO_ENABLED=0).
@@ -34,9 +38,11 @@ PROG=run
 . "$(dirname "$0")/lib.sh"
 
 cmd=/test/run-in-vm timeout_s=300 mem=1G smp=2 append='' allow_taint=0x3000 logfile='' verbose=0
+arch=amd64
 kmods=(veth) optional_kmods=() envs=()
 while (($#)); do
 	case $1 in
+	--arch) arch=${2:?--arch needs amd64 or arm64}; shift 2 ;;
 	--cmd) cmd=${2:?--cmd needs a value}; shift 2 ;;
 	--kmod) kmods+=("${2:?--kmod needs a value}"); shift 2 ;;
 	--kmod-if-any) optional_kmods+=("${2:?--kmod-if-any needs a value}"); shift 2 ;;
@@ -58,6 +64,7 @@ done
 alias=$1
 shift
 check_alias "$alias"
+check_arch "$arch"
 if (($#)); then
 	[[ $1 == -- ]] || die "expected -- after the alias, got '$1'"
 	shift
@@ -75,12 +82,18 @@ for f in "${files[@]}"; do
 	[[ -e $src ]] || die "file '$src' not found"
 done
 
-need_cmd qemu-system-x86_64 cpio gzip busybox timeout
-busybox_bin=$(command -v busybox)
-[[ $(ldd "$busybox_bin" 2>&1) == *"not a dynamic executable"* ]] ||
-	die "$busybox_bin is not static: scripts/deps.sh busybox-static"
+qemu_machine "$smp" "$arch"
+need_cmd "$QEMU_BIN" cpio gzip timeout
+if [[ $arch == amd64 ]]; then
+	need_cmd busybox
+	busybox_bin=$(command -v busybox)
+	[[ $(ldd "$busybox_bin" 2>&1) == *"not a dynamic executable"* ]] ||
+		die "$busybox_bin is not static: scripts/deps.sh busybox-static"
+else
+	busybox_bin=$("$VMTEST_DIR/fetch.sh" --arch "$arch" --busybox)
+fi
 
-load_kernel "$alias" amd64
+load_kernel "$alias" "$arch"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmtest-run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -199,17 +212,18 @@ initrd=$work/initrd.gz
 # --- boot
 if [[ -z $logfile ]]; then
 	mkdir -p "$CACHE/logs"
-	logfile=$CACHE/logs/$alias-$(date +%Y%m%d-%H%M%S)-$$.log
+	tag=$alias
+	[[ $arch == amd64 ]] || tag=$alias-$arch
+	logfile=$CACHE/logs/$tag-$(date +%Y%m%d-%H%M%S)-$$.log
 	# keep the 100 newest logs
 	find "$CACHE/logs" -name '*.log' -printf '%T@ %p\n' | sort -rn | tail -n +100 |
 		cut -d' ' -f2- | xargs -r rm -f
 fi
 mkdir -p "$(dirname "$logfile")"
-qemu_machine "$smp"
-qemu=(qemu-system-x86_64 "${QEMU_MACHINE[@]}" -m "$mem"
+qemu=("$QEMU_BIN" "${QEMU_MACHINE[@]}" -m "$mem"
 	-nodefaults -no-user-config -display none -serial stdio -monitor none -no-reboot
 	-kernel "$KDIR/$VMLINUZ" -initrd "$initrd"
-	-append "console=ttyS0 panic=-1 oops=panic random.trust_cpu=on $append")
+	-append "console=$QEMU_CONSOLE panic=-1 oops=panic random.trust_cpu=on $append")
 log "$alias: booting $KVER ($(du -k "$initrd" | cut -f1) KiB initramfs, timeout ${timeout_s}s, ${QEMU_MACHINE[*]}), log $logfile"
 boot_vm "$logfile" "$verbose" "$timeout_s" "${qemu[@]}"
 
@@ -245,4 +259,6 @@ if ((tainted & ~allow_taint)); then
 	fail "kernel tainted $tainted (allowed mask $allow_taint); see Documentation/admin-guide/tainted-kernels.rst"
 fi
 [[ $verdict == PASS ]] || fail "test command failed ($status)"
-log "$alias ($KVER): PASS in ${secs}s boot-to-poweroff (tainted=$tainted)"
+# the guest clock when the kernel started init: the boot's own share
+init_at=$(sed -n 's/^\[ *\([0-9.]*\)\] Run .* as init process.*/\1/p' "$logfile" | head -n 1)
+log "$alias ($KVER, $arch): PASS in ${secs}s boot-to-poweroff (QEMU CPU ${cpu_secs}s), init after ${init_at:-?}s of guest time (tainted=$tainted)"

@@ -1,34 +1,68 @@
 #!/usr/bin/env bash
-# toa.sh [--arm64] [--skip-multihost] [--only SUITE] ALIAS... - kmod/toa.ko on Debian
-# kernels (5.10, 6.1, 6.12, sid) in QEMU. Per kernel: build toa.ko
-# warning-free, then three boots, each failing on any FAIL line, oops,
-# BUG:, WARNING: or timeout (vmtest/run.sh):
+# toa.sh [--arm64] [--arch A] [--parallel] [--skip-multihost] [--only SUITE]
+# [--receiver R] ALIAS... - the TOA receivers (kmod/toa.ko, the eBPF receiver toarecv) on
+# Debian kernels (5.10, 6.1, 6.12, sid) in QEMU. Per kernel and
+# architecture: build toa.ko warning-free, then three boots, each failing
+# on any FAIL line, oops, BUG:, WARNING: or timeout (vmtest/run.sh):
 #   1. vmtest/toacheck: TOA from realip-edge's eBPF sender over loopback
-#      (IPv4, IPv6, v4-mapped, NAT64 sockets), getpeername/accept, netlink
-#      entries, the listener's TOA mode, an untrusted sender, the
-#      toa_stats layout, unload with connections open;
+#      (IPv4, IPv6, v4-mapped, NAT64 sockets), getpeername/accept, the
+#      receiver's entries, the listener's TOA mode, an untrusted sender,
+#      refused options, the counters' layout, stop (unload, or unpin) with
+#      connections open, start again;
 #   2. vmtest/multihost: client, edge (the real realip-edge binary, toa
 #      rules), origin and rogue hosts in network namespaces; on the origin
 #      the C servers of vmtest/testdata/csamples (built static here),
 #      examples/whoami -proto toa and a Go server must see the client, also
 #      with syncookies forced; a forged option is ignored; thousands of
-#      connections with concurrent getpeername(); unload under load;
+#      connections with concurrent getpeername(); unload (or detach)
+#      under load;
 #   3. vmtest/agent: realip-agent load, SIGHUP, refusal of a foreign
 #      module, unload.
-# --arm64 also cross-builds toa.ko for arm64 against each kernel's arm64
-# headers (warning-free, vermagic and ELF machine checked; not booted).
+# Boots 1 and 2 test both TOA receivers, toa.ko (kmod) and the eBPF
+# receiver (ebpf, toarecv), one after the other in the same guest: the
+# same table of cases, whose rows where the two must differ are printed
+# first (`toacheck -table`, `multihost -table`). toacheck attaches the
+# eBPF receiver to the root cgroup, multihost to the origin's cgroup;
+# multihost's unload under load is then a detach under load.
+# --receiver kmod|ebpf (repeatable) runs boots 1 and 2 with those only.
+# --arm64 does all of it on arm64 too, after amd64: toa.ko cross-built
+# against the kernel's arm64 headers (warning-free, vermagic and ELF machine
+# checked), the Go programs built with GOARCH=arm64, the C servers with
+# aarch64-linux-gnu-gcc -static, and the same three boots, with the same
+# arguments, in qemu-system-aarch64 -M virt (TCG) on Debian's arm64 kernel
+# of the same alias. --arch amd64|arm64 (repeatable) picks the
+# architectures instead (`--arch arm64`: arm64 only). --parallel boots
+# the two architectures side by side (two guests at a time, one host
+# thread each; `make vmtest` does, on 2 cores), each one's lines shown
+# when its last kernel is done. REALIP_ARM64_TIMEOUT_X
+# multiplies arm64's boot timeouts (default 3: TCG emulates arm64 on this
+# x86 host, see vmtest/README.md "arm64 guests").
 # --skip-multihost leaves out boot 2. --only toa|multihost|agent boots just
 # that suite (e.g. `vmtest/toa.sh --only multihost sid`; repeatable;
 # vmtest/flake.sh loops one suite to count flakes). REALIP_MULTIHOST_CONNS
-# sets the load phase's connection count (default 2000).
+# sets the load phase's connection count (default 2000);
+# REALIP_MULTIHOST_CONNS_ARM64 sets arm64's (default: the same).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-arm64=0 multihost=1 only=()
+multihost=1 parallel=0 only=() arches=() receivers=()
 while (($#)); do
 	case $1 in
-	--arm64) arm64=1; shift ;;
+	--arm64) arches+=(amd64 arm64); shift ;;
+	--arch)
+		case ${2:-} in
+		amd64 | arm64) arches+=("$2"); shift 2 ;;
+		*) echo "toa.sh: --arch wants amd64 or arm64, not '${2:-}'" >&2; exit 2 ;;
+		esac
+		;;
 	--skip-multihost) multihost=0; shift ;;
+	--parallel) parallel=1; shift ;;
+	--receiver)
+		case ${2:-} in
+		kmod | ebpf) receivers+=("$2"); shift 2 ;;
+		*) echo "toa.sh: --receiver wants kmod or ebpf, not '${2:-}'" >&2; exit 2 ;;
+		esac
+		;;
 	--only)
 		case ${2:-} in
 		toa | multihost | agent) only+=("$2"); shift 2 ;;
@@ -40,7 +74,31 @@ while (($#)); do
 	*) break ;;
 	esac
 done
-[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--skip-multihost] [--only SUITE] ALIAS... (5.10 6.1 6.12 sid)" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--arch A] [--parallel] [--skip-multihost] [--only SUITE] [--receiver kmod|ebpf] ALIAS... (5.10 6.1 6.12 sid)" >&2; exit 2; }
+# the architectures, amd64 first, each once
+want_arches=("${arches[@]}")
+arches=()
+((${#want_arches[@]})) || want_arches=(amd64)
+for a in amd64 arm64; do
+	if [[ " ${want_arches[*]} " == *" $a "* ]]; then arches+=("$a"); fi
+done
+# the receivers, kmod first, each once
+want_receivers=("${receivers[@]}")
+receivers=()
+((${#want_receivers[@]})) || want_receivers=(kmod ebpf)
+for r in kmod ebpf; do
+	if [[ " ${want_receivers[*]} " == *" $r "* ]]; then receivers+=("$r"); fi
+done
+# per_receiver CMD: a guest command line running CMD once per receiver
+# (CMD's RECEIVER replaced by it), all of them, failing if any failed.
+per_receiver() {
+	local r out='rc=0;'
+	for r in "${receivers[@]}"; do
+		out+=" ${1//RECEIVER/$r} || rc=1;"
+	done
+	# shellcheck disable=SC2016 # $rc is the guest shell's
+	printf '%s exit $rc' "$out"
+}
 # wanted SUITE: whether this run boots SUITE.
 wanted() {
 	((${#only[@]} == 0)) || [[ " ${only[*]} " == *" $1 "* ]]
@@ -51,83 +109,139 @@ if ((${#only[@]})); then
 fi
 conns=${REALIP_MULTIHOST_CONNS:-2000}
 [[ $conns =~ ^[0-9]+$ ]] || { echo "toa.sh: REALIP_MULTIHOST_CONNS='$conns' is not a number" >&2; exit 2; }
+conns_arm64=${REALIP_MULTIHOST_CONNS_ARM64:-$conns}
+[[ $conns_arm64 =~ ^[0-9]+$ ]] || { echo "toa.sh: REALIP_MULTIHOST_CONNS_ARM64='$conns_arm64' is not a number" >&2; exit 2; }
+tx_arm64=${REALIP_ARM64_TIMEOUT_X:-3}
+[[ $tx_arm64 =~ ^[1-9][0-9]*$ ]] || { echo "toa.sh: REALIP_ARM64_TIMEOUT_X='$tx_arm64' is not a whole factor" >&2; exit 2; }
 work=$(mktemp -d /tmp/realip-toa.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 now() { date +%s.%3N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-t0=$(now)
-(
-	cd "$root"
-	export CGO_ENABLED=0
-	go build -o "$work/toacheck" ./vmtest/toacheck
-	go build -trimpath -o "$work/agent-vmtest" ./vmtest/agent
+# build_progs ARCH: the guest's programs for ARCH into $work/ARCH: static
+# Go programs (CGO_ENABLED=0 GOARCH=ARCH) and the C servers (static, the
+# host's gcc or Debian's aarch64-linux-gnu-gcc cross compiler).
+build_progs() {
+	local arch=$1 dir=$work/$1 cc=gcc
+	[[ $arch == amd64 ]] || cc=aarch64-linux-gnu-gcc
+	(
+		cd "$root"
+		export CGO_ENABLED=0 GOARCH=$arch
+		go build -o "$dir/toacheck" ./vmtest/toacheck
+		go build -trimpath -o "$dir/agent-vmtest" ./vmtest/agent
+		if ((multihost)); then
+			go build -trimpath -o "$dir/mh/multihost" ./vmtest/multihost
+			go build -trimpath -o "$dir/mh/realip-edge" ./cmd/realip-edge
+			go build -trimpath -o "$dir/mh/whoami" ./examples/whoami
+		fi
+	)
 	if ((multihost)); then
-		go build -trimpath -o "$work/mh/multihost" ./vmtest/multihost
-		go build -trimpath -o "$work/mh/realip-edge" ./cmd/realip-edge
-		go build -trimpath -o "$work/mh/whoami" ./examples/whoami
+		command -v "$cc" >/dev/null || { echo "toa.sh: $cc missing: scripts/deps.sh gcc-aarch64-linux-gnu libc6-dev-arm64-cross" >&2; exit 1; }
+		for s in 4 6; do
+			"$cc" -static -O2 -Wall -Wextra -Werror -o "$dir/mh/toa_server$s" \
+				"$here/testdata/csamples/toa_server$s.c"
+		done
 	fi
-)
-if ((multihost)); then
-	for s in 4 6; do
-		gcc -static -O2 -Wall -Wextra -Werror -o "$work/mh/toa_server$s" \
-			"$here/testdata/csamples/toa_server$s.c"
-	done
+}
+
+t0=$(now)
+for arch in "${arches[@]}"; do
+	build_progs "$arch"
+done
+echo "toa.sh: test programs built for ${arches[*]} in $(since "$t0")s"
+# The cases, as each receiver must pass them (the host runs the amd64
+# build: static, no kernel needed to print a table).
+if ((${#receivers[@]} == 2)) && [[ -x $work/amd64/toacheck ]]; then
+	if wanted toa; then "$work/amd64/toacheck" -table | sed 's/^/toacheck table: /'; fi
+	if ((multihost)); then "$work/amd64/mh/multihost" -table | sed 's/^/multihost table: /'; fi
 fi
-echo "toa.sh: test programs built in $(since "$t0")s"
 
 status=0
 boot_opts=() # more run.sh options for the next boot
-# boot NAME ALIAS TIMEOUT PATTERN CMD FILE...: one run.sh boot, its
-# result lines prefixed with NAME ALIAS.
+# boot NAME TAG TIMEOUT PATTERN CMD FILE...: one run.sh boot of $alias on
+# $arch, its result lines prefixed with NAME TAG.
 boot() {
-	local name=$1 alias=$2 timeout=$3 pattern=$4 cmd=$5 log t
+	local name=$1 tag=$2 timeout=$3 pattern=$4 cmd=$5 log t
 	shift 5
-	log="$work/$alias-$name.log"
+	log="$work/$alias-$arch-$name.log"
 	t=$(now)
-	if "$here/run.sh" "${boot_opts[@]}" --timeout "$timeout" --log "$log" --cmd "$cmd" "$alias" -- "$@"; then
-		grep -E "$pattern" "$log" | sed "s/^/$name $alias: /"
-		echo "$name $alias: passed in $(since "$t")s"
+	if "$here/run.sh" --arch "$arch" "${boot_opts[@]}" --timeout "$timeout" --log "$log" --cmd "$cmd" "$alias" -- "$@"; then
+		grep -E "$pattern" "$log" | sed "s|^|$name $tag: |"
+		echo "$name $tag: passed in $(since "$t")s"
 	else
-		grep -E "$pattern" "$log" | sed "s/^/$name $alias: /" || true
+		grep -E "$pattern" "$log" | sed "s|^|$name $tag: |" || true
 		tail -60 "$log" >&2
-		echo "$name $alias: FAILED after $(since "$t")s" >&2
+		echo "$name $tag: FAILED after $(since "$t")s" >&2
 		status=1
 	fi
 }
 
-for alias in "$@"; do
+# build_ko: toa.ko for $alias on $arch into $dir/toa.ko (build-module.sh
+# fails on any warning and on a wrong vermagic; a cross build must be an
+# AArch64 ELF).
+build_ko() {
+	local t out=$dir/toa.ko
 	t=$(now)
-	"$here/build-module.sh" "$alias" "$root/kmod" "$work/toa.ko"
-	echo "toa.sh: toa.ko for $alias built in $(since "$t")s"
-	boot_opts=(--kmod-if-any tls) # toacheck attaches kTLS to a taken-over socket
-	if wanted toa; then
-		boot toa "$alias" 240 '^(ok|FAIL) ' "/test/toacheck /test/toa.ko" "$work/toacheck" "$work/toa.ko"
+	if ! "$here/build-module.sh" --arch "$arch" "$alias" "$root/kmod" "$out"; then
+		echo "toa.sh: toa.ko for $tag: build FAILED after $(since "$t")s" >&2
+		return 1
 	fi
-	boot_opts=()
-	if ((multihost)); then
-		cp "$work/toa.ko" "$work/mh/toa.ko"
-		boot multihost "$alias" 600 '^(ok|FAIL|info) ' "/test/multihost -conns $conns -timeout 570s" "$work/mh"
+	if [[ $arch == arm64 ]] && ! readelf -h "$out" | grep -q 'Machine:.*AArch64'; then
+		echo "toa.sh: toa.ko for $tag is not an AArch64 ELF" >&2
+		return 1
 	fi
-	if wanted agent; then
-		boot agent "$alias" 240 '^(PASS|FAIL) ' "/test/agent-vmtest -module /test/toa.ko" "$work/agent-vmtest" "$work/toa.ko"
-	fi
-done
+	echo "toa.sh: toa.ko for $tag built warning-free in $(since "$t")s," \
+		"vermagic $(strings "$out" | sed -n 's/^vermagic=//p' | head -n 1)"
+}
 
-if ((arm64)); then
-	for alias in "$@"; do
-		t=$(now)
-		out="$work/toa-$alias-arm64.ko"
-		# build-module.sh fails on any warning and on a wrong vermagic.
-		if "$here/build-module.sh" --arch arm64 "$alias" "$root/kmod" "$out" &&
-			readelf -h "$out" | grep -q 'Machine:.*AArch64'; then
-			echo "arm64 $alias: toa.ko built warning-free, $(modinfo -F vermagic "$out" 2>/dev/null ||
-				strings "$out" | sed -n 's/^vermagic=//p' | head -n 1) ($(since "$t")s)"
-		else
-			echo "arm64 $alias: FAILED after $(since "$t")s" >&2
-			status=1
+# kernels ARCH ALIAS...: toa.ko and the boots for each kernel on ARCH, one
+# kernel after the other; returns 1 when anything failed.
+kernels() {
+	local arch=$1 alias dir tag x n
+	shift
+	for alias; do
+		dir=$work/$arch tag=$alias x=1 n=$conns
+		if [[ $arch == arm64 ]]; then
+			tag=$alias/arm64 x=$tx_arm64 n=$conns_arm64
 		fi
+		build_ko || { status=1; continue; }
+		boot_opts=(--kmod-if-any tls) # toacheck attaches kTLS to a taken-over socket
+		if wanted toa; then
+			boot toa "$tag" $((240 * x * ${#receivers[@]})) '^(ok|FAIL) |^toacheck: ' \
+				"$(per_receiver "/test/toacheck -receiver RECEIVER -module /test/toa.ko")" "$dir/toacheck" "$dir/toa.ko"
+		fi
+		boot_opts=()
+		if ((multihost)); then
+			cp "$dir/toa.ko" "$dir/mh/toa.ko"
+			boot multihost "$tag" $((600 * x * ${#receivers[@]})) '^(ok|FAIL|info) ' \
+				"$(per_receiver "/test/multihost -receiver RECEIVER -conns $n -timeout $((600 * x - 30))s")" "$dir/mh"
+		fi
+		if wanted agent; then
+			boot agent "$tag" $((240 * x)) '^(PASS|FAIL) ' "/test/agent-vmtest -module /test/toa.ko" "$dir/agent-vmtest" "$dir/toa.ko"
+		fi
+	done
+	return "$status"
+}
+
+if ((parallel && ${#arches[@]} > 1)); then
+	# one chain of boots per architecture, side by side: each guest runs
+	# its vCPUs on one host thread, so two guests keep two cores busy.
+	# Each chain's output is shown when it ends, amd64 first.
+	pids=()
+	for arch in "${arches[@]}"; do
+		kernels "$arch" "$@" >"$work/$arch.out" 2>&1 &
+		pids+=("$!")
+	done
+	for i in "${!arches[@]}"; do
+		wait "${pids[$i]}" || status=1
+		cat "$work/${arches[$i]}.out"
+	done
+else
+	for alias in "$@"; do
+		for arch in "${arches[@]}"; do
+			kernels "$arch" "$alias" || status=1
+		done
 	done
 fi
 echo "toa.sh: done in $(since "$t0")s"
