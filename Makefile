@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
 	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus \
 	gcc-aarch64-linux-gnu binutils kmod gcc libc6-dev \
-	groff-base man-db bash-completion dkms
+	groff-base man-db bash-completion dkms qemu-system-arm libc6-dev-arm64-cross
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
 # whole matrix (5.10 6.1 6.12 sid), `make vmtest KVER=6.12` for one.
 KVERS ?= $(or $(KVER),6.1 sid)
