@@ -92,8 +92,11 @@ qemu_machine() {
 # The last one is die()'s header, "int3: 0000 [#1] PREEMPT SMP" or
 # "general protection fault: 0000 [#1]": kernels before 6.9 print it
 # without the "Oops: " prefix, so without it the first line named would be
-# the Call Trace that follows, not what happened.
-TROUBLE_RE='Oops|BUG:|WARNING:|Kernel panic|Call Trace|: [0-9a-f]{4} \[#[0-9]+\]'
+# the Call Trace that follows, not what happened. arm64 spells the stack
+# dump "Call trace:" (an RCU stall, a hung task or an allocation failure
+# print nothing else that matches) and its die() header "Internal error:
+# Oops: 0000000096000004 [#1]" (matched by Oops).
+TROUBLE_RE='Oops|BUG:|WARNING:|Kernel panic|Call [Tt]race|: [0-9a-f]{4} \[#[0-9]+\]'
 
 # broke_before_init LOG: true when the console shows kernel trouble before
 # the kernel started init (or never got that far): nothing of ours had run

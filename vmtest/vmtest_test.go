@@ -73,3 +73,40 @@ func TestBrokeBeforeInit(t *testing.T) {
 		})
 	}
 }
+
+// TestTroubleRE checks lib.sh's TROUBLE_RE, by which run.sh and sysvm.sh
+// fail a boot, against console lines of both architectures: arm64 spells
+// its stack dump "Call trace:" and its die() header "Internal error:
+// Oops: <esr> [#1]", amd64 "Call Trace:" and, before 6.9, a bare
+// "general protection fault: 0000 [#1]".
+func TestTroubleRE(t *testing.T) {
+	testenv.RequireCommand(t, "bash")
+	for _, tc := range []struct {
+		name, line string
+		trouble    bool
+	}{
+		{"amd64 stack dump", "[    2.41] Call Trace:", true},
+		{"arm64 stack dump", "[    1.77] Call trace:", true},
+		{"amd64 die header before 6.9", "[    1.29] general protection fault: 0000 [#1] PREEMPT SMP NOPTI", true},
+		{"arm64 oops", "[    5.01] Internal error: Oops: 0000000096000004 [#1] PREEMPT SMP", true},
+		{"arm64 BUG()", "[    5.01] Internal error: Oops - BUG: 00000000f2000800 [#1] PREEMPT SMP", true},
+		{"warning", "[    9.10] WARNING: CPU: 1 PID: 77 at hello.c:12 hello_init+0x1/0x2 [hello]", true},
+		{"sleep in atomic", "[    9.10] BUG: sleeping function called from invalid context at mm/slab.h:1", true},
+		{"panic", "[    9.20] Kernel panic - not syncing: Fatal exception", true},
+		{"arm64 boot banner", "[    0.00] Booting Linux on physical CPU 0x0000000000 [0x000f0510]", false},
+		{"arm64 pauth", "[    0.12] CPU features: detected: Address authentication (IMP DEF algorithm)", false},
+		{"init", "[    1.60] Run /init as init process", false},
+		{"result marker", "REALIP-VMTEST-RESULT 0a1b2c3d4e5f PASS status=0 tainted=12288", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := t.TempDir() + "/console.log"
+			if err := os.WriteFile(log, []byte(tc.line+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := exec.Command("bash", "-c", `. ./lib.sh && grep -qE "$TROUBLE_RE" "$1"`, "bash", log).Run()
+			if got := err == nil; got != tc.trouble {
+				t.Fatalf("TROUBLE_RE matches %q: %v (err %v), want %v", tc.line, got, err, tc.trouble)
+			}
+		})
+	}
+}
