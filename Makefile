@@ -63,10 +63,12 @@ deps:
 # tests under the race detector, and a short run of every fuzz target.
 check: deps vet portable build race fuzz vmtest packages-test
 
-# toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md).
+# toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md), on
+# amd64 and arm64, the two architectures' guests side by side (--parallel:
+# one host thread each, so two cores; "arm64 guests" there has the times).
 vmtest:
 	REALIP_VMTEST=6.1 $(GO) test -count=1 -timeout 20m -run TestSelftest ./vmtest/
-	vmtest/toa.sh --arm64 $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
+	vmtest/toa.sh --arm64 --parallel $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
 
 # deb and rpm packages (toa-dkms, realip-agent, realip-edge; amd64 and arm64)
 # into dist/, built with nfpm from packaging/ (its own Go module).
