@@ -1,0 +1,182 @@
+//go:build linux
+
+package unwrap
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/realip/realip/listener"
+)
+
+// udpFlow is one client's UDP flow: the transparent socket bound to the
+// client's address and connected to the server, and where the client's
+// latest datagram came from.
+type udpFlow struct {
+	client netip.AddrPort
+	conn   *net.UDPConn
+
+	// The fields below are guarded by the flowTable's mutex.
+
+	// src is the Source of the client's latest datagram: replies go
+	// through the edge address and with the header it names.
+	src listener.Source
+	// last is the time of the latest datagram either way.
+	last time.Time
+	// prev and next link the table's LRU list, most recent at the head.
+	prev, next *udpFlow
+	// gone is set once the flow has left the table.
+	gone bool
+}
+
+// flowTable maps a client's address to its flow, with an intrusive list in
+// order of activity for O(1) lookup, touch, eviction and expiry.
+//
+// It is bounded: inserting a flow when max flows are live evicts the least
+// recently active one. A new client is always served, and the table never
+// grows beyond max; an active flow is only lost when more than max clients
+// are active within its idle gap, that is under a flood beyond the limit.
+// Refusing new clients instead would let such a flood lock every real client
+// out until the flood's flows expire.
+//
+// The table only keeps flows in order; closing the sockets of the flows it
+// hands back is the caller's job.
+type flowTable struct {
+	mu         sync.Mutex
+	byClient   map[netip.AddrPort]*udpFlow
+	head, tail *udpFlow
+	max        int
+}
+
+func newFlowTable(max int) *flowTable {
+	return &flowTable{byClient: make(map[netip.AddrPort]*udpFlow), max: max}
+}
+
+// lookup returns the flow of client with src recorded as its latest source
+// and now as its latest activity, or nil when the client has none.
+func (t *flowTable) lookup(client netip.AddrPort, src listener.Source, now time.Time) *udpFlow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.byClient[client]
+	if f == nil {
+		return nil
+	}
+	f.src = src
+	t.touchLocked(f, now)
+	return f
+}
+
+// reply records a reply on f at now and returns the source to answer
+// through; ok is false once f has left the table.
+func (t *flowTable) reply(f *udpFlow, now time.Time) (src listener.Source, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f.gone {
+		return listener.Source{}, false
+	}
+	t.touchLocked(f, now)
+	return f.src, true
+}
+
+// insert adds f, whose client has no flow, as the most recent one, with
+// src as its source. When max flows were live it evicts the least recently
+// active and returns it.
+func (t *flowTable) insert(f *udpFlow, src listener.Source, now time.Time) (evicted *udpFlow) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.byClient) >= t.max && t.tail != nil {
+		evicted = t.tail
+		t.removeLocked(evicted)
+	}
+	f.src, f.last, f.gone = src, now, false
+	t.byClient[f.client] = f
+	t.pushFront(f)
+	return evicted
+}
+
+// expire removes the flows with no activity since now-idle and appends
+// them to dst.
+func (t *flowTable) expire(now time.Time, idle time.Duration, dst []*udpFlow) []*udpFlow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for t.tail != nil && now.Sub(t.tail.last) >= idle {
+		f := t.tail
+		t.removeLocked(f)
+		dst = append(dst, f)
+	}
+	return dst
+}
+
+// remove takes f out of the table; it reports false when f had already
+// left it.
+func (t *flowTable) remove(f *udpFlow) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f.gone {
+		return false
+	}
+	t.removeLocked(f)
+	return true
+}
+
+// drain removes every flow and returns them.
+func (t *flowTable) drain() []*udpFlow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	all := make([]*udpFlow, 0, len(t.byClient))
+	for t.head != nil {
+		f := t.head
+		t.removeLocked(f)
+		all = append(all, f)
+	}
+	return all
+}
+
+// len returns the number of live flows.
+func (t *flowTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byClient)
+}
+
+func (t *flowTable) touchLocked(f *udpFlow, now time.Time) {
+	f.last = now
+	if t.head == f {
+		return
+	}
+	t.unlink(f)
+	t.pushFront(f)
+}
+
+func (t *flowTable) removeLocked(f *udpFlow) {
+	t.unlink(f)
+	delete(t.byClient, f.client)
+	f.gone = true
+}
+
+func (t *flowTable) pushFront(f *udpFlow) {
+	f.prev, f.next = nil, t.head
+	if t.head != nil {
+		t.head.prev = f
+	}
+	t.head = f
+	if t.tail == nil {
+		t.tail = f
+	}
+}
+
+func (t *flowTable) unlink(f *udpFlow) {
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else if t.head == f {
+		t.head = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	} else if t.tail == f {
+		t.tail = f.prev
+	}
+	f.prev, f.next = nil, nil
+}
