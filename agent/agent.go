@@ -93,6 +93,8 @@ type Agent struct {
 	metrics string   // the metrics server's address
 
 	toa toaProxy
+
+	unwrap unwrapSet // the unwrap relays
 }
 
 // New returns an agent.
@@ -141,6 +143,7 @@ func New(opts Options) (*Agent, error) {
 	if a.ebpf.e == nil {
 		a.ebpf.e = SysEBPF{Dir: opts.EBPFPinDir}
 	}
+	a.unwrap.log = a.log
 	a.registerMetrics()
 	return a, nil
 }
@@ -162,7 +165,7 @@ func (a *Agent) registerMetrics() {
 		Name: "realip_agent_module_loads_total",
 		Help: "Times this agent process loaded toa.ko (an adopted module does not count).",
 	})
-	a.reg.MustRegister(a.reloads, a.reloadOK, a.loads, newReceiverCollector(a), &a.toa,
+	a.reg.MustRegister(a.reloads, a.reloadOK, a.loads, newReceiverCollector(a), &a.toa, newUnwrapCollector(&a.unwrap),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
@@ -360,15 +363,20 @@ func (a *Agent) inForce() receiver {
 // stays in force.
 func (a *Agent) Reload(configPath string) error {
 	err := a.reload(configPath)
+	a.countReload(err)
+	return err
+}
+
+// countReload counts a reload's result in the metrics and logs a failure.
+func (a *Agent) countReload(err error) {
 	if err != nil {
 		a.reloads.WithLabelValues("failure").Inc()
 		a.reloadOK.Set(0)
 		a.log.Error("configuration not applied; the previous one stays in force", "err", err)
-		return err
+		return
 	}
 	a.reloads.WithLabelValues("success").Inc()
 	a.reloadOK.Set(1)
-	return nil
 }
 
 func (a *Agent) reload(configPath string) error {
@@ -398,6 +406,9 @@ func (a *Agent) reload(configPath string) error {
 		if err := a.swapTOACollector(cfg); err != nil {
 			return err
 		}
+	}
+	if err := a.unwrap.apply(cfg.Unwrap, cfg.UnwrapRouting); err != nil {
+		return err
 	}
 	a.mu.Lock()
 	a.cfg = cfg
@@ -475,8 +486,9 @@ func (p *toaProxy) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Run is `realip-agent run`: Start, serve metrics, and on SIGHUP reload.
-// SIGTERM and SIGINT end it with the receiver left in place, as does ctx.
+// Run is `realip-agent run`: Start, start the unwrap relays, serve metrics,
+// and on SIGHUP reload. SIGTERM and SIGINT end it with the receiver left in
+// place (the relays are closed and their routing removed), as does ctx.
 func (a *Agent) Run(ctx context.Context, configPath string, sigs <-chan os.Signal) error {
 	cfg, _, err := a.Start(configPath)
 	if err != nil {
@@ -485,12 +497,30 @@ func (a *Agent) Run(ctx context.Context, configPath string, sigs <-chan os.Signa
 	if err := a.swapTOACollector(cfg); err != nil {
 		return err
 	}
+	if err := a.unwrap.apply(cfg.Unwrap, cfg.UnwrapRouting); err != nil {
+		return errors.Join(err, a.unwrap.stop())
+	}
+	bye := func(s os.Signal) {
+		if a.inForce().kind() == ReceiverEBPF {
+			a.log.Info("exiting; the eBPF TOA receiver stays attached (`realip-agent unload` detaches it)", "signal", s.String())
+		} else {
+			a.log.Info("exiting; the toa module stays loaded (`realip-agent unload` removes it)", "signal", s.String())
+		}
+	}
+	return a.serve(ctx, cfg, sigs, func() { a.Reload(configPath) }, bye)
+}
+
+// serve serves metrics, calls reload on SIGHUP and returns on SIGTERM,
+// SIGINT or the end of ctx (calling bye with the signal), closing the
+// unwrap relays and removing their routing on the way out.
+func (a *Agent) serve(ctx context.Context, cfg Config, sigs <-chan os.Signal, reload func(), bye func(os.Signal)) error {
 	var srvDone <-chan error
 	var srv *exporter.Server
 	if cfg.MetricsListen != "" {
+		var err error
 		srv, err = exporter.Listen(cfg.MetricsListen, a.reg, a.log)
 		if err != nil {
-			return err
+			return errors.Join(err, a.unwrap.stop())
 		}
 		srvDone = srv.Done()
 		a.mu.Lock()
@@ -498,39 +528,91 @@ func (a *Agent) Run(ctx context.Context, configPath string, sigs <-chan os.Signa
 		a.mu.Unlock()
 		a.log.Info("serving metrics", "addr", a.metrics)
 	}
-	stop := func() {
+	stop := func() error {
 		a.notify("STOPPING=1")
 		if srv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			srv.Shutdown(sctx)
 		}
+		return a.unwrap.stop()
 	}
 	a.notify("READY=1")
 	for {
 		select {
 		case <-ctx.Done():
-			stop()
-			return nil
+			return stop()
 		case err := <-srvDone:
-			stop()
-			return fmt.Errorf("metrics server: %w", err)
+			return errors.Join(fmt.Errorf("metrics server: %w", err), stop())
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				a.notify(reloadingState())
-				a.Reload(configPath)
+				reload()
 				a.notify("READY=1")
 				continue
 			}
-			if a.inForce().kind() == ReceiverEBPF {
-				a.log.Info("exiting; the eBPF TOA receiver stays attached (`realip-agent unload` detaches it)", "signal", s.String())
-			} else {
-				a.log.Info("exiting; the toa module stays loaded (`realip-agent unload` removes it)", "signal", s.String())
-			}
-			stop()
-			return nil
+			bye(s)
+			return stop()
 		}
 	}
+}
+
+// RunUnwrap is `realip-agent unwrap`: only the configuration's unwrap
+// relays (no TOA receiver), with metrics; SIGHUP reloads the unwrap list,
+// SIGTERM and SIGINT close the relays and remove their routing.
+func (a *Agent) RunUnwrap(ctx context.Context, configPath string, sigs <-chan os.Signal) error {
+	cfg, err := a.loadUnwrap(configPath)
+	if err != nil {
+		a.reloadOK.Set(0)
+		return err
+	}
+	if err := a.unwrap.apply(cfg.Unwrap, cfg.UnwrapRouting); err != nil {
+		return errors.Join(err, a.unwrap.stop())
+	}
+	a.mu.Lock()
+	a.cfg = cfg
+	a.mu.Unlock()
+	a.reloadOK.Set(1)
+	reload := func() {
+		err := a.reloadUnwrap(configPath)
+		a.countReload(err)
+	}
+	bye := func(s os.Signal) { a.log.Info("exiting; closing the unwrap relays", "signal", s.String()) }
+	return a.serve(ctx, cfg, sigs, reload, bye)
+}
+
+// loadUnwrap reads a configuration file for RunUnwrap: it must have an
+// unwrap list.
+func (a *Agent) loadUnwrap(configPath string) (Config, error) {
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		return cfg, err
+	}
+	if len(cfg.Unwrap) == 0 {
+		return cfg, &ConfigError{File: configPath, Field: "unwrap", Msg: "no entries: nothing to unwrap"}
+	}
+	return cfg, nil
+}
+
+// reloadUnwrap applies a changed unwrap list (RunUnwrap's SIGHUP).
+func (a *Agent) reloadUnwrap(configPath string) error {
+	cfg, err := a.loadUnwrap(configPath)
+	if err != nil {
+		return err
+	}
+	old := a.Config()
+	if cfg.MetricsListen != old.MetricsListen {
+		a.log.Warn("metrics_listen changed; restart the agent to move the metrics endpoint")
+		cfg.MetricsListen = old.MetricsListen
+	}
+	if err := a.unwrap.apply(cfg.Unwrap, cfg.UnwrapRouting); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.cfg = cfg
+	a.mu.Unlock()
+	a.log.Info("configuration reloaded", "unwrap_entries", len(cfg.Unwrap))
+	return nil
 }
 
 // MetricsAddr is the address Run serves metrics on, once it does.

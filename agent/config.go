@@ -81,6 +81,10 @@ type Config struct {
 	MetricsListen string
 	MetricsPerCPU bool
 	Procfs        string
+	// Unwrap are the transparent relays (see UnwrapEntry); UnwrapRouting
+	// the routing their sockets use.
+	Unwrap        []UnwrapEntry
+	UnwrapRouting UnwrapRouting
 }
 
 // DefaultConfig is the configuration of an empty file.
@@ -193,7 +197,7 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, err
 }
 
-var configFields = []string{"receiver", "cgroup", "module_path", "trusted", "kinds", "metrics_listen", "metrics_per_cpu", "procfs"}
+var configFields = []string{"receiver", "cgroup", "module_path", "trusted", "kinds", "metrics_listen", "metrics_per_cpu", "procfs", "unwrap", "unwrap_routing"}
 
 // ParseConfig parses and checks a configuration file's content; fields
 // left out keep their defaults (DefaultConfig). Errors are *ConfigError.
@@ -239,6 +243,9 @@ func ParseConfig(b []byte) (Config, error) {
 			return Config{}, err
 		}
 	}
+	if err := finishUnwrap(&cfg); err != nil {
+		return Config{}, err
+	}
 	return cfg, nil
 }
 
@@ -262,6 +269,10 @@ func parseField(cfg *Config, k, v *yaml.Node) *ConfigError {
 		err = parseBool(v, name, &cfg.MetricsPerCPU)
 	case "procfs":
 		err = parsePath(v, name, &cfg.Procfs, false)
+	case "unwrap":
+		cfg.Unwrap, err = parseUnwrap(v)
+	case "unwrap_routing":
+		cfg.UnwrapRouting, err = parseRouting(v)
 	default:
 		return &ConfigError{Line: k.Line, Field: name, Msg: "unknown field (known: " + strings.Join(configFields, ", ") + ")"}
 	}

@@ -387,13 +387,6 @@ func (d *doctor) checkEntries() Check {
 	return ok("%s", detail)
 }
 
-// checkUnwrap: the transparent unwrap entries and their last errors. The
-// agent has none to configure yet; the check keeps their place in the
-// report.
-func (d *doctor) checkUnwrap() Check {
-	return ok("no unwrap entries configured")
-}
-
 // noCounters is the verdict of a check that needs the receiver's
 // counters when they could not be read.
 func (d *doctor) noCounters() Check {

@@ -29,6 +29,8 @@ func configDefaults() map[string]string {
 		"metrics_listen":  "Default: " + d.MetricsListen,
 		"metrics_per_cpu": "Default: " + strconv.FormatBool(d.MetricsPerCPU),
 		"procfs":          "Default: " + d.Procfs,
+		"unwrap":          "Default: empty (none)",
+		"unwrap_routing":  "Default: empty",
 	}
 }
 

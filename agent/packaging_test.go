@@ -24,7 +24,7 @@ func TestPackagedFiles(t *testing.T) {
 		"ExecStart=/usr/bin/realip-agent run -config /etc/realip/agent.yaml",
 		"ExecReload=/bin/kill -HUP $MAINPID",
 		"Type=notify",
-		"CapabilityBoundingSet=CAP_SYS_MODULE CAP_NET_ADMIN CAP_BPF CAP_PERFMON",
+		"CapabilityBoundingSet=CAP_SYS_MODULE CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_NET_BIND_SERVICE",
 		"ProtectSystem=strict",
 		"NoNewPrivileges=yes",
 		"SystemCallFilter=@system-service @module bpf",

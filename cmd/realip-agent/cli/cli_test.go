@@ -129,9 +129,13 @@ file, and serves metrics.
 
 commands:
   run      [-config FILE]        start or adopt the TOA receiver (toa.ko or
-                                 eBPF), apply the configuration, serve metrics;
-                                 SIGHUP reloads the file, SIGTERM exits and
-                                 leaves the receiver in place
+                                 eBPF), apply the configuration, run the unwrap
+                                 relays, serve metrics; SIGHUP reloads the file,
+                                 SIGTERM exits and leaves the receiver in place
+  unwrap   [-config FILE]        only the file's unwrap list: take PROXY/SPP
+                                 from the edges and connect to local servers
+                                 from the client's address (no TOA receiver);
+                                 SIGHUP reloads, SIGTERM closes the relays
   load     [-config FILE]        start or adopt the TOA receiver and apply the
                                  configuration
   unload                         remove the TOA receiver in place (unload

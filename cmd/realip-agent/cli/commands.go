@@ -29,10 +29,16 @@ type command struct {
 var commands = []command{
 	{"run", "[-config FILE]", []string{
 		"start or adopt the TOA receiver (toa.ko or",
-		"eBPF), apply the configuration, serve metrics;",
-		"SIGHUP reloads the file, SIGTERM exits and",
-		"leaves the receiver in place",
+		"eBPF), apply the configuration, run the unwrap",
+		"relays, serve metrics; SIGHUP reloads the file,",
+		"SIGTERM exits and leaves the receiver in place",
 	}, configFlag, runRun},
+	{"unwrap", "[-config FILE]", []string{
+		"only the file's unwrap list: take PROXY/SPP",
+		"from the edges and connect to local servers",
+		"from the client's address (no TOA receiver);",
+		"SIGHUP reloads, SIGTERM closes the relays",
+	}, configFlag, runUnwrap},
 	{"load", "[-config FILE]", []string{
 		"start or adopt the TOA receiver and apply the",
 		"configuration",
@@ -82,6 +88,20 @@ func runRun(inv *invocation) int {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	if err := a.Run(context.Background(), inv.flags.config, sigs); err != nil {
+		return inv.fail(err)
+	}
+	return exitOK
+}
+
+func runUnwrap(inv *invocation) int {
+	a, err := agent.New(inv.opts)
+	if err != nil {
+		return inv.fail(err)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	if err := a.RunUnwrap(context.Background(), inv.flags.config, sigs); err != nil {
 		return inv.fail(err)
 	}
 	return exitOK
