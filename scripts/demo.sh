@@ -6,6 +6,10 @@
 # too: the receiver attached by realip-agent to the cgroup of the origin's
 # TOA servers, whoami on an IPv4 and on a [::] socket, and the vendors' own
 # check, python3 -m http.server on the origin and curl from the client.
+# And servers that know nothing of PROXY protocol or SPP (python3's
+# http.server, a python3 UDP echo) behind realip-agent unwrap, which hands
+# them the edge's ppv1 connections and SPP datagrams from the clients' own
+# addresses.
 #
 # Needs root, iproute2, nsenter (util-linux) and cgroup v2; curl and python3
 # for the http.server check. Leaves nothing behind, and checks that itself:
@@ -230,7 +234,7 @@ toa_servers() {
 	start origin toa/who-v4 "$bin/example-whoami" -tcp 198.51.100.10:8004 -proto toa -trust "$trust"
 	start origin toa/who-any "$bin/example-whoami" -tcp '[::]:8005' -proto toa -trust "$trust"
 	[[ -n $py ]] || return 0
-	mkdir "$work/www"
+	mkdir -p "$work/www"
 	echo "hello from the origin" >"$work/www/index.html"
 	start origin toa/http "$py" -m http.server -d "$work/www" 8080
 	start origin toa/http-any "$py" -m http.server -d "$work/www" -b :: 8081
@@ -269,9 +273,10 @@ row() {
 }
 
 # http_row NAME PORT FAMILY WANT [NOTE]: curl from the client's FAMILY
-# address through the edge's PORT to http.server NAME, a table row with the
-# server's log line (and NOTE), checked: the line starts with WANT, the
-# address accept() gave.
+# address through the edge's PORT to http.server NAME (its log
+# $work/NAME.log; the row's mode is NAME's part before the first -), a
+# table row with the server's log line (and NOTE), checked: the line starts
+# with WANT, the address accept() gave.
 http_row() {
 	local name=$1 port=$2 family=$3 want=$4 note=${5:-} edgeip=192.0.2.1 out='' ip line
 	[[ $family == ipv4 ]] || edgeip='[2001:db8:1::1]'
@@ -283,8 +288,8 @@ http_row() {
 	done
 	ip=${out% *}
 	[[ $ip != *:* ]] || ip="[$ip]"
-	line=$(grep -m1 " \"GET /?$family-client " "$work/toa-$name.log" || true)
-	printf '%-5s %-5s %-6s %-28s %s%s\n' tcp toa "$family" "${out:+$ip:${out#* }}" "${line:-(nothing logged)}" "$note"
+	line=$(grep -m1 " \"GET /?$family-client " "$work/$name.log" || true)
+	printf '%-5s %-5s %-6s %-28s %s%s\n' tcp "${name%%-*}" "$family" "${out:+$ip:${out#* }}" "${line:-(nothing logged)}" "$note"
 	[[ -n $out && ${line%% *} == "$want" ]] || fail=1
 }
 
@@ -301,11 +306,11 @@ toa_rows() {
 		return
 	fi
 	echo "   the vendors' check: curl from the client to python3 -m http.server -d WWW 8080 on the origin, which binds 0.0.0.0 (tcp:1080); its log:"
-	http_row http 1080 ipv4 192.0.2.10
-	http_row http 1080 ipv6 198.51.100.1 "  <- the edge, see below"
+	http_row toa-http 1080 ipv4 192.0.2.10
+	http_row toa-http 1080 ipv6 198.51.100.1 "  <- the edge, see below"
 	echo "   the same with -b :: 8081, a [::] socket, reached at 2001:db8:2::10 (tcp:1081):"
-	http_row http-any 1081 ipv4 ::ffff:192.0.2.10
-	http_row http-any 1081 ipv6 2001:db8:1::10
+	http_row toa-http-any 1081 ipv4 ::ffff:192.0.2.10
+	http_row toa-http-any 1081 ipv6 2001:db8:1::10
 	cat <<-'NOTE'
 	   An IPv6 client on an IPv4 socket: the eBPF receiver cannot change the address family,
 	   so getpeername() and accept() there keep the edge's address (counted as getname_toa_mismatch;
@@ -325,6 +330,68 @@ toa_counters() {
 		echo "   (syn_recv_sock_no_toa and getname_toa_empty: the edge's TCP health checks of the origins, which have no client to pass)"
 }
 
+# unwrap_start: servers that know nothing of PROXY protocol or SPP on the
+# origin's loopback, python3's http.server and a UDP echo that answers with
+# the peer address it sees, and realip-agent unwrap in front of them
+# (transparent sockets, so the servers see the clients themselves).
+unwrap_start() {
+	mkdir -p "$work/www"
+	echo "hello from the origin" >"$work/www/index.html"
+	start origin unwrap-http "$py" -m http.server -d "$work/www" -b 127.0.0.1 8090
+	start origin unwrap-http6 "$py" -m http.server -d "$work/www" -b ::1 8090
+	local family addr
+	for family in AF_INET AF_INET6; do
+		addr=127.0.0.1; [[ $family == AF_INET ]] || addr=::1
+		start origin "unwrap/echo-$family" "$py" -u -c "
+import socket
+s = socket.socket(socket.$family, socket.SOCK_DGRAM)
+s.bind(('$addr', 9090))
+while True:
+    b, peer = s.recvfrom(2048)
+    host = peer[0] if ':' not in peer[0] else '[' + peer[0] + ']'
+    s.sendto(('client=%s:%d via=none (a plain UDP server)' % (host, peer[1])).encode(), peer)
+"
+	done
+	cat >"$work/unwrap.yaml" <<-YAML
+	trusted: [198.51.100.1/32, 2001:db8:2::1/128]
+	metrics_listen: ""
+	unwrap:
+	  - {name: web, listen: 198.51.100.10:8091, network: tcp, accept: [ppv1, ppv2], to: [127.0.0.1:8090, "[::1]:8090"]}
+	  - {name: game, listen: 198.51.100.10:9091, network: udp, accept: [spp], to: [127.0.0.1:9090, "[::1]:9090"]}
+	YAML
+	start origin unwrap/agent "$bin/realip-agent" unwrap -config "$work/unwrap.yaml"
+}
+
+# unwrap_rows: the unwrap part of the table: http.server's log, and the
+# UDP echo's answer, checked as the rows above.
+unwrap_rows() {
+	echo "   ppv1 to realip-agent unwrap on 198.51.100.10:8091, which connects from the client's address to"
+	echo "   python3 -m http.server on 127.0.0.1:8090 and [::1]:8090, servers that know no PROXY protocol (tcp:1090); their logs:"
+	http_row unwrap-http 1090 ipv4 192.0.2.10
+	http_row unwrap-http6 1090 ipv6 2001:db8:1::10
+	echo "   spp to realip-agent unwrap on 198.51.100.10:9091, which sends from the client's address to a"
+	echo "   python3 UDP echo on 127.0.0.1:9090 and [::1]:9090 that knows no SPP (udp:2091); the reply comes back through the edge:"
+	unwrap_udp_row
+	local rules
+	rules=$( { nsx origin ip -4 rule show; nsx origin ip -6 rule show; } | grep -c 'proto 82' || true)
+	echo "   the agent's routing for its transparent sockets: $rules rules (IPv4 and IPv6) tagged proto 82, removed when it stops"
+}
+
+# unwrap_udp_row: an SPP request from the client's IPv4 and one from its
+# IPv6 address through udp:2091, checked: the echo saw the client.
+unwrap_udp_row() {
+	local edgeip family out local_addr answer seen
+	for edgeip in 192.0.2.1 '[2001:db8:1::1]'; do
+		family=ipv4; [[ $edgeip == \[* ]] && family=ipv6
+		out=$(probe udp "$edgeip:2091") || fail=1
+		local_addr=${out#local=}; local_addr=${local_addr%% *}
+		answer=${out#* answer=}
+		printf '%-5s %-5s %-6s %-28s %s\n' udp unwrap "$family" "$local_addr" "$answer"
+		seen=${answer#client=}; seen=${seen%% *}
+		[[ $seen == "$local_addr" ]] || fail=1
+	done
+}
+
 echo "== building the lab: client (192.0.2.10, 2001:db8:1::10) -- edge -- origin (198.51.100.10, 2001:db8:2::10)"
 host client; host edge; host origin
 link client edge eth0 eth0
@@ -342,6 +409,11 @@ start origin who-off  "$bin/example-whoami" -tcp :8000 -udp :9000 -proto ppv1,pp
 
 py=$(command -v python3 || true)
 curl=$(command -v curl || true)
+unwrap=
+if [[ -n $py && -n $curl ]]; then
+	unwrap=1
+	unwrap_start
+fi
 if toa_load; then
 	toa=1
 	toa_servers
@@ -362,6 +434,10 @@ tcp:1005 198.51.100.10 8005 off toa demo toa to a [::] socket
 tcp:1080 198.51.100.10 8080 off toa demo toa to http.server
 tcp:1081 2001:db8:2::10 8081 off toa demo toa to http.server on [::]
 RULES
+[[ -z $unwrap ]] || cat >>"$work/rules.txt" <<'RULES'
+tcp:1090 198.51.100.10 8091 off ppv1 demo ppv1 to realip-agent unwrap
+udp:2091 198.51.100.10 9091 off spp demo spp to realip-agent unwrap
+RULES
 echo "== rules (realip-edge -check prints them in canonical form):"
 "$bin/realip-edge" -rules "$work/rules.txt" -check | sed 's/^/   /'
 start edge edge "$bin/realip-edge" -rules "$work/rules.txt"
@@ -375,6 +451,11 @@ row udp 2002 ppv2
 row udp 2003 spp
 row udp 2000 off
 [[ -z $toa ]] || toa_rows
+if [[ -n $unwrap ]]; then
+	unwrap_rows
+else
+	echo "   realip-agent unwrap: skipped: needs python3 and curl (make demo installs them)"
+fi
 
 if [[ $fail != 0 ]]; then
 	echo "== FAILED: the origin did not see what it should. Logs:"
