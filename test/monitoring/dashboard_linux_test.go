@@ -35,6 +35,15 @@ var expectations = []string{
 	`realip_toa_ip6_addresses_in_use == 13`,
 	`count(realip_toa_syn_recv_sock_toa_total{cpu!=""}) == 2`,
 	`instance:realip_toa_handshakes:rate5m{outcome="honoured"} > 0`,
+	`realip_unwrap_routing_up == 1`,
+	`realip_unwrap_relayed_total{entry="web", network="tcp"} > 0`,
+	`realip_unwrap_headers_total{entry="web", protocol="ppv1"} > 0`,
+	`realip_unwrap_rejected_total{entry="web", reason="malformed"} > 0`,
+	`realip_unwrap_bytes_total{entry="web", direction="to_client"} > 0`,
+	`realip_unwrap_headers_total{entry="game", protocol="spp"} > 0`,
+	`realip_unwrap_datagrams_total{entry="game", direction="to_client"} > 0`,
+	`realip_unwrap_live{entry="game", network="udp"} > 0`,
+	`realip_unwrap_dial_errors_total{entry="down"} > 0`,
 }
 
 // TestDashboardOnPrometheus runs every dashboard query (variables

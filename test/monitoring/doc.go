@@ -16,8 +16,11 @@
 //     loopback in a network namespace, that scrapes the real realip-agent
 //     exporter (reading a toa_stats file of a procfs tree, summed and per
 //     CPU), the real realip-edge relaying TCP and UDP traffic of a client
-//     namespace to an origin namespace, and a Go server on realip's
-//     listener. Each dashboard query and recording rule must return series.
+//     namespace to an origin namespace, a Go server on realip's listener,
+//     and the real `realip-agent unwrap` relaying the edge's ppv1 and spp
+//     traffic to plain servers on the origin's loopback (and to one that
+//     is down). Each dashboard query and recording rule must return
+//     series.
 //
 // Tests that need promtool, prometheus, root or namespaces skip without
 // them, and fail instead with REALIP_STRICT=1 (internal/testenv).

@@ -26,8 +26,9 @@ type promClient struct {
 	hc   *http.Client
 }
 
-// prometheusConfig scrapes every second the agent exporters, the edge and
-// the Go server, and evaluates the shipped rule files every second.
+// prometheusConfig scrapes every second the agent exporters, the unwrap
+// agent, the edge and the Go server, and evaluates the shipped rule files
+// every second.
 const prometheusConfig = `global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -38,7 +39,7 @@ rule_files:
 scrape_configs:
   - job_name: realip-agent
     static_configs:
-      - targets: ['%[3]s', '%[4]s']
+      - targets: ['%[3]s', '%[4]s', '%[7]s']
   - job_name: realip-edge
     static_configs:
       - targets: ['%[5]s']
@@ -59,7 +60,8 @@ func (s *stack) startPrometheus(t *testing.T) *promClient {
 	}
 	cfg := fmt.Sprintf(prometheusConfig, filepath.Join(abs, agentRules), filepath.Join(abs, edgeRules),
 		hostPort(originV4, portAgent), hostPort(originV4, portAgentPerCPU),
-		hostPort(netip.MustParseAddr("127.0.0.1"), portEdgeMetrics), hostPort(originV4, portServerMetrics))
+		hostPort(netip.MustParseAddr("127.0.0.1"), portEdgeMetrics), hostPort(originV4, portServerMetrics),
+		hostPort(originV4, portAgentUnwrap))
 	cfgPath := filepath.Join(t.TempDir(), "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -183,7 +185,7 @@ func (c *promClient) names() ([]string, error) {
 }
 
 // scrapeTargets is the number of targets prometheusConfig lists.
-const scrapeTargets = 4
+const scrapeTargets = 5
 
 // unhealthy returns the scrape targets that are not up (or not there yet:
 // Prometheus applies its targets some seconds after it starts) and the

@@ -56,7 +56,7 @@ var edgeRulesText = fmt.Sprintf(`tcp:1001 %[1]s %[2]d off ppv1 web, Go server on
 udp:2002 %[1]s %[3]d off ppv2 dns, Go server on the listener
 tcp:1003 %[1]s %[4]d off toa plain server, option written by eBPF
 tcp:1004 %[1]s %[5]d off ppv2 origin down
-`, originV4, portWeb, portDNS, portPlain, portDown)
+`, originV4, portWeb, portDNS, portPlain, portDown) + edgeUnwrapRules
 
 // stack is the running system the dashboard watches.
 type stack struct {
@@ -111,7 +111,8 @@ func command(t *testing.T, name string) string {
 }
 
 // newStack builds the lab and starts everything but Prometheus: the Go
-// server, the plain server, two agent exporters and realip-edge.
+// server, the plain server, two agent exporters, `realip-agent unwrap`
+// with its servers, and realip-edge.
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	edgeBin, agentBin := command(t, "realip-edge"), command(t, "realip-agent")
@@ -133,6 +134,7 @@ func newStack(t *testing.T) *stack {
 		args := append([]string{"exporter", "-listen", hostPort(originV4, a.port), "-procfs", s.procfs}, a.args...)
 		s.origin.Start(t, agentBin, args...)
 	}
+	s.startUnwrap(t, agentBin)
 
 	rules := filepath.Join(t.TempDir(), "edge.rules")
 	if err := os.WriteFile(rules, []byte(edgeRulesText), 0o644); err != nil {

@@ -24,11 +24,12 @@ func (s *stack) round(t *testing.T) {
 	t.Helper()
 	s.rounds++
 	s.writeTOAStats(t)
-	s.viaListenerTCP(t)
-	s.viaListenerUDP(t)
+	s.viaTCP(t, 1001)
+	s.viaUDP(t, 2002)
 	s.viaTOARule(t)
-	s.toDownOrigin(t)
-	s.malformedHeader(t)
+	s.wantClosed(t, 1004, "origin down")
+	s.malformedTo(t, portWeb)
+	s.viaUnwrap(t)
 }
 
 // dialErr connects from h to addr; the connection's deadline is ioTimeout.
@@ -63,32 +64,38 @@ func wantClient(t *testing.T, rule, line string) {
 	}
 }
 
-// viaListenerTCP: client -> edge (ppv1) -> the Go server's TCP listener.
-func (s *stack) viaListenerTCP(t *testing.T) {
+// viaTCP: client -> edge rule tcp:RULE -> a server that answers with
+// the client address it sees: the Go server's TCP listener (ppv1), or the
+// plain server behind the unwrap agent.
+func (s *stack) viaTCP(t *testing.T, rule uint16) {
 	t.Helper()
-	c := dial(t, s.client, "tcp", netip.AddrPortFrom(edgeFront, 1001))
+	name := fmt.Sprintf("tcp:%d", rule)
+	c := dial(t, s.client, "tcp", netip.AddrPortFrom(edgeFront, rule))
 	defer c.Close()
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		t.Fatalf("rule tcp:1001: %v", err)
+		t.Fatalf("rule %s: %v", name, err)
 	}
-	wantClient(t, "tcp:1001", line)
+	wantClient(t, name, line)
 }
 
-// viaListenerUDP: a new UDP flow, client -> edge (ppv2) -> the Go server.
-func (s *stack) viaListenerUDP(t *testing.T) {
+// viaUDP: a new UDP flow, client -> edge rule udp:RULE -> a server that
+// answers with the client address it sees: the Go server (ppv2), or the
+// plain server behind the unwrap agent (spp).
+func (s *stack) viaUDP(t *testing.T, rule uint16) {
 	t.Helper()
-	c := dial(t, s.client, "udp", netip.AddrPortFrom(edgeFront, 2002))
+	name := fmt.Sprintf("udp:%d", rule)
+	c := dial(t, s.client, "udp", netip.AddrPortFrom(edgeFront, rule))
 	defer c.Close()
 	if _, err := c.Write([]byte("who am i")); err != nil {
-		t.Fatalf("rule udp:2002: %v", err)
+		t.Fatalf("rule %s: %v", name, err)
 	}
 	buf := make([]byte, 256)
 	n, err := c.Read(buf)
 	if err != nil {
-		t.Fatalf("rule udp:2002: %v", err)
+		t.Fatalf("rule %s: %v", name, err)
 	}
-	wantClient(t, "udp:2002", string(buf[:n]))
+	wantClient(t, name, string(buf[:n]))
 }
 
 // viaTOARule: client -> edge (TOA option written by its eBPF sender) ->
@@ -107,34 +114,36 @@ func (s *stack) viaTOARule(t *testing.T) {
 	}
 }
 
-// toDownOrigin: a rule whose origin is down; the edge resets the client,
-// which may see it while connecting already.
-func (s *stack) toDownOrigin(t *testing.T) {
+// wantClosed: a rule whose clients cannot be served (what says why: the
+// origin is down, or the server behind the unwrap agent is); the edge
+// resets the client, which may see it while connecting already.
+func (s *stack) wantClosed(t *testing.T, rule uint16, what string) {
 	t.Helper()
-	c, err := dialErr(s.client, "tcp", netip.AddrPortFrom(edgeFront, 1004))
+	c, err := dialErr(s.client, "tcp", netip.AddrPortFrom(edgeFront, rule))
 	if errors.Is(err, syscall.ECONNRESET) {
 		return
 	}
 	if err != nil {
-		t.Fatalf("rule tcp:1004 (origin down): %v, want a connection the edge closes", err)
+		t.Fatalf("rule tcp:%d (%s): %v, want a connection the edge closes", rule, what, err)
 	}
 	defer c.Close()
 	if n, err := c.Read(make([]byte, 16)); err == nil || isTimeout(err) {
-		t.Fatalf("rule tcp:1004 (origin down): read %d bytes, %v; want the edge to close", n, err)
+		t.Fatalf("rule tcp:%d (%s): read %d bytes, %v; want the edge to close", rule, what, n, err)
 	}
 }
 
-// malformedHeader: a malformed PROXY header from the edge's own address
-// (trusted) straight to the Go server, which must reject it.
-func (s *stack) malformedHeader(t *testing.T) {
+// malformedTo: a malformed PROXY header from the edge's own address
+// (trusted) straight to the origin's port (the Go server, or the unwrap
+// agent), which must reject it.
+func (s *stack) malformedTo(t *testing.T, port uint16) {
 	t.Helper()
-	c := dial(t, s.edge, "tcp", netip.AddrPortFrom(originV4, portWeb))
+	c := dial(t, s.edge, "tcp", netip.AddrPortFrom(originV4, port))
 	defer c.Close()
 	if _, err := io.WriteString(c, "PROXY NONSENSE\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := c.Read(make([]byte, 64)); err == nil || isTimeout(err) {
-		t.Fatalf("malformed header: read %d bytes, %v; want the listener to close", n, err)
+		t.Fatalf("malformed header to port %d: read %d bytes, %v; want it closed", port, n, err)
 	}
 }
 
