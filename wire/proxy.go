@@ -199,37 +199,118 @@ func streamError(err error, have int, what string) error {
 // ParseProxyDatagram parses the PROXY v2 header at the start of a UDP
 // datagram and returns it with the payload behind it (aliasing b). A v1
 // header is rejected: v1 has no datagram form.
-func ParseProxyDatagram(b []byte) (*ProxyHeader, []byte, error) {
+//
+// It is kept small enough to be inlined, so that a caller that does not
+// keep the header has it on its stack: a header of the common form (IPv4
+// or IPv6 addresses, TCP or UDP, no TLVs) then costs no allocation.
+func ParseProxyDatagram(b []byte) (h *ProxyHeader, payload []byte, err error) {
+	h = new(ProxyHeader)
+	if payload, err = parseDatagramInto(h, b); err != nil {
+		h = nil // and payload is nil
+	}
+	return h, payload, err
+}
+
+// parseDatagramInto is ParseProxyDatagram filling in h, which does not
+// escape: headers of the common form are read in place (parsePlainV2),
+// others by go-proxyproto.
+func parseDatagramInto(h *ProxyHeader, b []byte) ([]byte, error) {
+	total, err := datagramHeaderLen(b)
+	if err != nil {
+		return nil, err
+	}
+	if parsePlainV2(h, b[:total]) {
+		return b[total:], nil
+	}
+	ph, err := parseV2Full(b[:total])
+	if err != nil {
+		return nil, err
+	}
+	*h = *ph
+	return b[total:], nil
+}
+
+// datagramHeaderLen checks that b starts with a whole PROXY v2 header and
+// returns its length.
+func datagramHeaderLen(b []byte) (int, error) {
 	switch v, decided := Detect(b); {
 	case !decided:
-		return nil, nil, fmt.Errorf("proxy v2: %d bytes of signature: %w", len(b), ErrTruncated)
+		return 0, fmt.Errorf("proxy v2: %d bytes of signature: %w", len(b), ErrTruncated)
 	case v == 0:
-		return nil, nil, ErrNoHeader
+		return 0, ErrNoHeader
 	case v == 1:
-		return nil, nil, fmt.Errorf("proxy v1 header in a datagram: %w", ErrMalformed)
+		return 0, fmt.Errorf("proxy v1 header in a datagram: %w", ErrMalformed)
 	}
 	if len(b) < V2FixedLen {
-		return nil, nil, fmt.Errorf("proxy v2: %d bytes: %w", len(b), ErrTruncated)
+		return 0, fmt.Errorf("proxy v2: %d bytes: %w", len(b), ErrTruncated)
 	}
 	total := V2FixedLen + int(binary.BigEndian.Uint16(b[14:]))
 	if total > len(b) {
-		return nil, nil, fmt.Errorf("proxy v2: header claims %d bytes, datagram has %d: %w", total, len(b), ErrTruncated)
+		return 0, fmt.Errorf("proxy v2: header claims %d bytes, datagram has %d: %w", total, len(b), ErrTruncated)
 	}
 	if total > MaxV2HeaderLen {
-		return nil, nil, fmt.Errorf("proxy v2: header of %d bytes exceeds %d: %w", total, MaxV2HeaderLen, ErrMalformed)
+		return 0, fmt.Errorf("proxy v2: header of %d bytes exceeds %d: %w", total, MaxV2HeaderLen, ErrMalformed)
 	}
-	if err := VerifyCRC32C(b[:total]); err != nil {
-		return nil, nil, err
+	return total, nil
+}
+
+// parseV2Full parses the complete v2 header raw with go-proxyproto, after
+// checking its CRC32C TLV if it has one.
+func parseV2Full(raw []byte) (*ProxyHeader, error) {
+	if err := VerifyCRC32C(raw); err != nil {
+		return nil, err
 	}
-	h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(b[:total]), total))
+	h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(raw), len(raw)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("proxy v2: %v: %w", err, ErrMalformed)
+		return nil, fmt.Errorf("proxy v2: %v: %w", err, ErrMalformed)
 	}
-	ph, err := fromLibrary(h)
-	if err != nil {
-		return nil, nil, err
+	return fromLibrary(h)
+}
+
+// Bytes 12 and 13 of the v2 headers parsePlainV2 reads: version 2 with the
+// PROXY command, and the address family (high nibble: 1 inet, 2 inet6)
+// with the transport (low nibble: 1 stream, 2 datagram).
+const (
+	v2CmdProxy  = 0x21
+	v2FamInet   = 0x1
+	v2FamInet6  = 0x2
+	v2TransDgrm = 0x2
+)
+
+// parsePlainV2 fills in h from the complete v2 header raw and reports true
+// when raw is of the form a proxy sends with every datagram: the PROXY
+// command, IPv4 or IPv6 addresses of TCP or UDP, and nothing behind them
+// (no TLV, so no checksum either). It reads what go-proxyproto would,
+// with no allocation; for any other header it returns false and leaves h
+// alone, for the full parser to judge.
+func parsePlainV2(h *ProxyHeader, raw []byte) bool {
+	if raw[12] != v2CmdProxy {
+		return false
 	}
-	return ph, b[total:], nil
+	family, transport := raw[13]>>4, raw[13]&0xf
+	if (family != v2FamInet && family != v2FamInet6) || transport < 1 || transport > 2 {
+		return false
+	}
+	if len(raw) != V2FixedLen+v2AddrLen[family] {
+		return false
+	}
+	var src, dst netip.Addr
+	ports := raw[V2FixedLen+8:]
+	if family == v2FamInet {
+		src = netip.AddrFrom4([4]byte(raw[V2FixedLen:]))
+		dst = netip.AddrFrom4([4]byte(raw[V2FixedLen+4:]))
+	} else {
+		src = netip.AddrFrom16([16]byte(raw[V2FixedLen:])).Unmap()
+		dst = netip.AddrFrom16([16]byte(raw[V2FixedLen+16:])).Unmap()
+		ports = raw[V2FixedLen+32:]
+	}
+	*h = ProxyHeader{
+		Version:     2,
+		Datagram:    transport == v2TransDgrm,
+		Source:      netip.AddrPortFrom(src, binary.BigEndian.Uint16(ports)),
+		Destination: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(ports[2:])),
+	}
+	return true
 }
 
 // fromLibrary converts go-proxyproto's header into a ProxyHeader.

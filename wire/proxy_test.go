@@ -283,3 +283,118 @@ func FuzzParseProxyDatagram(f *testing.F) {
 		}
 	})
 }
+
+// plainDatagramHeaders are v2 headers of the form parsePlainV2 reads in
+// place, with what the full parser makes of them.
+func plainDatagramHeaders(t testing.TB) map[string][]byte {
+	return map[string][]byte{
+		"udp4":       mustHeader(t, &ProxyHeader{Version: 2, Datagram: true, Source: client4, Destination: vip4}, MarshalOptions{}),
+		"tcp4":       mustHeader(t, &ProxyHeader{Version: 2, Source: client4, Destination: vip4}, MarshalOptions{}),
+		"udp6":       mustHeader(t, &ProxyHeader{Version: 2, Datagram: true, Source: client6, Destination: vip6}, MarshalOptions{}),
+		"udp mapped": mustHeader(t, &ProxyHeader{Version: 2, Datagram: true, Source: client4, Destination: vip6}, MarshalOptions{}),
+	}
+}
+
+func TestParsePlainV2MatchesFullParser(t *testing.T) {
+	for name, raw := range plainDatagramHeaders(t) {
+		t.Run(name, func(t *testing.T) {
+			want, err := parseV2Full(raw)
+			if err != nil {
+				t.Fatalf("full parser: %v", err)
+			}
+			var got ProxyHeader
+			if !parsePlainV2(&got, raw) {
+				t.Fatal("not read in place")
+			}
+			checkHeader(t, &got, want)
+		})
+	}
+}
+
+func TestParsePlainV2LeavesOthers(t *testing.T) {
+	withTLV := mustHeader(t, &ProxyHeader{Version: 2, Datagram: true, Source: client4, Destination: vip4}, MarshalOptions{CRC32C: true})
+	local := mustHeader(t, &ProxyHeader{Version: 2, Local: true}, MarshalOptions{})
+	unix := bytes.Clone(plainDatagramHeaders(t)["udp4"])
+	unix[13] = 0x32
+	badTransport := bytes.Clone(unix)
+	badTransport[13] = 0x13
+	tests := map[string][]byte{"TLV": withTLV, "LOCAL": local, "unix family": unix, "transport 3": badTransport}
+	for name, raw := range tests {
+		h := ProxyHeader{Version: 9}
+		if parsePlainV2(&h, raw) || h.Version != 9 {
+			t.Errorf("%s: read in place (%+v)", name, h)
+		}
+	}
+}
+
+func TestParseProxyDatagramPlainAllocs(t *testing.T) {
+	d := append(plainDatagramHeaders(t)["udp4"], "dns query"...)
+	var src netip.AddrPort
+	allocs := testing.AllocsPerRun(100, func() {
+		h, _, err := ParseProxyDatagram(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = h.Source
+	})
+	if src != client4 {
+		t.Fatalf("source %s, want %s", src, client4)
+	}
+	if allocs != 0 {
+		t.Errorf("%.0f allocations per plain datagram, want 0", allocs)
+	}
+}
+
+func BenchmarkParseProxyDatagram(b *testing.B) {
+	crc := mustHeader(b, &ProxyHeader{Version: 2, Datagram: true, Source: client4, Destination: vip4}, MarshalOptions{CRC32C: true})
+	for name, hdr := range map[string][]byte{
+		"plain udp4":  plainDatagramHeaders(b)["udp4"],
+		"plain udp6":  plainDatagramHeaders(b)["udp6"],
+		"crc32c udp4": crc,
+	} {
+		d := append(bytes.Clone(hdr), make([]byte, 64)...)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				h, _, err := ParseProxyDatagram(d)
+				if err != nil || !h.Source.IsValid() {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	// What every datagram cost before parsePlainV2.
+	plain := plainDatagramHeaders(b)["udp4"]
+	b.Run("plain udp4 full parser", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := parseV2Full(plain); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// FuzzParsePlainV2 checks that a header read in place is read as the full
+// parser reads it.
+func FuzzParsePlainV2(f *testing.F) {
+	for _, raw := range plainDatagramHeaders(f) {
+		f.Add(raw)
+	}
+	f.Add(mustHeader(f, &ProxyHeader{Version: 2, Local: true}, MarshalOptions{}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		total, err := datagramHeaderLen(b)
+		if err != nil {
+			return
+		}
+		var got ProxyHeader
+		if !parsePlainV2(&got, b[:total]) {
+			return
+		}
+		want, err := parseV2Full(b[:total])
+		if err != nil {
+			t.Fatalf("read in place as %+v, the full parser fails: %v", got, err)
+		}
+		checkHeader(t, &got, want)
+	})
+}

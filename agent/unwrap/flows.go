@@ -20,15 +20,23 @@ type udpFlow struct {
 
 	// The fields below are guarded by the flowTable's mutex.
 
-	// src is the Source of the client's latest datagram: replies go
-	// through the edge address and with the header it names.
-	src listener.Source
+	// rt is where the client's latest datagram came from: replies go
+	// the same way back.
+	rt route
 	// last is the time of the latest datagram either way.
 	last time.Time
 	// prev and next link the table's LRU list, most recent at the head.
 	prev, next *udpFlow
 	// gone is set once the flow has left the table.
 	gone bool
+}
+
+// route is where a datagram came from, and so how to answer it: through
+// the edge address and with the header that src names, from the
+// listening socket pc that read it.
+type route struct {
+	src listener.Source
+	pc  *listener.PacketConn
 }
 
 // flowTable maps a client's address to its flow, with an intrusive list in
@@ -54,46 +62,53 @@ func newFlowTable(max int) *flowTable {
 	return &flowTable{byClient: make(map[netip.AddrPort]*udpFlow), max: max}
 }
 
-// lookup returns the flow of client with src recorded as its latest source
+// lookup returns the flow of client with rt recorded as its latest route
 // and now as its latest activity, or nil when the client has none.
-func (t *flowTable) lookup(client netip.AddrPort, src listener.Source, now time.Time) *udpFlow {
+func (t *flowTable) lookup(client netip.AddrPort, rt route, now time.Time) *udpFlow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.byClient[client]
 	if f == nil {
 		return nil
 	}
-	f.src = src
+	f.rt = rt
 	t.touchLocked(f, now)
 	return f
 }
 
-// reply records a reply on f at now and returns the source to answer
+// reply records a reply on f at now and returns the route to answer
 // through; ok is false once f has left the table.
-func (t *flowTable) reply(f *udpFlow, now time.Time) (src listener.Source, ok bool) {
+func (t *flowTable) reply(f *udpFlow, now time.Time) (rt route, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f.gone {
-		return listener.Source{}, false
+		return route{}, false
 	}
 	t.touchLocked(f, now)
-	return f.src, true
+	return f.rt, true
 }
 
-// insert adds f, whose client has no flow, as the most recent one, with
-// src as its source. When max flows were live it evicts the least recently
-// active and returns it.
-func (t *flowTable) insert(f *udpFlow, src listener.Source, now time.Time) (evicted *udpFlow) {
+// insert adds f with rt as its route, as the most recent flow, and returns
+// it as cur; when max flows were live it evicts the least recently active
+// and returns it. When f's client has a flow already (another read loop
+// opened it meanwhile), f is not added: that flow is cur, with rt recorded
+// as in lookup.
+func (t *flowTable) insert(f *udpFlow, rt route, now time.Time) (cur, evicted *udpFlow) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if cur = t.byClient[f.client]; cur != nil {
+		cur.rt = rt
+		t.touchLocked(cur, now)
+		return cur, nil
+	}
 	if len(t.byClient) >= t.max && t.tail != nil {
 		evicted = t.tail
 		t.removeLocked(evicted)
 	}
-	f.src, f.last, f.gone = src, now, false
+	f.rt, f.last, f.gone = rt, now, false
 	t.byClient[f.client] = f
 	t.pushFront(f)
-	return evicted
+	return f, evicted
 }
 
 // expire removes the flows with no activity since now-idle and appends

@@ -98,6 +98,12 @@ func flowTableCases() []flowTableCase {
 			{"drain", "", 0, "c,b,a"},
 			{"reply", "b", 0, "miss"},
 		}, ""},
+		{"client with a flow", 3, []flowStep{
+			{"insert", "a", 0, ""},
+			{"insert", "b", 1, ""},
+			{"insert", "a", 2, "kept a"},
+			{"insert", "c", 3, ""},
+		}, "c,a,b"},
 		{"max one", 1, []flowStep{
 			{"insert", "a", 0, ""},
 			{"insert", "b", 0, "a"},
@@ -112,15 +118,19 @@ func runFlowStep(ft *flowTable, flows map[string]*udpFlow, st flowStep, now time
 	switch st.op {
 	case "insert":
 		f := &udpFlow{client: client}
+		cur, evicted := ft.insert(f, flowSource(client), now)
+		if cur != f { // the client's flow stays, f is not added
+			return "kept " + flowNames(cur)
+		}
 		flows[st.client] = f
-		return flowNames(ft.insert(f, flowSource(client), now))
+		return flowNames(evicted)
 	case "lookup":
 		if f := ft.lookup(client, flowSource(client), now); f != nil {
 			return "hit"
 		}
 		return "miss"
 	case "reply":
-		if src, ok := ft.reply(flows[st.client], now); ok && src.Client == client {
+		if rt, ok := ft.reply(flows[st.client], now); ok && rt.src.Client == client {
 			return "hit"
 		}
 		return "miss"
@@ -178,8 +188,8 @@ func flowNames(fs ...*udpFlow) string {
 	return strings.Join(names, ",")
 }
 
-func flowSource(client netip.AddrPort) listener.Source {
-	return listener.Source{Client: client, Proxy: netip.MustParseAddrPort("192.0.2.1:4000"), Via: wire.SPP}
+func flowSource(client netip.AddrPort) route {
+	return route{src: listener.Source{Client: client, Proxy: netip.MustParseAddrPort("192.0.2.1:4000"), Via: wire.SPP}}
 }
 
 // TestUDPFlowTableSource: the latest datagram's source is the one replies
@@ -191,11 +201,20 @@ func TestUDPFlowTableSource(t *testing.T) {
 	now := time.Now()
 	ft.insert(f, flowSource(client), now)
 	moved := flowSource(client)
-	moved.Proxy = netip.MustParseAddrPort("192.0.2.9:4001")
+	moved.src.Proxy = netip.MustParseAddrPort("192.0.2.9:4001")
 	if ft.lookup(client, moved, now) != f {
 		t.Fatal("lookup missed")
 	}
-	if src, ok := ft.reply(f, now); !ok || src != moved {
-		t.Errorf("reply source %+v, %v; want %+v", src, ok, moved)
+	if rt, ok := ft.reply(f, now); !ok || rt != moved {
+		t.Errorf("reply route %+v, %v; want %+v", rt, ok, moved)
+	}
+	// A flow opened meanwhile by another read loop takes the new route too.
+	again := flowSource(client)
+	again.src.Proxy = netip.MustParseAddrPort("192.0.2.9:4002")
+	if cur, _ := ft.insert(&udpFlow{client: client}, again, now); cur != f {
+		t.Fatal("a second flow of the client was added")
+	}
+	if rt, ok := ft.reply(f, now); !ok || rt != again {
+		t.Errorf("reply route %+v, %v; want %+v", rt, ok, again)
 	}
 }

@@ -80,15 +80,9 @@ func listenTCP(e Entry, opt Options, dial dialFunc) (*tcpRelay, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := listener.Listen("tcp", e.Listen.String(), listener.Config{
-		Protocols:     e.Accept,
-		Trusted:       e.Trusted,
-		Untrusted:     e.Untrusted,
-		HeaderTimeout: e.HeaderTimeout,
-		Logger:        log,
-	})
+	ln, err := listenEdge(e, log)
 	if err != nil {
-		return nil, err // names the address; Start names the entry
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &tcpRelay{
@@ -103,6 +97,34 @@ func listenTCP(e Entry, opt Options, dial dialFunc) (*tcpRelay, error) {
 	r.wg.Add(1)
 	go r.acceptLoop()
 	return r, nil
+}
+
+// listenEdge opens the socket the edge connects to, wrapped in the
+// listener's header policy.
+//
+// Connections from the edge keep the keep-alive probes Go gives them by
+// default (a dead edge would otherwise hold its connections and theirs to
+// the server for ever), but the options are set once, on the listening
+// socket, whose accepted sockets inherit them, and not by four setsockopt
+// calls on every connection (KeepAlive -1 turns those off).
+func listenEdge(e Entry, log *slog.Logger) (*listener.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, Control: setKeepAlive}
+	inner, err := lc.Listen(context.Background(), "tcp", e.Listen.String())
+	if err != nil {
+		return nil, err // names the address; Start names the entry
+	}
+	ln, err := listener.New(inner, listener.Config{
+		Protocols:     e.Accept,
+		Trusted:       e.Trusted,
+		Untrusted:     e.Untrusted,
+		HeaderTimeout: e.HeaderTimeout,
+		Logger:        log,
+	})
+	if err != nil {
+		inner.Close()
+		return nil, err // says "listener:"; Start names the entry
+	}
+	return ln, nil
 }
 
 // acceptLoop hands every connection the listener admits to admit, until
@@ -263,21 +285,26 @@ func (r *tcpRelay) sniff(c *listener.Conn) error {
 // way that ends cleanly (EOF) is passed on as a half-close; one that fails
 // resets both connections, which ends the other way too.
 func (r *tcpRelay) pipe(client *listener.Conn, server *net.TCPConn) {
+	var ended atomic.Int32
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_, err := client.WriteTo(byteMeter{dst: server, n: &r.toServer})
-		endTCPWay(client, server, server, err)
+		endTCPWay(client, server, server, err, &ended)
 	}()
 	_, err := byteMeter{dst: client, n: &r.toClient}.ReadFrom(server)
-	endTCPWay(client, server, client, err)
+	endTCPWay(client, server, client, err, &ended)
 	<-done
 }
 
-// endTCPWay passes the end of the way into dst on: a half-close after a clean
-// end, else a reset of both connections.
-func endTCPWay(client *listener.Conn, server *net.TCPConn, dst interface{ CloseWrite() error }, err error) {
-	if err == nil {
+// endTCPWay passes the end of the way into dst on: a half-close after a
+// clean end, else a reset of both connections. Only the first way to end
+// half-closes: when the second ends, both connections are closed at once
+// (untrack), and close(2) sends the FIN itself; nothing is left unread
+// that would turn it into a reset, as each way read its source to EOF.
+func endTCPWay(client *listener.Conn, server *net.TCPConn, dst interface{ CloseWrite() error }, err error, ended *atomic.Int32) {
+	last := ended.Add(1) == 2
+	if err == nil && !last {
 		err = dst.CloseWrite()
 	}
 	if err != nil {

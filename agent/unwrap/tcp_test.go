@@ -4,10 +4,14 @@ package unwrap
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/listener"
 	"github.com/realip/realip/wire"
@@ -302,5 +306,51 @@ func TestTCPRelayClose(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("relay's port after Close: %v", err)
+	}
+}
+
+// TestEdgeKeepAlive checks that the edge's connections have Go's usual
+// keep-alive probes although the listener sets none per connection: they
+// come from the listening socket.
+func TestEdgeKeepAlive(t *testing.T) {
+	e := Entry{Network: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Accept: []wire.Proto{wire.PPv2},
+		Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	ln, err := listenEdge(e.withDefaults(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil { // TCP_DEFER_ACCEPT waits for bytes
+		t.Fatal(err)
+	}
+	ac, err := ln.Accept() // an untrusted peer: served as itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	rc, err := ac.(*listener.Conn).NetConn().(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][3]int{
+		"SO_KEEPALIVE":  {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		"TCP_KEEPIDLE":  {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
+		"TCP_KEEPINTVL": {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
+		"TCP_KEEPCNT":   {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+	}
+	for name, o := range want {
+		var v int
+		var gerr error
+		if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), o[0], o[1]) }); err != nil || gerr != nil {
+			t.Fatalf("%s: %v %v", name, err, gerr)
+		}
+		if v != o[2] {
+			t.Errorf("%s = %d on an accepted connection, want %d", name, v, o[2])
+		}
 	}
 }

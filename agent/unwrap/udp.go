@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/listener"
+	"github.com/realip/realip/wire"
 )
 
 // maxUDPPayload is the largest UDP payload; every read buffer has room
@@ -25,25 +27,32 @@ const maxUDPPayload = 65535
 // minJanitorPeriod bounds how often the janitor looks for idle flows.
 const minJanitorPeriod = 10 * time.Millisecond
 
-// udpRelay is the UDP engine: one goroutine reads the listening socket and
-// sends each payload to the server through its client's flow, one
+// udpRelay is the UDP engine: read loops read the listening sockets and
+// send each payload to the server through its client's flow, one
 // goroutine per flow carries the server's replies back, and a janitor
 // closes idle flows.
+//
+// There is a listening socket and a read loop per CPU (udpReadLoops), all
+// bound to the entry's address with SO_REUSEPORT: the kernel spreads the
+// edge's datagrams over them by a hash of their addresses and ports, so
+// the datagrams of one edge socket always reach the same loop, in order.
+// The flows are one table for all loops: a client is one flow whichever
+// socket its datagrams came in by.
 type udpRelay struct {
 	entry Entry
 	log   *slog.Logger
-	pc    *listener.PacketConn
+	pcs   []*listener.PacketConn // the listening sockets, one per loop
 	// dial connects a flow's socket from the client to the server.
 	dial  func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error)
 	flows *flowTable
 	bufs  sync.Pool // *[]byte of maxUDPPayload bytes, for replies
 	ctr   udpCounters
 
-	ctx      context.Context // cancelled by close: stops dials
-	cancel   context.CancelFunc
-	stop     chan struct{}  // closed by close: stops the janitor
-	loopDone chan struct{}  // closed when the read loop has returned
-	wg       sync.WaitGroup // the janitor and the flows' reply readers
+	ctx    context.Context // cancelled by close: stops dials
+	cancel context.CancelFunc
+	stop   chan struct{}  // closed by close: stops the janitor
+	loops  sync.WaitGroup // the read loops
+	wg     sync.WaitGroup // the janitor and the flows' reply readers
 
 	closeOnce sync.Once
 	closeErr  error
@@ -72,37 +81,63 @@ func startUDP(e Entry, opt Options) (relayImpl, error) {
 // whose relay listens in a network namespace other than its goroutines'
 // makes the flows' sockets there too.
 func newUDPRelay(e Entry, opt Options, dial func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error)) (*udpRelay, error) {
+	return newUDPRelayLoops(e, opt, dial, udpReadLoops())
+}
+
+// udpReadLoops is how many sockets and read loops a UDP relay has: one
+// per CPU the Go runtime runs on, up to maxUDPReadLoops.
+func udpReadLoops() int { return min(runtime.GOMAXPROCS(0), maxUDPReadLoops) }
+
+// maxUDPReadLoops bounds a relay's listening sockets on a large machine:
+// more loops than the server and the flows' goroutines can keep busy
+// only cost descriptors and receive buffers.
+const maxUDPReadLoops = 8
+
+// newUDPRelayLoops is newUDPRelay with loops listening sockets.
+func newUDPRelayLoops(e Entry, opt Options, dial func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error), loops int) (*udpRelay, error) {
 	logger := opt.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	pc, err := listenUDP(e, logger)
+	pcs, err := listenUDP(e, logger, loops)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &udpRelay{
-		entry: e, log: logger, pc: pc, dial: dial,
+		entry: e, log: logger, pcs: pcs, dial: dial,
 		flows: newFlowTable(e.MaxFlows),
 		ctx:   ctx, cancel: cancel,
-		stop: make(chan struct{}), loopDone: make(chan struct{}),
+		stop: make(chan struct{}),
 	}
 	r.bufs.New = func() any { b := make([]byte, maxUDPPayload); return &b }
 	r.wg.Add(1)
 	go r.janitor()
-	go r.readLoop()
+	r.loops.Add(len(pcs))
+	for _, pc := range pcs {
+		go r.readLoop(pc)
+	}
 	return r, nil
 }
 
-// listenUDP opens the listening socket and wraps it in the listener's
-// header policy.
-func listenUDP(e Entry, logger *slog.Logger) (*listener.PacketConn, error) {
+// listenUDP opens n listening sockets on the entry's address, each wrapped
+// in the listener's header policy. More than one share the address with
+// SO_REUSEPORT (the first one's port, should the entry's be 0).
+//
+// The listener keeps, per socket, the flows of edge ports whose framing
+// their first datagram fixed (FramingFirstDatagram, or SPP and PROXY v2 on
+// one socket). That stays right with several sockets: the kernel sends
+// every datagram of an edge address and port to the same socket, as long
+// as the group of sockets does not change, and the relay opens them all
+// before reading and closes them all together.
+//
+// SO_REUSEPORT lets another socket of the same user bind the address too
+// and take a share of the datagrams, where a second bind would otherwise
+// fail; the agent never binds one address twice (its configuration refuses
+// a listen address used by two entries).
+func listenUDP(e Entry, logger *slog.Logger, n int) ([]*listener.PacketConn, error) {
 	laddr := netip.AddrPortFrom(e.Listen.Addr().Unmap(), e.Listen.Port())
-	inner, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
-	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	pc, err := listener.NewPacketConn(inner, listener.Config{
+	cfg := listener.Config{
 		Protocols: e.Accept,
 		Framing:   e.Framing,
 		Trusted:   e.Trusted,
@@ -110,7 +145,33 @@ func listenUDP(e Entry, logger *slog.Logger) (*listener.PacketConn, error) {
 		MaxFlows:  e.MaxFlows,
 		FlowIdle:  e.Idle,
 		Logger:    logger,
-	})
+	}
+	var lc net.ListenConfig
+	if n > 1 {
+		lc.Control = setReusePort
+	}
+	pcs := make([]*listener.PacketConn, 0, n)
+	for range max(n, 1) {
+		pc, err := listenUDPOne(&lc, laddr, cfg)
+		if err != nil {
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			return nil, err
+		}
+		pcs = append(pcs, pc)
+		laddr = netip.AddrPortFrom(laddr.Addr(), wire.SocketAddrPort(pc.LocalAddr()).Port())
+	}
+	return pcs, nil
+}
+
+// listenUDPOne opens one listening socket at laddr and wraps it.
+func listenUDPOne(lc *net.ListenConfig, laddr netip.AddrPort, cfg listener.Config) (*listener.PacketConn, error) {
+	inner, err := lc.ListenPacket(context.Background(), "udp", laddr.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	pc, err := listener.NewPacketConn(inner, cfg)
 	if err != nil {
 		inner.Close()
 		return nil, fmt.Errorf("listener: %w", err)
@@ -118,12 +179,12 @@ func listenUDP(e Entry, logger *slog.Logger) (*listener.PacketConn, error) {
 	return pc, nil
 }
 
-// readLoop reads the edge's datagrams until the socket is closed.
-func (r *udpRelay) readLoop() {
-	defer close(r.loopDone)
+// readLoop reads the edge's datagrams from pc until it is closed.
+func (r *udpRelay) readLoop(pc *listener.PacketConn) {
+	defer r.loops.Done()
 	buf := make([]byte, maxUDPPayload)
 	for {
-		n, src, err := r.pc.ReadFromSource(buf)
+		n, src, err := pc.ReadFromSource(buf)
 		if err != nil {
 			select {
 			case <-r.stop:
@@ -136,18 +197,18 @@ func (r *udpRelay) readLoop() {
 			r.log.Warn("unwrap: udp: read", "listen", r.entry.Listen, "err", err)
 			continue
 		}
-		r.forward(buf[:n], src)
+		r.forward(buf[:n], route{src: src, pc: pc})
 	}
 }
 
-// forward sends payload to the server through the flow of src's client,
-// opening it first when there is none.
-func (r *udpRelay) forward(payload []byte, src listener.Source) {
-	client := netip.AddrPortFrom(src.Client.Addr().Unmap(), src.Client.Port())
+// forward sends payload to the server through the flow of its client,
+// opening it first when there is none; rt is where payload came from.
+func (r *udpRelay) forward(payload []byte, rt route) {
+	client := netip.AddrPortFrom(rt.src.Client.Addr().Unmap(), rt.src.Client.Port())
 	now := time.Now()
-	f := r.flows.lookup(client, src, now)
+	f := r.flows.lookup(client, rt, now)
 	if f == nil {
-		if f = r.open(client, src, now); f == nil {
+		if f = r.open(client, rt, now); f == nil {
 			return
 		}
 	}
@@ -164,8 +225,10 @@ func (r *udpRelay) forward(payload []byte, src listener.Source) {
 
 // open makes the flow of client: a transparent socket from the client's
 // address to the server of its family, and the goroutine that reads the
-// server's replies. It returns nil when the client cannot be served.
-func (r *udpRelay) open(client netip.AddrPort, src listener.Source, now time.Time) *udpFlow {
+// server's replies. It returns nil when the client cannot be served. When
+// another read loop opened the client's flow meanwhile, that flow is
+// returned and the socket made here is closed.
+func (r *udpRelay) open(client netip.AddrPort, rt route, now time.Time) *udpFlow {
 	to, ok := r.entry.target(client.Addr())
 	if !ok {
 		r.ctr.noTarget.Add(1)
@@ -186,7 +249,12 @@ func (r *udpRelay) open(client netip.AddrPort, src listener.Source, now time.Tim
 		return nil
 	}
 	f := &udpFlow{client: client, conn: uc}
-	if old := r.flows.insert(f, src, now); old != nil {
+	cur, old := r.flows.insert(f, rt, now)
+	if cur != f {
+		uc.Close()
+		return cur
+	}
+	if old != nil {
 		old.conn.Close()
 		r.ctr.evicted.Add(1)
 	}
@@ -250,12 +318,12 @@ func (r *udpRelay) reply(f *udpFlow, payload []byte, rerr error) error {
 	case rerr != nil:
 		return fmt.Errorf("read from server: %w", rerr)
 	}
-	src, ok := r.flows.reply(f, time.Now())
+	rt, ok := r.flows.reply(f, time.Now())
 	if !ok {
 		return nil // the flow is being closed
 	}
-	if _, err := r.pc.WriteToSource(payload, src); err != nil {
-		r.log.Debug("unwrap: udp: reply to edge", "client", f.client, "edge", src.Proxy, "err", err)
+	if _, err := rt.pc.WriteToSource(payload, rt.src); err != nil {
+		r.log.Debug("unwrap: udp: reply to edge", "client", f.client, "edge", rt.src.Proxy, "err", err)
 		return nil
 	}
 	r.ctr.repliesSent.Add(1)
@@ -297,8 +365,12 @@ func (r *udpRelay) janitor() {
 // stats returns the relay's counters.
 func (r *udpRelay) stats() Stats {
 	c := &r.ctr
+	var ls listener.Stats
+	for _, pc := range r.pcs {
+		ls = addListenerStats(ls, pc.Stats())
+	}
 	return Stats{
-		Listener:      r.pc.Stats(),
+		Listener:      ls,
 		NoTarget:      c.noTarget.Load(),
 		DialErrors:    c.dialErrors.Load(),
 		FlowsOpened:   c.opened.Load(),
@@ -312,16 +384,42 @@ func (r *udpRelay) stats() Stats {
 	}
 }
 
-// close closes the listening socket and every flow and returns once every
+// addListenerStats returns the sum of the counters of two listening
+// sockets.
+func addListenerStats(a, b listener.Stats) listener.Stats {
+	for i := range a.Accepted {
+		a.Accepted[i] += b.Accepted[i]
+	}
+	for i := range a.Rejected {
+		a.Rejected[i] += b.Rejected[i]
+	}
+	a.Untrusted += b.Untrusted
+	a.IgnoredHeaders += b.IgnoredHeaders
+	a.HeadersInFlow += b.HeadersInFlow
+	a.Pending += b.Pending
+	a.Parked += b.Parked
+	a.FlowsLive += b.FlowsLive
+	a.FlowsEvicted += b.FlowsEvicted
+	a.FlowsExpired += b.FlowsExpired
+	return a
+}
+
+// close closes the listening sockets and every flow and returns once every
 // goroutine of the relay has.
 func (r *udpRelay) close() error {
 	r.closeOnce.Do(func() {
 		r.cancel()
 		close(r.stop)
-		if err := r.pc.Close(); err != nil {
+		var errs []error
+		for _, pc := range r.pcs {
+			if err := pc.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
 			r.closeErr = fmt.Errorf("close listening socket: %w", err)
 		}
-		<-r.loopDone // no flow is opened after this
+		r.loops.Wait() // no flow is opened after this
 		for _, f := range r.flows.drain() {
 			f.conn.Close()
 		}

@@ -4,9 +4,11 @@ package unwrap
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"runtime"
 	"testing"
 	"time"
@@ -291,8 +293,8 @@ func TestUDPFlood(t *testing.T) {
 		t.Errorf("FlowsLive = %d (max %d), FlowsEvicted = %d (want >= %d)", s.FlowsLive, maxFlows, s.FlowsEvicted, extra)
 	}
 	// Evicted flows' sockets are closed once their readers have woken up.
-	udpWaitFor(t, "at most one fd per live flow and the listening socket", func() bool {
-		return udpOpenFDs(t) <= baseFDs+maxFlows+1
+	udpWaitFor(t, "at most one fd per live flow and the listening sockets", func() bool {
+		return udpOpenFDs(t) <= baseFDs+maxFlows+len(r.pcs)
 	})
 	// The latest client keeps its flow; the first one was evicted. The
 	// flood's replies wait on the first edge socket, or follow the latest
@@ -453,7 +455,8 @@ func TestUDPForwardAllocs(t *testing.T) {
 	udpWaitFor(t, "the flow", func() bool { return r.stats().Datagrams == 1 })
 	src := listener.Source{Client: labClient4, Proxy: netip.AddrPortFrom(labEdge4, 4000), Target: labVIP4, Via: wire.SPP}
 	payload := []byte("payload")
-	if n := testing.AllocsPerRun(runs, func() { r.forward(payload, src) }); n != 0 {
+	rt := route{src: src, pc: r.pcs[0]}
+	if n := testing.AllocsPerRun(runs, func() { r.forward(payload, rt) }); n != 0 {
 		t.Errorf("%v allocations per datagram", n)
 	}
 	if err := sink.SetReadDeadline(time.Now().Add(udpWaitBound)); err != nil {
@@ -464,5 +467,110 @@ func TestUDPForwardAllocs(t *testing.T) {
 		if _, peer, err := sink.ReadFromUDPAddrPort(buf); err != nil || peer != labClient4 {
 			t.Fatalf("datagram %d at the server: from %s, %v", i, peer, err)
 		}
+	}
+}
+
+// TestUDPReadLoops runs a relay with four listening sockets on one address
+// and sixteen edge ports, each the edge's socket for a client of its own,
+// twice (a new edge port for the same client the second time), with PROXY
+// v2 on the first datagram of a flow only: the framing each
+// listening socket fixes for the edge ports it reads holds for every
+// datagram of those ports, replies leave from the relay's address for
+// the edge port they belong to, and the counters of all sockets add up.
+func TestUDPReadLoops(t *testing.T) {
+	const loops, ports = 4, 16
+	l := newUDPLab(t)
+	l.startServer(t, labEcho4, true)
+	e := udpEntry(labOrigin4, 9900, wire.PPv2)
+	e.Framing = listener.FramingFirstDatagram
+	e = e.withDefaults()
+	dial := func(ctx context.Context, client, server netip.AddrPort) (c net.Conn, err error) {
+		err = l.origin.Do(func() error {
+			c, err = dialTransparent(ctx, "udp", client, server, 0, DefaultDialTimeout)
+			return err
+		})
+		return c, err
+	}
+	var r *udpRelay
+	if err := l.origin.Do(func() (err error) { r, err = newUDPRelayLoops(e, Options{}, dial, loops); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.close() })
+	for round := range 2 {
+		for i := range ports {
+			edge := l.edgeSocket(t, labEdge4)
+			client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(100 + i)}), uint16(30000+i))
+			for n, p := range [][]byte{[]byte(fmt.Sprint("first ", round)), []byte("second")} {
+				d := udpFrame(t, wire.PPv2, e.Framing, n == 0, client, labVIP4, p)
+				got, from := udpExchange(t, edge, e.Listen, d)
+				udpCheckReply(t, wire.PPv2, got, from, e.Listen, client, labVIP4, udpEchoReply(client, p))
+			}
+		}
+	}
+	busy := 0
+	for _, pc := range r.pcs {
+		if pc.Stats().TotalAccepted() > 0 {
+			busy++
+		}
+	}
+	if busy < 2 {
+		t.Errorf("%d of %d sockets read the datagrams of %d edge ports", busy, loops, 2*ports)
+	}
+	s := r.stats()
+	// Each round's edge ports are new to the listener, not their clients
+	// to the relay.
+	if s.Listener.Accepted[wire.PPv2] != 4*ports || s.Listener.TotalRejected() != 0 ||
+		s.Listener.FlowsLive != 2*ports || s.FlowsOpened != ports {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestAddListenerStats checks that every counter of two sockets is added:
+// a field added to listener.Stats and forgotten here fails.
+func TestAddListenerStats(t *testing.T) {
+	var one listener.Stats
+	setAll(reflect.ValueOf(&one).Elem(), 1)
+	sum := reflect.ValueOf(addListenerStats(one, one))
+	var check func(v reflect.Value, path string)
+	check = func(v reflect.Value, path string) {
+		switch v.Kind() {
+		case reflect.Struct:
+			for i := range v.NumField() {
+				check(v.Field(i), path+"."+v.Type().Field(i).Name)
+			}
+		case reflect.Array:
+			for i := range v.Len() {
+				check(v.Index(i), fmt.Sprintf("%s[%d]", path, i))
+			}
+		case reflect.Int64:
+			if v.Int() != 2 {
+				t.Errorf("%s = %d, want 2", path, v.Int())
+			}
+		case reflect.Uint64:
+			if v.Uint() != 2 {
+				t.Errorf("%s = %d, want 2", path, v.Uint())
+			}
+		default:
+			t.Errorf("%s: a %s, which the test does not know", path, v.Kind())
+		}
+	}
+	check(sum, "Stats")
+}
+
+// setAll sets every integer in v to n.
+func setAll(v reflect.Value, n int) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			setAll(v.Field(i), n)
+		}
+	case reflect.Array:
+		for i := range v.Len() {
+			setAll(v.Index(i), n)
+		}
+	case reflect.Int64:
+		v.SetInt(int64(n))
+	case reflect.Uint64:
+		v.SetUint(uint64(n))
 	}
 }
