@@ -8,13 +8,22 @@ FUZZTIME ?= 10s
 # the manual pages are checked with groff and man, the completions run in
 # bash with bash-completion (internal/cmddoc). dkms: `realip-agent doctor`
 # reads `dkms status toa` (agent/doctor_test.go, on trees of its own).
+# make, bc, bison, flex, libelf-dev: the sanitizer kernel's build
+# (vmtest/debug-kernel.sh; libelf for objtool). python3 and curl: the
+# unmodified servers and clients of the unwrap tests (http.server);
+# go-mmproxy: bench/unwrap.sh's baseline.
 TEST_DEBS := haproxy nginx-core libnginx-mod-stream iproute2 \
 	busybox-static qemu-system-x86 cpio debootstrap pahole xz-utils zstd prometheus \
 	gcc-aarch64-linux-gnu binutils kmod gcc libc6-dev \
-	groff-base man-db bash-completion dkms qemu-system-arm libc6-dev-arm64-cross
+	groff-base man-db bash-completion dkms qemu-system-arm libc6-dev-arm64-cross \
+	make bc bison flex libelf-dev python3 curl go-mmproxy
 # Kernels toa.ko is tested on in `make check`; `make vmtest KVERS=all` for the
 # whole matrix (5.10 6.1 6.12 sid), `make vmtest KVER=6.12` for one.
 KVERS ?= $(or $(KVER),6.1 sid)
+# The sanitizer kernel (KASAN, lockdep, kmemleak, ...; vmtest/debug-kernel.sh
+# builds it from bookworm's linux-source-6.1 once per machine): part of
+# `make vmtest`; `make vmtest DEBUG_KERNEL=` leaves it out.
+DEBUG_KERNEL ?= debug
 # Kernel packages and the sid build chroot are cached outside the clone, so
 # CI runs on the same machine reuse them.
 export REALIP_CACHE ?= /var/cache/realip/vmtest
@@ -65,10 +74,11 @@ check: deps vet portable build race fuzz vmtest packages-test
 
 # toa.ko on real Debian kernels in QEMU (root; see vmtest/README.md), on
 # amd64 and arm64, the two architectures' guests side by side (--parallel:
-# one host thread each, so two cores; "arm64 guests" there has the times).
+# one host thread each, so two cores; "arm64 guests" there has the times),
+# and the sanitizer kernel's boots in a chain of their own beside them.
 vmtest:
 	REALIP_VMTEST=6.1 $(GO) test -count=1 -timeout 20m -run TestSelftest ./vmtest/
-	vmtest/toa.sh --arm64 --parallel $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS))
+	vmtest/toa.sh --arm64 --parallel $(if $(filter all,$(KVERS)),5.10 6.1 6.12 sid,$(KVERS)) $(DEBUG_KERNEL)
 
 # deb and rpm packages (toa-dkms, realip-agent, realip-edge; amd64 and arm64)
 # into dist/, built with nfpm from packaging/ (its own Go module).

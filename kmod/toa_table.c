@@ -7,6 +7,14 @@
  * take the socket's bucket lock, then the address bucket's lock. An entry
  * lives from the handshake until the socket is destroyed, or until the
  * module is unloaded.
+ *
+ * The two tables' locks are two lock classes for lockdep: with one class
+ * (both initialised by the same spin_lock_init), taking an address bucket's
+ * lock under a socket bucket's looked like taking a lock it already held,
+ * and a lockdep kernel reported "possible recursive locking" at the first
+ * insert and switched itself off (the sanitizer kernel of vmtest/toa.sh,
+ * alias debug, caught it). The order is always socket bucket, then address
+ * bucket, never the other way; with two classes lockdep checks exactly that.
  */
 #include <linux/hash.h>
 #include <linux/jhash.h>
@@ -28,6 +36,7 @@ struct toa_bucket {
 
 static struct toa_bucket *toa_buckets;      /* by socket */
 static struct toa_bucket *toa_addr_buckets; /* by (net, local, client) */
+static struct lock_class_key toa_bucket_key, toa_addr_bucket_key;
 static atomic_long_t toa_entries = ATOMIC_LONG_INIT(0);
 
 static struct toa_bucket *bucket_of(const struct sock *sk)
@@ -49,7 +58,8 @@ static bool same_addr(const struct toa_addr *a, const struct toa_addr *b)
 	return a->port == b->port && ipv6_addr_equal(&a->addr, &b->addr);
 }
 
-static struct toa_bucket *buckets_alloc(void)
+/* buckets_alloc makes a table whose locks are of the lock class key. */
+static struct toa_bucket *buckets_alloc(struct lock_class_key *key, const char *name)
 {
 	struct toa_bucket *b;
 	unsigned int i;
@@ -59,6 +69,7 @@ static struct toa_bucket *buckets_alloc(void)
 		return NULL;
 	for (i = 0; i < TOA_BUCKETS; i++) {
 		spin_lock_init(&b[i].lock);
+		lockdep_set_class_and_name(&b[i].lock, key, name);
 		INIT_HLIST_HEAD(&b[i].head);
 	}
 	return b;
@@ -66,8 +77,8 @@ static struct toa_bucket *buckets_alloc(void)
 
 int toa_table_init(void)
 {
-	toa_buckets = buckets_alloc();
-	toa_addr_buckets = buckets_alloc();
+	toa_buckets = buckets_alloc(&toa_bucket_key, "toa_bucket");
+	toa_addr_buckets = buckets_alloc(&toa_addr_bucket_key, "toa_addr_bucket");
 	if (!toa_buckets || !toa_addr_buckets) {
 		kvfree(toa_buckets);
 		kvfree(toa_addr_buckets);

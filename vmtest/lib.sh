@@ -96,7 +96,31 @@ qemu_machine() {
 # dump "Call trace:" (an RCU stall, a hung task or an allocation failure
 # print nothing else that matches) and its die() header "Internal error:
 # Oops: 0000000096000004 [#1]" (matched by Oops).
-TROUBLE_RE='Oops|BUG:|WARNING:|Kernel panic|Call [Tt]race|: [0-9a-f]{4} \[#[0-9]+\]'
+#
+# DEBUG_TROUBLE_RE: what the sanitizer kernel (vmtest/debug-kernel.sh) adds,
+# part of TROUBLE_RE for every kernel (none of it is ever harmless). Most
+# sanitizer reports already start with BUG: (KASAN, KFENCE, sleeping in
+# atomic context) or WARNING: (lockdep, suspicious RCU usage, debug
+# objects, list corruption); these are the ones that do not, or whose
+# header line may come apart from that prefix:
+#   UBSAN:                          UBSAN's report (its stack dump follows)
+#   unreferenced object, suspected memory leak   kmemleak's report, its scan
+#   kmemleak: ...disabled, Cannot, Memory pool empty   kmemleak gave up:
+#                                   a run after that proves nothing
+#   ODEBUG:                         debug objects (also "out of memory.
+#                                   ODEBUG disabled")
+#   list_*/slab corruption          DEBUG_LIST, slab checks
+#   the lockdep and RCU headers     in case a kernel prints them without
+#                                   "WARNING: " (older ones did)
+#   non-static key, locking correctness validator   lockdep switching
+#                                   itself off (printed with INFO:, no
+#                                   WARNING:, only a stack dump)
+#   INFO: task ... blocked          the hung task detector
+#   stall(s) on CPU                 RCU's stall detector
+# Nothing here is filtered out of a report: the debug kernel must boot with
+# none of these (vmtest/README.md, "The sanitizer kernel").
+DEBUG_TROUBLE_RE='UBSAN:|unreferenced object|suspected memory leak|kmemleak: (.*disabled|Cannot|Memory pool empty)|ODEBUG:|list_[a-z_]+ corruption|[Ss]lab corruption|possible circular locking|possible recursive locking|inconsistent lock state|lock inversion dependency|suspicious RCU usage|sleeping function called from invalid context|scheduling while atomic|bad unlock balance|held lock freed|lock held when returning|non-static key|locking correctness validator|INFO: task .* blocked for more than|stalls? on CPU'
+TROUBLE_RE="Oops|BUG:|WARNING:|Kernel panic|Call [Tt]race|: [0-9a-f]{4} \\[#[0-9]+\\]|$DEBUG_TROUBLE_RE"
 
 # broke_before_init LOG: true when the console shows kernel trouble before
 # the kernel started init (or never got that far): nothing of ours had run
@@ -163,10 +187,12 @@ pkg_of_cmd() {
 }
 
 # check_alias ALIAS: exit with a clear message unless ALIAS is known.
+# debug is the sanitizer kernel that vmtest/debug-kernel.sh builds from
+# bookworm's linux-source-6.1 (amd64 only).
 check_alias() {
 	case $1 in
-	5.10 | 6.1 | 6.12 | sid) ;;
-	*) die "kernel alias '$1' unknown: use 5.10, 6.1, 6.12 or sid" ;;
+	5.10 | 6.1 | 6.12 | sid | debug) ;;
+	*) die "kernel alias '$1' unknown: use 5.10, 6.1, 6.12, sid or debug" ;;
 	esac
 }
 
@@ -306,9 +332,16 @@ kernel_closure() {
 # load_kernel ALIAS ARCH: fetch if needed (quietly when cached), then set
 # KDIR (absolute) and the vmtest.env variables: KVER SUITE PKGVER VMLINUZ
 # MODDIR HEADERS GCC_MAJOR CC_TEXT ... (paths relative to KDIR).
+# The debug alias is built, not fetched (debug-kernel.sh: once per machine,
+# a no-op when cached).
 load_kernel() {
 	local alias=$1 arch=$2 kver
-	"$VMTEST_DIR/fetch.sh" --arch "$arch" "$alias" >/dev/null
+	if [[ $alias == debug ]]; then
+		[[ $arch == amd64 ]] || die "the debug kernel is amd64 only (not $arch)"
+		"$VMTEST_DIR/debug-kernel.sh" >/dev/null
+	else
+		"$VMTEST_DIR/fetch.sh" --arch "$arch" "$alias" >/dev/null
+	fi
 	kver=$(<"$CACHE/aliases/$alias-$arch")
 	KDIR=$CACHE/kernels/$kver
 	# shellcheck source=/dev/null

@@ -34,7 +34,7 @@
 # architectures instead (`--arch arm64`: arm64 only). --parallel boots
 # the two architectures side by side (two guests at a time, one host
 # thread each; `make vmtest` does, on 2 cores), each one's lines shown
-# when its last kernel is done. REALIP_ARM64_TIMEOUT_X
+# when its last kernel is done; the debug kernel is a chain of its own. REALIP_ARM64_TIMEOUT_X
 # multiplies arm64's boot timeouts (default 3: TCG emulates arm64 on this
 # x86 host, see vmtest/README.md "arm64 guests").
 # --skip-multihost leaves out boot 2. --only toa|multihost|agent boots just
@@ -42,6 +42,17 @@
 # vmtest/flake.sh loops one suite to count flakes). REALIP_MULTIHOST_CONNS
 # sets the load phase's connection count (default 2000);
 # REALIP_MULTIHOST_CONNS_ARM64 sets arm64's (default: the same).
+# ALIAS debug is the sanitizer kernel (vmtest/debug-kernel.sh: bookworm's
+# 6.1 source with KASAN, lockdep, kmemleak, debug objects, KFENCE, UBSAN;
+# amd64 only, built once per machine): the same boots with 2 GiB of guest
+# memory, REALIP_DEBUG_TIMEOUT_X (default 6) times the timeouts,
+# REALIP_MULTIHOST_CONNS_DEBUG connections (default 400)
+# and REALIP_MULTIHOST_CHECKERS_DEBUG getpeername() threads (default 8),
+# and at the end of each boot vmtest/sanitize-end.sh (lockdep still on,
+# two kmemleak scans after the unload, KFENCE's counters). Any sanitizer
+# report fails the boot (DEBUG_TROUBLE_RE in vmtest/lib.sh). Before them,
+# a boot of testdata/hello with a use-after-free, a lock inversion and a
+# leak must fail with KASAN's, lockdep's and kmemleak's reports.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -74,7 +85,7 @@ while (($#)); do
 	*) break ;;
 	esac
 done
-[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--arch A] [--parallel] [--skip-multihost] [--only SUITE] [--receiver kmod|ebpf] ALIAS... (5.10 6.1 6.12 sid)" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--arch A] [--parallel] [--skip-multihost] [--only SUITE] [--receiver kmod|ebpf] ALIAS... (5.10 6.1 6.12 sid debug)" >&2; exit 2; }
 # the architectures, amd64 first, each once
 want_arches=("${arches[@]}")
 arches=()
@@ -113,6 +124,16 @@ conns_arm64=${REALIP_MULTIHOST_CONNS_ARM64:-$conns}
 [[ $conns_arm64 =~ ^[0-9]+$ ]] || { echo "toa.sh: REALIP_MULTIHOST_CONNS_ARM64='$conns_arm64' is not a number" >&2; exit 2; }
 tx_arm64=${REALIP_ARM64_TIMEOUT_X:-3}
 [[ $tx_arm64 =~ ^[1-9][0-9]*$ ]] || { echo "toa.sh: REALIP_ARM64_TIMEOUT_X='$tx_arm64' is not a whole factor" >&2; exit 2; }
+# the debug kernel runs everything about 16 times slower than Debian's 6.1
+# (KASAN, lockdep, kmemleak under TCG): 2000 connections took 9 min there,
+# with resets and timeouts of its own; 400 keep 400 entries live through
+# the unload under load, with the getpeername() threads below
+conns_debug=${REALIP_MULTIHOST_CONNS_DEBUG:-400}
+[[ $conns_debug =~ ^[0-9]+$ ]] || { echo "toa.sh: REALIP_MULTIHOST_CONNS_DEBUG='$conns_debug' is not a number" >&2; exit 2; }
+checkers_debug=${REALIP_MULTIHOST_CHECKERS_DEBUG:-8}
+[[ $checkers_debug =~ ^[1-9][0-9]*$ ]] || { echo "toa.sh: REALIP_MULTIHOST_CHECKERS_DEBUG='$checkers_debug' is not a number" >&2; exit 2; }
+tx_debug=${REALIP_DEBUG_TIMEOUT_X:-6}
+[[ $tx_debug =~ ^[1-9][0-9]*$ ]] || { echo "toa.sh: REALIP_DEBUG_TIMEOUT_X='$tx_debug' is not a whole factor" >&2; exit 2; }
 work=$(mktemp -d /tmp/realip-toa.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -159,6 +180,18 @@ fi
 
 status=0
 boot_opts=() # more run.sh options for the next boot
+debug=0      # 1 while booting the sanitizer kernel (alias debug)
+# guest CMD: the guest's command line for CMD; on the sanitizer kernel,
+# vmtest/sanitize-end.sh runs after it (whatever CMD's result), and the
+# boot fails if either failed.
+guest() {
+	if ((debug)); then
+		# shellcheck disable=SC2016 # $rc is the guest shell's
+		printf 'rc=0; (%s) || rc=1; sh /test/sanitize-end.sh || rc=1; exit $rc' "$1"
+	else
+		printf '%s' "$1"
+	fi
+}
 # boot NAME TAG TIMEOUT PATTERN CMD FILE...: one run.sh boot of $alias on
 # $arch, its result lines prefixed with NAME TAG.
 boot() {
@@ -166,8 +199,18 @@ boot() {
 	shift 5
 	log="$work/$alias-$arch-$name.log"
 	t=$(now)
-	if "$here/run.sh" --arch "$arch" "${boot_opts[@]}" --timeout "$timeout" --log "$log" --cmd "$cmd" "$alias" -- "$@"; then
+	if ((debug)); then
+		# the sanitizers' end-of-boot lines, and every load and unload
+		pattern="$pattern|^sanitizers: |toa: (realip TOA .* loaded|unloaded)"
+		set -- "$@" "$here/sanitize-end.sh"
+	fi
+	if "$here/run.sh" --arch "$arch" "${boot_opts[@]}" --timeout "$timeout" --log "$log" \
+		--cmd "$(guest "$cmd")" "$alias" -- "$@"; then
 		grep -E "$pattern" "$log" | sed "s|^|$name $tag: |"
+		if ((debug)); then
+			echo "$name $tag: toa.ko loaded $(grep -cE 'toa: realip TOA .* loaded' "$log") times," \
+				"unloaded $(grep -c 'toa: unloaded' "$log") times; no sanitizer report"
+		fi
 		echo "$name $tag: passed in $(since "$t")s"
 	else
 		grep -E "$pattern" "$log" | sed "s|^|$name $tag: |" || true
@@ -195,27 +238,73 @@ build_ko() {
 		"vermagic $(strings "$out" | sed -n 's/^vermagic=//p' | head -n 1)"
 }
 
+# prove_sanitizers: on the sanitizer kernel, before toa.ko's boots, one
+# boot of testdata/hello with a use-after-free, a lock inversion and a
+# leak (uaf=1 lockorder=1 leak=1) must fail, with KASAN's, lockdep's and
+# kmemleak's report each on the console: the detectors and the harness's
+# reading of them work, so the boots after it passing means something.
+prove_sanitizers() {
+	local t log=$work/debug-proof.log ko=$dir/hello.ko want missing=() rc=0
+	t=$(now)
+	"$here/build-module.sh" debug "$here/testdata/hello" "$ko" || return 1
+	"$here/run.sh" "${mem[@]}" --timeout $((240 * x)) --log "$log" \
+		--cmd "$(guest 'insmod /test/hello.ko uaf=1 lockorder=1 leak=1 && rmmod hello')" \
+		debug -- "$ko" "$here/sanitize-end.sh" >"$work/debug-proof.out" 2>&1 || rc=$?
+	if ((rc == 0 || rc == 124)); then
+		cat "$work/debug-proof.out" >&2
+		echo "proof debug: FAILED: a boot with a use-after-free, a lock inversion and a leak $( ((rc)) && echo timed out || echo passed)" >&2
+		return 1
+	fi
+	for want in 'BUG: KASAN: [a-z-]*use-after-free in hello' 'WARNING: possible circular locking dependency detected' \
+		'unreferenced object 0x[0-9a-f]+ \(size 64\)'; do
+		if grep -qE "$want" "$log"; then
+			echo "proof debug: $(grep -m 1 -oE "$want" "$log")"
+		else
+			missing+=("$want")
+		fi
+	done
+	if ((${#missing[@]})); then
+		tail -n 80 "$log" >&2
+		printf 'proof debug: FAILED: no report matching %s\n' "${missing[@]}" >&2
+		return 1
+	fi
+	echo "proof debug: the boot failed as it must: $(grep -m 1 'FAIL after' "$work/debug-proof.out" | sed 's/.*FAIL after [0-9.]*s: //; s/ (log .*//') ($(since "$t")s)"
+}
+
 # kernels ARCH ALIAS...: toa.ko and the boots for each kernel on ARCH, one
 # kernel after the other; returns 1 when anything failed.
 kernels() {
-	local arch=$1 alias dir tag x n
+	local arch=$1 alias dir tag x n mem mhopts
 	shift
 	for alias; do
-		dir=$work/$arch tag=$alias x=1 n=$conns
+		dir=$work/$arch tag=$alias x=1 n=$conns debug=0 mem=() mhopts=''
+		if [[ $alias == debug ]]; then
+			if [[ $arch != amd64 ]]; then
+				echo "toa.sh: debug (the sanitizer kernel) is amd64 only: not booted on $arch"
+				continue
+			fi
+			# KASAN's shadow is an eighth of memory, kmemleak and lockdep
+			# keep their own tables, and everything runs several times
+			# slower under TCG
+			# kasan_multi_shot: every KASAN report, not the first only
+			debug=1 x=$tx_debug n=$conns_debug mem=(--mem 2G --append kasan_multi_shot)
+			mhopts="-checkers $checkers_debug"
+		fi
 		if [[ $arch == arm64 ]]; then
 			tag=$alias/arm64 x=$tx_arm64 n=$conns_arm64
 		fi
 		build_ko || { status=1; continue; }
-		boot_opts=(--kmod-if-any tls) # toacheck attaches kTLS to a taken-over socket
+		if ((debug)); then prove_sanitizers || status=1; fi
+		boot_opts=("${mem[@]}" --kmod-if-any tls) # toacheck attaches kTLS to a taken-over socket
 		if wanted toa; then
 			boot toa "$tag" $((240 * x * ${#receivers[@]})) '^(ok|FAIL) |^toacheck: ' \
 				"$(per_receiver "/test/toacheck -receiver RECEIVER -module /test/toa.ko")" "$dir/toacheck" "$dir/toa.ko"
 		fi
-		boot_opts=()
+		boot_opts=("${mem[@]}")
 		if ((multihost)); then
 			cp "$dir/toa.ko" "$dir/mh/toa.ko"
 			boot multihost "$tag" $((600 * x * ${#receivers[@]})) '^(ok|FAIL|info) ' \
-				"$(per_receiver "/test/multihost -receiver RECEIVER -conns $n -timeout $((600 * x - 30))s")" "$dir/mh"
+				"$(per_receiver "/test/multihost -receiver RECEIVER -conns $n ${mhopts:+$mhopts }-timeout $((600 * x - 30))s")" "$dir/mh"
 		fi
 		if wanted agent; then
 			boot agent "$tag" $((240 * x)) '^(PASS|FAIL) ' "/test/agent-vmtest -module /test/toa.ko" "$dir/agent-vmtest" "$dir/toa.ko"
@@ -224,18 +313,31 @@ kernels() {
 	return "$status"
 }
 
-if ((parallel && ${#arches[@]} > 1)); then
-	# one chain of boots per architecture, side by side: each guest runs
-	# its vCPUs on one host thread, so two guests keep two cores busy.
-	# Each chain's output is shown when it ends, amd64 first.
+# with --parallel: chains of boots side by side, one per architecture, and
+# the sanitizer kernel (debug) in a chain of its own, its boots being the
+# longest; each guest runs its vCPUs on one host thread, so two guests keep
+# two cores busy. Each chain's output is shown when it ends, in order.
+chains=() # "ARCH ALIAS..." per chain
+if ((parallel)); then
+	others=() with_debug=0
+	for alias in "$@"; do
+		if [[ $alias == debug && " ${arches[*]} " == *" amd64 "* ]]; then with_debug=1; else others+=("$alias"); fi
+	done
+	if ((${#others[@]})); then
+		for arch in "${arches[@]}"; do chains+=("$arch ${others[*]}"); done
+	fi
+	if ((with_debug)); then chains+=("amd64 debug"); fi
+fi
+if ((${#chains[@]} > 1)); then
 	pids=()
-	for arch in "${arches[@]}"; do
-		kernels "$arch" "$@" >"$work/$arch.out" 2>&1 &
+	for i in "${!chains[@]}"; do
+		# shellcheck disable=SC2086 # "ARCH ALIAS..." split on purpose
+		kernels ${chains[$i]} >"$work/chain$i.out" 2>&1 &
 		pids+=("$!")
 	done
-	for i in "${!arches[@]}"; do
+	for i in "${!chains[@]}"; do
 		wait "${pids[$i]}" || status=1
-		cat "$work/${arches[$i]}.out"
+		cat "$work/chain$i.out"
 	done
 else
 	for alias in "$@"; do
