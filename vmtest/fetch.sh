@@ -85,6 +85,7 @@ if ((busybox)); then
 fi
 [[ -n $alias ]] || usage
 check_alias "$alias"
+[[ $alias != debug ]] || die "the debug kernel is built, not fetched: vmtest/debug-kernel.sh"
 
 mkdir -p "$CACHE/aliases" "$CACHE/kernels"
 exec 8>"$CACHE/.fetch-$alias-$arch.lock"

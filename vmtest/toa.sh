@@ -171,6 +171,15 @@ for arch in "${arches[@]}"; do
 	build_progs "$arch"
 done
 echo "toa.sh: test programs built for ${arches[*]} in $(since "$t0")s"
+# The sanitizer kernel's boots get a folder of their own, a copy of
+# amd64's programs made before any chain starts: toa.ko is built per
+# kernel into the folder (and copied into its mh/), so with --parallel the
+# amd64 chain would replace the debug chain's toa.ko under it (CI caught
+# "toa.ko is built for 7.2.13+deb14-amd64, the guest runs
+# 6.1.192-realip-debug").
+if [[ " $* " == *" debug "* && -d $work/amd64 ]]; then
+	cp -a "$work/amd64" "$work/amd64-debug"
+fi
 # The cases, as each receiver must pass them (the host runs the amd64
 # build: static, no kernel needed to print a table).
 if ((${#receivers[@]} == 2)) && [[ -x $work/amd64/toacheck ]]; then
@@ -288,6 +297,7 @@ kernels() {
 			# slower under TCG
 			# kasan_multi_shot: every KASAN report, not the first only
 			debug=1 x=$tx_debug n=$conns_debug mem=(--mem 2G --append kasan_multi_shot)
+			dir=$work/$arch-debug
 			mhopts="-checkers $checkers_debug"
 		fi
 		if [[ $arch == arm64 ]]; then
