@@ -73,8 +73,8 @@ eq "module version (sysfs)" "$(cat /sys/module/toa/version 2>/dev/null)" "$(modi
 pid=$(mainpid)
 status=/proc/$pid/status
 # CAP_NET_ADMIN (12), CAP_SYS_MODULE (16), CAP_PERFMON (38), CAP_BPF (39)
-eq "bounding set = CAP_NET_ADMIN|CAP_SYS_MODULE|CAP_PERFMON|CAP_BPF" "$(awk '/^CapBnd:/ {print $2}' "$status")" 000000c000011000
-eq "effective set" "$(awk '/^CapEff:/ {print $2}' "$status")" 000000c000011000
+eq "bounding set = CAP_NET_ADMIN|CAP_SYS_MODULE|CAP_PERFMON|CAP_BPF|CAP_NET_BIND_SERVICE" "$(awk '/^CapBnd:/ {print $2}' "$status")" 000000c000011400
+eq "effective set" "$(awk '/^CapEff:/ {print $2}' "$status")" 000000c000011400
 eq "no_new_privs" "$(awk '/^NoNewPrivs:/ {print $2}' "$status")" 1
 eq "seccomp filter mode" "$(awk '/^Seccomp:/ {print $2}' "$status")" 2
 check "own mount namespace" test "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/1/ns/mnt)"
