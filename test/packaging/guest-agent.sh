@@ -72,7 +72,7 @@ eq "module version (sysfs)" "$(cat /sys/module/toa/version 2>/dev/null)" "$(modi
 # --- hardening, as the kernel applies it to the running process
 pid=$(mainpid)
 status=/proc/$pid/status
-# CAP_NET_ADMIN (12), CAP_SYS_MODULE (16), CAP_PERFMON (38), CAP_BPF (39)
+# CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_SYS_MODULE (16), CAP_PERFMON (38), CAP_BPF (39)
 eq "bounding set = CAP_NET_ADMIN|CAP_SYS_MODULE|CAP_PERFMON|CAP_BPF|CAP_NET_BIND_SERVICE" "$(awk '/^CapBnd:/ {print $2}' "$status")" 000000c000011400
 eq "effective set" "$(awk '/^CapEff:/ {print $2}' "$status")" 000000c000011400
 eq "no_new_privs" "$(awk '/^NoNewPrivs:/ {print $2}' "$status")" 1
