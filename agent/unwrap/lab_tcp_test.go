@@ -4,7 +4,6 @@ package unwrap
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,14 +27,11 @@ import (
 // measurement.
 const tcpWaitLimit = 30 * time.Second
 
-// Addresses of the TCP lab (documentation prefixes only). The edge has a
-// second IPv4 address, outside the relays' trusted prefixes.
+// Addresses of the TCP lab besides the relay lab's (documentation prefixes
+// only). The edge has a second IPv4 address, outside the relays' trusted
+// prefixes.
 var (
-	tcpEdge4      = netip.MustParseAddr("192.0.2.1")
 	tcpUntrusted4 = netip.MustParseAddr("192.0.2.3")
-	tcpOrigin4    = netip.MustParseAddr("192.0.2.2")
-	tcpEdge6      = netip.MustParseAddr("2001:db8:1::1")
-	tcpOrigin6    = netip.MustParseAddr("2001:db8:1::2")
 	tcpClient4    = netip.MustParseAddr("198.51.100.7")
 	tcpClient6    = netip.MustParseAddr("2001:db8:77::7")
 	// What the client connected to on the edge, as the header says.
@@ -45,48 +41,23 @@ var (
 
 // tcpTrusted are the edge's own addresses on the link, not tcpUntrusted4.
 func tcpTrusted() []netip.Prefix {
-	return []netip.Prefix{netip.PrefixFrom(tcpEdge4, 32), netip.PrefixFrom(tcpEdge6, 128)}
+	return []netip.Prefix{netip.PrefixFrom(labEdge4, 32), netip.PrefixFrom(labEdge6, 128)}
 }
 
-// tcpLab is an edge host linked to an origin host. The origin routes
-// replies to non-local addresses from its loopback servers back to itself,
-// as transparent sockets need, and runs an echo server on 127.0.0.1 and
-// one on [::1].
+// tcpLab is the relay lab with a second IPv4 address on the edge
+// (tcpUntrusted4) and an echo server on the origin's 127.0.0.1 and one on
+// its [::1].
 type tcpLab struct {
-	edge, origin     *netns.Host
+	relayLab
 	server4, server6 *tcpEchoServer
 }
 
 func newTCPLab(t *testing.T) *tcpLab {
 	t.Helper()
-	lab := netns.NewLab(t)
-	l := &tcpLab{edge: lab.Host("edge"), origin: lab.Host("origin")}
-	lab.Link(l.edge, l.origin,
-		[]netip.Prefix{netip.PrefixFrom(tcpEdge4, 24), netip.PrefixFrom(tcpUntrusted4, 24), netip.PrefixFrom(tcpEdge6, 64)},
-		[]netip.Prefix{netip.PrefixFrom(tcpOrigin4, 24), netip.PrefixFrom(tcpOrigin6, 64)})
-	tcpRouteLocal(t, l.origin)
+	l := &tcpLab{relayLab: newRelayLab(t, netip.PrefixFrom(tcpUntrusted4, 24))}
 	l.server4 = startTCPEcho(t, l.origin, "127.0.0.1:0")
 	l.server6 = startTCPEcho(t, l.origin, "[::1]:0")
 	return l
-}
-
-// tcpRouteLocal installs the policy routing transparent sockets need, by
-// hand until package internal/tproute does it: replies from the loopback
-// servers go to a table that makes every address local.
-func tcpRouteLocal(t *testing.T, h *netns.Host) {
-	t.Helper()
-	cmds := [][]string{
-		{"rule", "add", "from", "127.0.0.0/8", "iif", "lo", "lookup", "100"},
-		{"route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"},
-		{"-6", "rule", "add", "from", "::1/128", "iif", "lo", "lookup", "100"},
-		{"-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100"},
-	}
-	for _, args := range cmds {
-		out, err := h.Command(context.Background(), "ip", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
 }
 
 // tcpEchoServer is a server that knows nothing of headers: it records the
@@ -208,16 +179,9 @@ func startTCPRelayIn(t *testing.T, h *netns.Host, e Entry) *Relay {
 	}
 	e = e.withDefaults()
 	opt := Options{Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	dial := func(ctx context.Context, client, server netip.AddrPort) (c net.Conn, err error) {
-		err = h.Do(func() (err error) {
-			c, err = dialTransparent(ctx, "tcp", client, server, opt.Mark, DefaultDialTimeout)
-			return err
-		})
-		return c, err
-	}
 	var impl *tcpRelay
 	err := h.Do(func() (err error) {
-		impl, err = listenTCP(e, opt, dial)
+		impl, err = listenTCP(e, opt, dialIn(h, "tcp", opt.Mark))
 		return err
 	})
 	if err != nil {

@@ -4,7 +4,6 @@ package unwrap
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/realip/realip/internal/netns"
 	"github.com/realip/realip/wire"
 )
 
@@ -21,53 +19,23 @@ import (
 // never a measure of speed.
 const udpWaitBound = 10 * time.Second
 
-// Addresses of the UDP lab: an edge host and an origin host on one link.
+// The clients the edge speaks for in the UDP tests, and the addresses they
+// sent to.
 var (
-	labEdge4   = netip.MustParseAddr("192.0.2.1")
-	labOrigin4 = netip.MustParseAddr("192.0.2.2")
-	labEdge6   = netip.MustParseAddr("2001:db8:1::1")
-	labOrigin6 = netip.MustParseAddr("2001:db8:1::2")
-	// The clients the edge speaks for, and the addresses they sent to.
 	labClient4 = netip.MustParseAddrPort("198.51.100.7:40001")
 	labClient6 = netip.MustParseAddrPort("[2001:db8:77::7]:40001")
 	labVIP4    = netip.MustParseAddrPort("203.0.113.10:5353")
 	labVIP6    = netip.MustParseAddrPort("[2001:db8:ff::10]:5353")
 )
 
-// udpLab is an edge namespace linked to an origin namespace whose loopback
-// routes the replies of local servers to transparent sockets.
+// udpLab is the relay lab of the UDP tests.
 type udpLab struct {
-	edge, origin *netns.Host
+	relayLab
 }
 
 func newUDPLab(t *testing.T) *udpLab {
 	t.Helper()
-	lab := netns.NewLab(t)
-	l := &udpLab{edge: lab.Host("edge"), origin: lab.Host("origin")}
-	lab.Link(l.edge, l.origin,
-		[]netip.Prefix{netip.PrefixFrom(labEdge4, 24), netip.PrefixFrom(labEdge6, 64)},
-		[]netip.Prefix{netip.PrefixFrom(labOrigin4, 24), netip.PrefixFrom(labOrigin6, 64)})
-	l.transparentRouting(t)
-	return l
-}
-
-// transparentRouting makes the origin deliver locally what its loopback
-// servers send to any address, so their replies reach the transparent
-// sockets bound to client addresses. Package internal/tproute will do this
-// over rtnetlink.
-func (l *udpLab) transparentRouting(t *testing.T) {
-	t.Helper()
-	for _, args := range [][]string{
-		{"rule", "add", "from", "127.0.0.0/8", "iif", "lo", "lookup", "100"},
-		{"route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"},
-		{"-6", "rule", "add", "from", "::1/128", "iif", "lo", "lookup", "100"},
-		{"-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100"},
-	} {
-		out, err := l.origin.Command(context.Background(), "ip", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("origin: ip %v: %v: %s", args, err, out)
-		}
-	}
+	return &udpLab{newRelayLab(t)}
 }
 
 // relay starts the UDP engine for e in the origin; the flows' sockets are
@@ -77,17 +45,16 @@ func (l *udpLab) relay(t *testing.T, e Entry) *udpRelay {
 	if err := e.Validate(); err != nil {
 		t.Fatalf("entry: %v", err)
 	}
-	e = e.withDefaults()
-	dial := func(ctx context.Context, client, server netip.AddrPort) (c net.Conn, err error) {
-		err = l.origin.Do(func() error {
-			c, err = dialTransparent(ctx, "udp", client, server, 0, DefaultDialTimeout)
-			return err
-		})
-		return c, err
-	}
+	return l.relayLoops(t, e.withDefaults(), udpReadLoops())
+}
+
+// relayLoops is relay with loops listening sockets, for e with its
+// defaults already applied.
+func (l *udpLab) relayLoops(t *testing.T, e Entry, loops int) *udpRelay {
+	t.Helper()
 	var r *udpRelay
 	err := l.origin.Do(func() (err error) {
-		r, err = newUDPRelay(e, Options{}, dial)
+		r, err = newUDPRelayLoops(e, Options{}, dialIn(l.origin, "udp", 0), loops)
 		return err
 	})
 	if err != nil {

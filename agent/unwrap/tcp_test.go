@@ -26,8 +26,8 @@ const tcpRelayPort = 7000
 // ways, and the edge's half-close reaches the server, which still answers.
 func TestTCPRelay(t *testing.T) {
 	l := newTCPLab(t)
-	listen4 := netip.AddrPortFrom(tcpOrigin4, tcpRelayPort)
-	listen6 := netip.AddrPortFrom(tcpOrigin6, tcpRelayPort)
+	listen4 := netip.AddrPortFrom(labOrigin4, tcpRelayPort)
+	listen6 := netip.AddrPortFrom(labOrigin6, tcpRelayPort)
 	relay4 := startTCPRelayIn(t, l.origin, l.tcpEntry(listen4))
 	relay6 := startTCPRelayIn(t, l.origin, l.tcpEntry(listen6))
 
@@ -50,9 +50,9 @@ func TestTCPRelay(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			relay, listen, src := relay4, listen4, tcpEdge4
+			relay, listen, src := relay4, listen4, labEdge4
 			if tc.v6Edge {
-				relay, listen, src = relay6, listen6, tcpEdge6
+				relay, listen, src = relay6, listen6, labEdge6
 			}
 			server := l.server4
 			if tc.client.Addr().Is6() {
@@ -100,19 +100,19 @@ type tcpRejectCase struct {
 // the relay keeps serving.
 func TestTCPRelayRejects(t *testing.T) {
 	l := newTCPLab(t)
-	e := l.tcpEntry(netip.AddrPortFrom(tcpOrigin4, tcpRelayPort))
+	e := l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort))
 	e.Accept = []wire.Proto{wire.PPv2}
 	strict := startTCPRelayIn(t, l.origin, e)
 
-	e = l.tcpEntry(netip.AddrPortFrom(tcpOrigin4, tcpRelayPort+1))
+	e = l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort+1))
 	e.Untrusted = listener.UntrustedIgnore
 	ignore := startTCPRelayIn(t, l.origin, e)
 
-	e = l.tcpEntry(netip.AddrPortFrom(tcpOrigin4, tcpRelayPort+2))
+	e = l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort+2))
 	e.To6 = netip.AddrPort{}
 	only4 := startTCPRelayIn(t, l.origin, e)
 
-	e = l.tcpEntry(netip.AddrPortFrom(tcpOrigin4, tcpRelayPort+3))
+	e = l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort+3))
 	e.To, e.To6 = tcpClosedPort(t, l, "127.0.0.1:0"), tcpClosedPort(t, l, "[::1]:0")
 	noServer := startTCPRelayIn(t, l.origin, e)
 
@@ -137,19 +137,19 @@ func TestTCPRelayRejects(t *testing.T) {
 				s.Listener.IgnoredHeaders++
 				s.Conns++
 			}},
-		{name: "malformed header", relay: strict, src: tcpEdge4, pre: malformed,
+		{name: "malformed header", relay: strict, src: labEdge4, pre: malformed,
 			want: func(s *Stats) { s.Listener.Rejected[listener.ReasonMalformed]++ }},
-		{name: "served after a malformed header", relay: strict, src: tcpEdge4, pre: tcpHeader(t, 2, c4(41005)), served: true, client: c4(41005),
+		{name: "served after a malformed header", relay: strict, src: labEdge4, pre: tcpHeader(t, 2, c4(41005)), served: true, client: c4(41005),
 			want: func(s *Stats) { s.Listener.Accepted[wire.PPv2]++; s.Conns++ }},
-		{name: "ppv1 not accepted", relay: strict, src: tcpEdge4, pre: tcpHeader(t, 1, c4(41006)),
+		{name: "ppv1 not accepted", relay: strict, src: labEdge4, pre: tcpHeader(t, 1, c4(41006)),
 			want: func(s *Stats) { s.Listener.Rejected[listener.ReasonProtocol]++ }},
-		{name: "ipv6 client without to6", relay: only4, src: tcpEdge4, pre: tcpHeader(t, 2, c6(41007)),
+		{name: "ipv6 client without to6", relay: only4, src: labEdge4, pre: tcpHeader(t, 2, c6(41007)),
 			want: func(s *Stats) { s.Listener.Accepted[wire.PPv2]++; s.NoTarget++ }},
-		{name: "ipv4 client with to only", relay: only4, src: tcpEdge4, pre: tcpHeader(t, 2, c4(41008)), served: true, client: c4(41008),
+		{name: "ipv4 client with to only", relay: only4, src: labEdge4, pre: tcpHeader(t, 2, c4(41008)), served: true, client: c4(41008),
 			want: func(s *Stats) { s.Listener.Accepted[wire.PPv2]++; s.Conns++ }},
-		{name: "nothing listening at to", relay: noServer, src: tcpEdge4, pre: tcpHeader(t, 2, c4(41009)),
+		{name: "nothing listening at to", relay: noServer, src: labEdge4, pre: tcpHeader(t, 2, c4(41009)),
 			want: func(s *Stats) { s.Listener.Accepted[wire.PPv2]++; s.DialErrors++ }},
-		{name: "nothing listening at to6", relay: noServer, src: tcpEdge4, pre: tcpHeader(t, 1, c6(41010)),
+		{name: "nothing listening at to6", relay: noServer, src: labEdge4, pre: tcpHeader(t, 1, c6(41010)),
 			want: func(s *Stats) { s.Listener.Accepted[wire.PPv1]++; s.DialErrors++ }},
 	}
 	for i, tc := range cases {
@@ -208,19 +208,19 @@ func tcpClosedPort(t *testing.T, l *tcpLab, addr string) netip.AddrPort {
 // them, and serves again once a connection ended.
 func TestTCPRelayMaxConns(t *testing.T) {
 	l := newTCPLab(t)
-	e := l.tcpEntry(netip.AddrPortFrom(tcpOrigin4, tcpRelayPort))
+	e := l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort))
 	e.MaxConns = 1
 	r := startTCPRelayIn(t, l.origin, e)
 	listen := e.Listen
 
 	first := netip.AddrPortFrom(tcpClient4, 42001)
-	a := l.tcpDial(t, tcpEdge4, listen)
+	a := l.tcpDial(t, labEdge4, listen)
 	l.ping(t, a, tcpHeader(t, 2, first))
 	if got := l.server4.takePeer(t); got != first {
 		t.Fatalf("server accepted %s, want %s", got, first)
 	}
 
-	x := l.exchange(t, tcpEdge4, listen, tcpHeader(t, 2, netip.AddrPortFrom(tcpClient4, 42002)), []byte("refused"))
+	x := l.exchange(t, labEdge4, listen, tcpHeader(t, 2, netip.AddrPortFrom(tcpClient4, 42002)), []byte("refused"))
 	x.refused(t)
 	l.server4.noPeer(t)
 	if s := r.Stats(); s.ConnsRefused != 1 || s.ConnsLive != 1 || s.Conns != 1 {
@@ -236,7 +236,7 @@ func TestTCPRelayMaxConns(t *testing.T) {
 	tcpWaitStats(t, r, "the first connection to end", func(s Stats) bool { return s.ConnsLive == 0 })
 
 	third := netip.AddrPortFrom(tcpClient4, 42003)
-	x = l.exchange(t, tcpEdge4, listen, tcpHeader(t, 2, third), []byte("served again"))
+	x = l.exchange(t, labEdge4, listen, tcpHeader(t, 2, third), []byte("served again"))
 	x.served(t, []byte("served again"), third)
 	if got := l.server4.takePeer(t); got != third {
 		t.Errorf("server accepted %s, want %s", got, third)
@@ -266,17 +266,17 @@ func (l *tcpLab) ping(t *testing.T, c *net.TCPConn, pre []byte) {
 func TestTCPRelayClose(t *testing.T) {
 	l := newTCPLab(t)
 	baseline := runtime.NumGoroutine()
-	e := l.tcpEntry(netip.AddrPortFrom(tcpOrigin4, tcpRelayPort))
+	e := l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort))
 	r := startTCPRelayIn(t, l.origin, e)
 
 	done := netip.AddrPortFrom(tcpClient4, 43001)
-	l.exchange(t, tcpEdge4, e.Listen, tcpHeader(t, 2, done), []byte("done")).served(t, []byte("done"), done)
+	l.exchange(t, labEdge4, e.Listen, tcpHeader(t, 2, done), []byte("done")).served(t, []byte("done"), done)
 	l.server4.takePeer(t)
 
-	open := l.tcpDial(t, tcpEdge4, e.Listen)
+	open := l.tcpDial(t, labEdge4, e.Listen)
 	l.ping(t, open, tcpHeader(t, 1, netip.AddrPortFrom(tcpClient4, 43002)))
 	l.server4.takePeer(t)
-	partial := l.tcpDial(t, tcpEdge4, e.Listen)
+	partial := l.tcpDial(t, labEdge4, e.Listen)
 	if _, err := partial.Write(tcpHeader(t, 2, netip.AddrPortFrom(tcpClient4, 43003))[:8]); err != nil {
 		t.Fatal(err)
 	}

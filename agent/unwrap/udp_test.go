@@ -4,7 +4,6 @@ package unwrap
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -484,18 +483,7 @@ func TestUDPReadLoops(t *testing.T) {
 	e := udpEntry(labOrigin4, 9900, wire.PPv2)
 	e.Framing = listener.FramingFirstDatagram
 	e = e.withDefaults()
-	dial := func(ctx context.Context, client, server netip.AddrPort) (c net.Conn, err error) {
-		err = l.origin.Do(func() error {
-			c, err = dialTransparent(ctx, "udp", client, server, 0, DefaultDialTimeout)
-			return err
-		})
-		return c, err
-	}
-	var r *udpRelay
-	if err := l.origin.Do(func() (err error) { r, err = newUDPRelayLoops(e, Options{}, dial, loops); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.close() })
+	r := l.relayLoops(t, e, loops)
 	for round := range 2 {
 		for i := range ports {
 			edge := l.edgeSocket(t, labEdge4)

@@ -5,62 +5,28 @@ package integration
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/realip/realip/internal/netns"
-	"github.com/realip/realip/internal/testenv"
 )
 
-var edgeBin struct {
-	once sync.Once
-	path string
-	err  error
-}
+var edgeBin lazyPath
 
 // edgeBinary builds cmd/realip-edge once per test binary run and returns
 // its path.
 func edgeBinary(t *testing.T) string {
 	t.Helper()
-	goTool := testenv.RequireCommand(t, "go")
-	edgeBin.once.Do(func() {
-		edgeBin.path, edgeBin.err = buildCommand(goTool, "./cmd/realip-edge", "realip-edge")
-	})
-	if edgeBin.err != nil {
-		t.Fatalf("build realip-edge: %v", edgeBin.err)
-	}
-	return edgeBin.path
-}
-
-// buildCommand builds the package pkg of the module into tmpDir/name.
-func buildCommand(goTool, pkg, name string) (string, error) {
-	out, err := exec.Command(goTool, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("go env GOMOD: not inside the module")
-	}
-	path := filepath.Join(tmpDir, name)
-	cmd := exec.Command(goTool, "build", "-o", path, pkg)
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-	}
-	return path, nil
+	return moduleBinary(t, &edgeBin, "./cmd/realip-edge", "realip-edge")
 }
 
 // Log messages of realip-edge (slog text handler) the tests wait for.
@@ -70,11 +36,21 @@ const (
 	logMetrics = `msg=metrics `
 )
 
+// daemon is a running program of the module that rereads its file on
+// SIGHUP and logs whether it applied the new one: realip-edge and
+// realip-agent.
+type daemon struct {
+	*netns.Proc
+	host *netns.Host
+	name string // the program, for messages
+	file string // the path of the file it rereads
+	// What it logs when it applied a new file, and when it refused one.
+	appliedMsg, refusedMsg string
+}
+
 // edgeProc is a running realip-edge with its rules file.
 type edgeProc struct {
-	*netns.Proc
-	host  *netns.Host
-	rules string // path of the rules file
+	daemon
 }
 
 // writeFile writes text to path atomically (a reload never sees half a file).
@@ -97,7 +73,7 @@ func startEdge(t *testing.T, h *netns.Host, rulesText string, args ...string) *e
 	path := filepath.Join(t.TempDir(), "rules.txt")
 	writeFile(t, path, rulesText)
 	p := h.Start(t, edgeBinary(t), append([]string{"-rules", path}, args...)...)
-	e := &edgeProc{Proc: p, host: h, rules: path}
+	e := &edgeProc{daemon{Proc: p, host: h, name: "realip-edge", file: path, appliedMsg: logApplied, refusedMsg: logRefused}}
 	waitCount(t, p, logApplied, 1)
 	for _, a := range args {
 		if a == "-metrics" {
@@ -107,42 +83,39 @@ func startEdge(t *testing.T, h *netns.Host, rulesText string, args ...string) *e
 	return e
 }
 
-// signal sends sig to the edge process.
-func (e *edgeProc) signal(t *testing.T, sig syscall.Signal) {
+// signal sends sig to the program (ip netns exec execs it: same process).
+func (d *daemon) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := e.Cmd.Process.Signal(sig); err != nil {
+	if err := d.Cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v: %v", sig, err)
 	}
 }
 
-// reload writes text as the new rules, sends SIGHUP and waits for the
-// outcome: applied (ok) or refused. It returns the log lines the reload
-// printed.
-func (e *edgeProc) reload(t *testing.T, text string, ok bool) string {
+// reload writes text as the new file, sends SIGHUP and waits for the
+// outcome: applied (ok) or refused. It returns what the reload logged.
+func (d *daemon) reload(t *testing.T, text string, ok bool) string {
 	t.Helper()
-	before := e.Output()
-	applied, refused := strings.Count(before, logApplied), strings.Count(before, logRefused)
-	writeFile(t, e.rules, text)
-	e.signal(t, syscall.SIGHUP)
-	deadline := time.Now().Add(ioTimeout)
-	for {
-		out := e.Output()
-		gotApplied, gotRefused := strings.Count(out, logApplied) > applied, strings.Count(out, logRefused) > refused
-		if gotApplied || gotRefused {
-			if gotApplied != ok {
-				t.Fatalf("reload: applied %v, want %v:\n%s", gotApplied, ok, out[len(before):])
-			}
-			return out[len(before):]
+	before := d.Output()
+	applied, refused := strings.Count(before, d.appliedMsg), strings.Count(before, d.refusedMsg)
+	writeFile(t, d.file, text)
+	d.signal(t, syscall.SIGHUP)
+	var out string
+	waitFor(t, ioTimeout, func() bool {
+		out = d.Output()
+		if strings.Count(out, d.appliedMsg) > applied || strings.Count(out, d.refusedMsg) > refused {
+			return true
 		}
 		select {
-		case <-e.Done():
-			t.Fatalf("realip-edge exited (%v) on SIGHUP:\n%s", e.Err(), out)
-		case <-time.After(5 * time.Millisecond):
+		case <-d.Done():
+			t.Fatalf("%s exited (%v) on SIGHUP:\n%s", d.name, d.Err(), out)
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload outcome logged within %v:\n%s", ioTimeout, out[len(before):])
-		}
+		return false
+	}, func() string { return "no reload outcome logged:\n" + out[len(before):] })
+	if got := strings.Count(out, d.appliedMsg) > applied; got != ok {
+		t.Fatalf("%s reload: applied %v, want %v:\n%s", d.name, got, ok, out[len(before):])
 	}
+	return out[len(before):]
 }
 
 // waitCount waits until p's output holds want at least n times, failing if

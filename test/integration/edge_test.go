@@ -381,8 +381,8 @@ udp:2003 %[1]s 9002 off ppv2 changed later
 
 	t.Run("bad file", func(t *testing.T) {
 		out := e.reload(t, v1+"this is not a rule\n", false)
-		if !strings.Contains(out, e.rules+":6:") {
-			t.Errorf("the refusal does not name %s:6:\n%s", e.rules, out)
+		if !strings.Contains(out, e.file+":6:") {
+			t.Errorf("the refusal does not name %s:6:\n%s", e.file, out)
 		}
 		unchanged(t)
 	})

@@ -46,7 +46,7 @@ var (
 // addresses.
 var edgeTrust = edgeBackV4.String() + "/32," + edgeBackV6.String() + "/128"
 
-// tmpDir holds what the test binary builds once (the whoami binary).
+// tmpDir holds what the test binary builds once (moduleBinary).
 var tmpDir string
 
 func TestMain(m *testing.M) {
@@ -61,27 +61,43 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var whoami struct {
+// lazyPath is a path found or built once per test binary run.
+type lazyPath struct {
 	once sync.Once
 	path string
 	err  error
 }
 
+// get returns the path, finding it with find the first time; a failure
+// fails every test that asks, with what as its context.
+func (o *lazyPath) get(t *testing.T, what string, find func() (string, error)) string {
+	t.Helper()
+	o.once.Do(func() { o.path, o.err = find() })
+	if o.err != nil {
+		t.Fatalf("%s: %v", what, o.err)
+	}
+	return o.path
+}
+
+// moduleBinary builds the package pkg of the module into tmpDir/name once
+// per test binary run (b holds the outcome) and returns its path.
+func moduleBinary(t *testing.T, b *lazyPath, pkg, name string) string {
+	t.Helper()
+	goTool := testenv.RequireCommand(t, "go")
+	return b.get(t, "build "+name, func() (string, error) { return buildCommand(goTool, pkg, name) })
+}
+
+var whoamiBin lazyPath
+
 // whoamiBinary builds examples/whoami once per test binary run and returns
 // its path.
 func whoamiBinary(t *testing.T) string {
 	t.Helper()
-	goTool := testenv.RequireCommand(t, "go")
-	whoami.once.Do(func() {
-		whoami.path, whoami.err = buildWhoami(goTool)
-	})
-	if whoami.err != nil {
-		t.Fatalf("build whoami: %v", whoami.err)
-	}
-	return whoami.path
+	return moduleBinary(t, &whoamiBin, "./examples/whoami", "whoami")
 }
 
-func buildWhoami(goTool string) (string, error) {
+// buildCommand builds the package pkg of the module into tmpDir/name.
+func buildCommand(goTool, pkg, name string) (string, error) {
 	out, err := exec.Command(goTool, "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -90,11 +106,11 @@ func buildWhoami(goTool string) (string, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("go env GOMOD: not inside the module")
 	}
-	path := filepath.Join(tmpDir, "whoami")
-	cmd := exec.Command(goTool, "build", "-o", path, "./examples/whoami")
+	path := filepath.Join(tmpDir, name)
+	cmd := exec.Command(goTool, "build", "-o", path, pkg)
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
 	return path, nil
 }
@@ -141,17 +157,7 @@ func startWhoami(t *testing.T, h *netns.Host, args ...string) *netns.Proc {
 // waitOutput waits until p has printed want, failing if p exits first.
 func waitOutput(t *testing.T, p *netns.Proc, want string) {
 	t.Helper()
-	deadline := time.Now().Add(ioTimeout)
-	for !strings.Contains(p.Output(), want) {
-		select {
-		case <-p.Done():
-			t.Fatalf("process exited (%v) before printing %q:\n%s", p.Err(), want, p.Output())
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output within %v:\n%s", want, ioTimeout, p.Output())
-		}
-	}
+	waitCount(t, p, want, 1)
 }
 
 // startHAProxy writes cfg to a file, runs HAProxy with it in the edge's

@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,23 +42,12 @@ const (
 	logAgentRefused  = `msg="configuration not applied; the previous one stays in force"`
 )
 
-var agentBin struct {
-	once sync.Once
-	path string
-	err  error
-}
+var agentBin lazyPath
 
 // agentBinary builds cmd/realip-agent once per test binary run.
 func agentBinary(t *testing.T) string {
 	t.Helper()
-	goTool := testenv.RequireCommand(t, "go")
-	agentBin.once.Do(func() {
-		agentBin.path, agentBin.err = buildCommand(goTool, "./cmd/realip-agent", "realip-agent")
-	})
-	if agentBin.err != nil {
-		t.Fatalf("build realip-agent: %v", agentBin.err)
-	}
-	return agentBin.path
+	return moduleBinary(t, &agentBin, "./cmd/realip-agent", "realip-agent")
 }
 
 // unwrapEntry is one entry of the agent's unwrap list, as the file spells
@@ -102,9 +90,7 @@ func unwrapYAML(entries ...unwrapEntry) string {
 
 // agentProc is a running `realip-agent unwrap` with its configuration file.
 type agentProc struct {
-	*netns.Proc
-	host   *netns.Host
-	config string // path of the configuration file
+	daemon
 }
 
 // startAgent writes text to a configuration file and runs the agent on it
@@ -122,39 +108,8 @@ func startAgentFile(t *testing.T, h *netns.Host, path string) *agentProc {
 	t.Helper()
 	p := h.Start(t, agentBinary(t), "unwrap", "-config", path)
 	waitCount(t, p, logAgentServing, 1)
-	return &agentProc{Proc: p, host: h, config: path}
-}
-
-// signal sends sig to the agent (ip netns exec execs it: same process).
-func (a *agentProc) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := a.Cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %v: %v", sig, err)
-	}
-}
-
-// reload writes text as the new configuration, sends SIGHUP and waits for
-// the outcome: applied (ok) or refused. It returns what the reload logged.
-func (a *agentProc) reload(t *testing.T, text string, ok bool) string {
-	t.Helper()
-	before := a.Output()
-	applied, refused := strings.Count(before, logAgentReloaded), strings.Count(before, logAgentRefused)
-	writeFile(t, a.config, text)
-	a.signal(t, syscall.SIGHUP)
-	var out string
-	waitFor(t, ioTimeout, func() bool {
-		select {
-		case <-a.Done():
-			t.Fatalf("realip-agent exited (%v) on SIGHUP:\n%s", a.Err(), a.Output())
-		default:
-		}
-		out = a.Output()
-		return strings.Count(out, logAgentReloaded) > applied || strings.Count(out, logAgentRefused) > refused
-	}, func() string { return "no reload outcome logged:\n" + out[len(before):] })
-	if got := strings.Count(out, logAgentReloaded) > applied; got != ok {
-		t.Fatalf("reload applied %v, want %v:\n%s", got, ok, out[len(before):])
-	}
-	return out[len(before):]
+	return &agentProc{daemon{Proc: p, host: h, name: "realip-agent", file: path,
+		appliedMsg: logAgentReloaded, refusedMsg: logAgentRefused}}
 }
 
 // metrics scrapes the agent's /metrics.
@@ -278,28 +233,21 @@ func processesIn(t *testing.T, h *netns.Host) []string {
 	return names
 }
 
-var python struct {
-	once sync.Once
-	path string
-	err  error
-}
+var python lazyPath
 
 // pythonBinary returns the python3 interpreter's own path (not a shim that
 // may need the caller's environment).
 func pythonBinary(t *testing.T) string {
 	t.Helper()
 	p := testenv.RequireCommand(t, "python3")
-	python.once.Do(func() {
+	return python.get(t, "python3", func() (string, error) {
 		out, err := exec.Command(p, "-c", "import sys; print(sys.executable)").Output()
-		python.path, python.err = strings.TrimSpace(string(out)), err
-		if err == nil && python.path == "" {
-			python.path = p
+		path := strings.TrimSpace(string(out))
+		if err == nil && path == "" {
+			path = p
 		}
+		return path, err
 	})
-	if python.err != nil {
-		t.Fatalf("python3: %v", python.err)
-	}
-	return python.path
 }
 
 // startHTTPServer runs `python3 -m http.server PORT --bind ADDR` serving

@@ -531,7 +531,7 @@ func TestUnwrapCrashAndCleanStop(t *testing.T) {
 
 	a.signal(t, syscall.SIGKILL)
 	waitExit(t, a.Proc, ioTimeout)
-	a = startAgentFile(t, l.origin, a.config)
+	a = startAgentFile(t, l.origin, a.file)
 	serve(t)
 	if got := routingState(t, l.origin); got != running {
 		t.Errorf("routing after a SIGKILL and a restart differs from the first run's:\n%s\nfirst run:\n%s", got, running)

@@ -79,21 +79,14 @@ func statusFlags(fs *flag.FlagSet, v *flagValues) {
 	fs.StringVar(&v.config, "config", "", "also tell whether this configuration file is in force")
 }
 
-func runRun(inv *invocation) int {
-	a, err := agent.New(inv.opts)
-	if err != nil {
-		return inv.fail(err)
-	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	if err := a.Run(context.Background(), inv.flags.config, sigs); err != nil {
-		return inv.fail(err)
-	}
-	return exitOK
-}
+func runRun(inv *invocation) int { return runServing(inv, (*agent.Agent).Run) }
 
-func runUnwrap(inv *invocation) int {
+func runUnwrap(inv *invocation) int { return runServing(inv, (*agent.Agent).RunUnwrap) }
+
+// runServing makes an agent and runs serve (Agent.Run or Agent.RunUnwrap)
+// on the configuration file until it returns, handing it SIGHUP, SIGTERM
+// and SIGINT.
+func runServing(inv *invocation, serve func(*agent.Agent, context.Context, string, <-chan os.Signal) error) int {
 	a, err := agent.New(inv.opts)
 	if err != nil {
 		return inv.fail(err)
@@ -101,7 +94,7 @@ func runUnwrap(inv *invocation) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	if err := a.RunUnwrap(context.Background(), inv.flags.config, sigs); err != nil {
+	if err := serve(a, context.Background(), inv.flags.config, sigs); err != nil {
 		return inv.fail(err)
 	}
 	return exitOK
