@@ -50,6 +50,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$root/bench/lib.sh" # stop_jobs, round
 reps=${REPS:-3}
 dur=${DUR:-3s}
 warm=${WARM:-0.5s}
@@ -75,17 +77,10 @@ if ((${#missing[@]})); then
 fi
 
 work=$(mktemp -d /tmp/edge-bench.XXXXXX)
-# cleanup stops what this script started: its own background jobs, by PID
-# (jobs -p lists only children not yet reaped, so no PID can be a stranger's).
+# cleanup stops what this script started (its own background jobs, see
+# stop_jobs) and removes its directory.
 cleanup() {
-	local i
-	kill -TERM $(jobs -p) 2>/dev/null || true
-	for i in $(seq 30); do
-		[[ -z $(jobs -rp) ]] && break
-		sleep 0.1
-	done
-	kill -KILL $(jobs -rp) 2>/dev/null || true
-	wait 2>/dev/null || true
+	stop_jobs 30
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -226,16 +221,6 @@ measure() {
 	conn) "$load" conn -addr "127.0.0.1:$p" -workers "$workers" "${common[@]}" ;;
 	udp) "$load" udp -addr "127.0.0.1:$p" -flows "$flows" -window "$window" "${common[@]}" ;;
 	esac
-}
-
-# round REP DUR: every load against every relay, relays rotated by REP.
-round() {
-	local rep=$1 d=$2 n=${#relays[@]} kind i
-	for kind in $loads; do
-		for ((i = 0; i < n; i++)); do
-			measure "$kind" "${relays[(i + rep) % n]}" "$rep" "$d"
-		done
-	done
 }
 
 cores=$(nproc)

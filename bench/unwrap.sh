@@ -70,6 +70,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$root/bench/lib.sh" # stop_jobs, round
 reps=${REPS:-5}
 dur=${DUR:-2s}
 warm=${WARM:-0.5s}
@@ -110,18 +112,11 @@ tag=ub$$
 work=$(mktemp -d /tmp/unwrap-bench.XXXXXX)
 hosts=() # namespaces made, $tag-HOST
 
-# cleanup stops what this script started: its own background jobs, by PID
-# (jobs -p lists only children not yet reaped, so no PID can be a
-# stranger's), then deletes its namespaces.
+# cleanup stops what this script started (its own background jobs, see
+# stop_jobs), then deletes its namespaces.
 cleanup() {
-	local rc=$? i h
-	kill -TERM $(jobs -p) 2>/dev/null || true
-	for i in $(seq 50); do
-		[[ -z $(jobs -rp) ]] && break
-		sleep 0.1
-	done
-	kill -KILL $(jobs -rp) 2>/dev/null || true
-	wait 2>/dev/null || true
+	local rc=$? h
+	stop_jobs 50
 	if [[ -e /run/netns/$tag-realip ]] && ip -n "$tag-realip" rule show | grep -q 'proto 82'; then
 		echo "unwrap.sh: realip-agent left routing rules behind after SIGTERM:" >&2
 		ip -n "$tag-realip" rule show | grep 'proto 82' >&2
@@ -327,17 +322,6 @@ measure() {
 	conn) nsx edge "$load" conn -workers "$workers" "${common[@]}" ;;
 	udp) nsx edge "$load" udp -flows "$flows" -window "$window" "${common[@]}" ;;
 	esac | tee -a "$dest" >&2
-}
-
-# round REP DUR FILE: every load against every relay, relays rotated by
-# REP, results appended to FILE.
-round() {
-	local rep=$1 d=$2 dest=$3 n=${#relays[@]} kind i
-	for kind in $loads; do
-		for ((i = 0; i < n; i++)); do
-			measure "$kind" "${relays[(i + rep) % n]}" "$rep" "$d" "$dest"
-		done
-	done
 }
 
 cores=$(nproc)

@@ -9,13 +9,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/realip/realip/bench/internal/loadkit"
 	"github.com/realip/realip/edge"
 )
 
@@ -65,9 +64,7 @@ func runEdge(args []string) error {
 		}
 		defer f.Close()
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
+	loadkit.WaitForStop()
 	pprof.StopCPUProfile()
 	for name, path := range map[string]string{"mutex": *mutexProfile, "block": *blockProfile} {
 		if path == "" {

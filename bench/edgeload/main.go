@@ -20,35 +20,16 @@
 // (the relay) used during the run, from /proc/PID/stat.
 package main
 
-import (
-	"fmt"
-	"os"
-)
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: edgeload origin|wait|tput|conn|udp|report|edge [flags] (edgeload CMD -h for the flags)")
-	os.Exit(2)
-}
+import "github.com/realip/realip/bench/internal/loadkit"
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-	}
-	cmds := map[string]func([]string) error{
-		"origin": runOrigin,
-		"wait":   runWait,
-		"tput":   runTput,
-		"conn":   runConn,
-		"udp":    runUDP,
-		"report": runReport,
-		"edge":   runEdge,
-	}
-	cmd, ok := cmds[os.Args[1]]
-	if !ok {
-		usage()
-	}
-	if err := cmd(os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "edgeload %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
+	loadkit.Main("edgeload", []loadkit.Command{
+		{Name: "origin", Run: runOrigin},
+		{Name: "wait", Run: runWait},
+		{Name: "tput", Run: runTput},
+		{Name: "conn", Run: runConn},
+		{Name: "udp", Run: runUDP},
+		{Name: "report", Run: runReport},
+		{Name: "edge", Run: runEdge},
+	})
 }

@@ -3,14 +3,11 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
+
+	"github.com/realip/realip/bench/internal/loadkit"
 )
 
 // metricInfo describes how a metric is shown and compared.
@@ -29,24 +26,14 @@ var metricOrder = []metricInfo{
 	{"udp_rt_per_s", "UDP echo, requests/s", false, "%.0f"},
 }
 
-type sample struct {
-	rep        string
-	value      float64
-	usPerOp    float64
-	op         string
-	relayCores float64
-	genCores   float64
-	hasCPU     bool
-	note       string // errors=N or lost=N when not zero
-}
+type sample = loadkit.Sample
 
 // report is what the steps of runReport share.
 type report struct {
-	edgeName  string                         // the relay compared with the baselines
-	baselines []string                       // baseline relays
-	variants  []string                       // variants of the edge relay
-	relays    []string                       // every relay, in the order of the input
-	data      map[string]map[string][]sample // metric -> relay -> samples
+	edgeName  string   // the relay compared with the baselines
+	baselines []string // baseline relays
+	variants  []string // variants of the edge relay
+	relays    []string // every relay, in the order of the input
 }
 
 // verdict is a row of the summary table.
@@ -61,24 +48,15 @@ func runReport(args []string) error {
 	edgeName := fs.String("edge", "realip-edge", "the relay compared with the baselines")
 	variantList := fs.String("variants", "", "comma-separated variants of the edge relay, compared with it")
 	fs.Parse(args)
-	var in io.Reader = os.Stdin
-	if fs.NArg() > 0 {
-		f, err := os.Open(fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
-	}
-	r := &report{edgeName: *edgeName, data: map[string]map[string][]sample{}}
-	if err := r.read(in); err != nil {
+	res, err := loadkit.ReadResultsFile(fs.Arg(0))
+	if err != nil {
 		return err
 	}
-	r.baselines = splitList(*base)
-	r.variants = splitList(*variantList)
+	r := &report{edgeName: *edgeName, relays: res.Relays,
+		baselines: loadkit.SplitList(*base), variants: loadkit.SplitList(*variantList)}
 	var verdicts []verdict
 	for _, mi := range metricOrder {
-		byRelay := r.data[mi.name]
+		byRelay := res.Data[mi.name]
 		if len(byRelay) == 0 {
 			continue
 		}
@@ -89,56 +67,6 @@ func runReport(args []string) error {
 	}
 	r.printSummary(verdicts)
 	return nil
-}
-
-// read collects the result lines of in.
-func (r *report) read(in io.Reader) error {
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		relay, metric, s, ok := parseResult(sc.Text())
-		if !ok {
-			continue
-		}
-		if r.data[metric] == nil {
-			r.data[metric] = map[string][]sample{}
-		}
-		if !slices.Contains(r.relays, relay) {
-			r.relays = append(r.relays, relay)
-		}
-		r.data[metric][relay] = append(r.data[metric][relay], s)
-	}
-	return sc.Err()
-}
-
-// parseResult reads a result line; ok is false for any other line and for
-// a result without a numeric value.
-func parseResult(line string) (relay, metric string, s sample, ok bool) {
-	f := strings.Fields(line)
-	if len(f) == 0 || f[0] != "result" {
-		return "", "", s, false
-	}
-	kv := map[string]string{}
-	for _, x := range f[1:] {
-		if k, v, ok := strings.Cut(x, "="); ok {
-			kv[k] = v
-		}
-	}
-	v, err := strconv.ParseFloat(kv["value"], 64)
-	if err != nil {
-		return "", "", s, false
-	}
-	s = sample{rep: kv["rep"], value: v, op: kv["op"]}
-	if x, err := strconv.ParseFloat(kv["relay_us_per_op"], 64); err == nil {
-		s.usPerOp, s.hasCPU = x, true
-	}
-	s.relayCores, _ = strconv.ParseFloat(kv["relay_cores"], 64)
-	s.genCores, _ = strconv.ParseFloat(kv["gen_cores"], 64)
-	for _, k := range []string{"errors", "lost"} {
-		if kv[k] != "" && kv[k] != "0" {
-			s.note = k + "=" + kv[k]
-		}
-	}
-	return kv["relay"], kv["metric"], s, true
 }
 
 // printTable prints the metric's title and a row per relay.
@@ -154,21 +82,15 @@ func (r *report) printTable(mi metricInfo, byRelay map[string][]sample) {
 		if len(ss) == 0 {
 			continue
 		}
-		vals := values(ss, func(s sample) float64 { return s.value })
-		rng := fmt.Sprintf("["+mi.format+" .. "+mi.format+"]", slices.Min(vals), slices.Max(vals))
+		row := loadkit.Summarize(ss)
+		rng := fmt.Sprintf("["+mi.format+" .. "+mi.format+"]", row.Min, row.Max)
 		cpu, perOp, gen := "", "", ""
-		if ss[0].hasCPU {
-			cpu = fmt.Sprintf("%.2f cores", median(values(ss, func(s sample) float64 { return s.relayCores })))
-			perOp = fmt.Sprintf("%.1fµs/%s", median(values(ss, func(s sample) float64 { return s.usPerOp })), ss[0].op)
-			gen = fmt.Sprintf("%.2f", median(values(ss, func(s sample) float64 { return s.genCores })))
+		if row.HasCPU {
+			cpu = fmt.Sprintf("%.2f cores", row.RelayCores)
+			perOp = fmt.Sprintf("%.1fµs/%s", row.USPerOp, row.Op)
+			gen = fmt.Sprintf("%.2f", row.GenCores)
 		}
-		var notes []string
-		for _, s := range ss {
-			if s.note != "" {
-				notes = append(notes, "rep "+s.rep+": "+s.note)
-			}
-		}
-		fmt.Printf("  %-16s %10s  %-21s %10s %14s %8s  %s\n", relay, fmt.Sprintf(mi.format, median(vals)), rng, cpu, perOp, gen, strings.Join(notes, ", "))
+		fmt.Printf("  %-16s %10s  %-21s %10s %14s %8s  %s\n", relay, fmt.Sprintf(mi.format, row.Median), rng, cpu, perOp, gen, row.Notes)
 	}
 }
 
@@ -178,19 +100,15 @@ func (r *report) printTable(mi metricInfo, byRelay map[string][]sample) {
 // (nothing printed) without the edge relay or a baseline.
 func (r *report) compare(mi metricInfo, byRelay map[string][]sample) (v verdict, ok bool) {
 	edge := byRelay[r.edgeName]
-	best, bestMed := r.bestBaseline(mi, byRelay)
+	best, bestMed := loadkit.BestBaseline(byRelay, r.baselines, mi.lower)
 	if len(edge) == 0 || best == "" {
 		return v, false
 	}
-	edgeMed := median(values(edge, func(s sample) float64 { return s.value }))
+	edgeMed := loadkit.MedianOf(edge, sample.ValueOf)
 	ratio := mi.speed(edgeMed, bestMed)
 	var pairs []float64
-	for _, e := range edge {
-		for _, b := range byRelay[best] {
-			if b.rep == e.rep {
-				pairs = append(pairs, mi.speed(e.value, b.value))
-			}
-		}
+	for _, p := range loadkit.SameRep(edge, byRelay[best]) {
+		pairs = append(pairs, mi.speed(p.A.Value, p.B.Value))
 	}
 	word := "yes"
 	switch {
@@ -205,31 +123,14 @@ func (r *report) compare(mi metricInfo, byRelay map[string][]sample) (v verdict,
 	}
 	fmt.Printf("  -> %s vs best baseline %s: %.2fx (same-rep pairs %s); at least as fast: %s\n", r.edgeName, best, ratio, pr, word)
 	cpu := ""
-	if edge[0].hasCPU && byRelay[best][0].hasCPU {
-		e := median(values(edge, func(s sample) float64 { return s.usPerOp }))
-		b := median(values(byRelay[best], func(s sample) float64 { return s.usPerOp }))
+	if edge[0].HasCPU && byRelay[best][0].HasCPU {
+		e := loadkit.MedianOf(edge, sample.USPerOpOf)
+		b := loadkit.MedianOf(byRelay[best], sample.USPerOpOf)
 		cpu = fmt.Sprintf("%.2fx", e/b)
-		fmt.Printf("  -> relay CPU per %s: %s %.1fµs, %s %.1fµs (%s)\n", edge[0].op, r.edgeName, e, best, b, cpu)
+		fmt.Printf("  -> relay CPU per %s: %s %.1fµs, %s %.1fµs (%s)\n", edge[0].Op, r.edgeName, e, best, b, cpu)
 	}
 	r.printVariants(mi, byRelay, edgeMed)
 	return verdict{mi.title, best, fmt.Sprintf("%.2fx", ratio), pr, word, cpu}, true
-}
-
-// bestBaseline is the baseline with the best median ("" if none has
-// samples).
-func (r *report) bestBaseline(mi metricInfo, byRelay map[string][]sample) (string, float64) {
-	best, bestMed := "", 0.0
-	for _, b := range r.baselines {
-		ss := byRelay[b]
-		if len(ss) == 0 {
-			continue
-		}
-		m := median(values(ss, func(s sample) float64 { return s.value }))
-		if best == "" || (!mi.lower && m > bestMed) || (mi.lower && m < bestMed) {
-			best, bestMed = b, m
-		}
-	}
-	return best, bestMed
 }
 
 // speed is how much better e is than b: e/b, or b/e where lower is better.
@@ -246,11 +147,11 @@ func (r *report) printVariants(mi metricInfo, byRelay map[string][]sample, edgeM
 	edge := byRelay[r.edgeName]
 	for _, x := range r.variants {
 		if v := byRelay[x]; len(v) > 0 && len(edge) > 0 {
-			vm := median(values(v, func(s sample) float64 { return s.value }))
+			vm := loadkit.MedianOf(v, sample.ValueOf)
 			line := fmt.Sprintf("  -> %s vs %s: %.2fx", x, r.edgeName, mi.speed(vm, edgeMed))
-			if v[0].hasCPU && edge[0].hasCPU {
-				line += fmt.Sprintf(", CPU per %s %.2fx", v[0].op,
-					median(values(v, func(s sample) float64 { return s.usPerOp }))/median(values(edge, func(s sample) float64 { return s.usPerOp })))
+			if v[0].HasCPU && edge[0].HasCPU {
+				line += fmt.Sprintf(", CPU per %s %.2fx", v[0].Op,
+					loadkit.MedianOf(v, sample.USPerOpOf)/loadkit.MedianOf(edge, sample.USPerOpOf))
 			}
 			fmt.Println(line)
 		}
@@ -267,24 +168,4 @@ func (r *report) printSummary(verdicts []verdict) {
 	for _, v := range verdicts {
 		fmt.Printf("  %-36s %-16s %7s  %-14s %-18s %s\n", v.metric, v.best, v.ratio, v.pairs, v.word, v.cpu)
 	}
-}
-
-func values(ss []sample, f func(sample) float64) []float64 {
-	out := make([]float64, len(ss))
-	for i, s := range ss {
-		out[i] = f(s)
-	}
-	return out
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/realip/realip/bench/internal/loadkit"
 )
 
 type config struct {
@@ -64,12 +66,11 @@ func main() {
 }
 
 func run(c config) error {
-	origin, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	origin, err := loadkit.ServeUDP("127.0.0.1:0", 1, loadkit.Echo{}.UDP)
 	if err != nil {
 		return fmt.Errorf("origin: %w", err)
 	}
 	defer origin.Close()
-	go echo(origin)
 	edgePort, metricsAddr, stop, err := startEdge(c, origin.LocalAddr().(*net.UDPAddr).Port)
 	if err != nil {
 		return err
@@ -102,20 +103,6 @@ func run(c config) error {
 	fmt.Printf("newcomers answered: %d of %d\n", got, c.newcomers)
 	fmt.Printf("attacker datagrams answered in the last %v: %d (%d sockets)\n", 2*c.every, answered.Load(), c.attackers)
 	return printErrors(metricsAddr)
-}
-
-func echo(c *net.UDPConn) {
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		c.WriteToUDPAddrPort(buf[:n], from)
-	}
 }
 
 // startEdge runs the edge with one UDP rule towards originPort and waits

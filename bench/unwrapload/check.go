@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/realip/realip/bench/internal/loadkit"
 	"github.com/realip/realip/wire"
 )
 
@@ -83,7 +84,7 @@ func checkTCP(raddr netip.AddrPort, h header, tpl ppv2Template, client netip.Add
 	if h == hdrPPv2 {
 		req, want = tpl.put(nil, client), client.String()
 	}
-	if _, err := c.Write(append(req, who...)); err != nil {
+	if _, err := c.Write(append(req, loadkit.WhoRequest...)); err != nil {
 		return "", "", err
 	}
 	b, err := io.ReadAll(c)
@@ -101,7 +102,7 @@ func checkUDP(raddr netip.AddrPort, h header, tpl ppv2Template, client netip.Add
 	if h != hdrNone {
 		want = client.String()
 	}
-	if _, err := c.Write(append(datagramPrefix(h, tpl, client), who...)); err != nil {
+	if _, err := c.Write(append(datagramPrefix(h, tpl, client), loadkit.WhoRequest...)); err != nil {
 		return "", "", err
 	}
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))

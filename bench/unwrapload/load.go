@@ -10,35 +10,26 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/realip/realip/bench/internal/loadkit"
 )
 
 // common are the flags every load takes.
 type common struct {
-	addr    string
-	dur     time.Duration
-	pids    string
-	label   string
-	rep     string
+	loadkit.LoadFlags
 	hdrName string
 	seq     uint64
 
 	raddr netip.AddrPort
 	hdr   header
 	tpl   ppv2Template
-	meter *cpuMeter
+	meter *loadkit.CPUMeter
 }
 
 func (c *common) register(fs *flag.FlagSet, udp bool) {
-	fs.StringVar(&c.addr, "addr", "", "unwrapper (or, with -header none, server) address, required")
-	fs.DurationVar(&c.dur, "dur", 3*time.Second, "how long to run")
-	fs.StringVar(&c.pids, "pids", "", "comma-separated PIDs of the unwrapper, to measure its CPU time")
-	fs.StringVar(&c.label, "label", "relay", "relay name printed in the result")
-	fs.StringVar(&c.rep, "rep", "0", "repetition number printed in the result")
+	c.Register(fs, "unwrapper (or, with -header none, server) address, required", "the unwrapper")
 	hdrs := "none or ppv2"
 	if udp {
 		hdrs = "none, ppv2, ppv2-first or spp"
@@ -50,7 +41,7 @@ func (c *common) register(fs *flag.FlagSet, udp bool) {
 // setup checks the flags after parsing.
 func (c *common) setup(udp bool) error {
 	var err error
-	if c.raddr, err = netip.ParseAddrPort(c.addr); err != nil {
+	if c.raddr, err = netip.ParseAddrPort(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)
 	}
 	if c.hdr, err = parseHeader(c.hdrName, udp); err != nil {
@@ -59,26 +50,8 @@ func (c *common) setup(udp bool) error {
 	if c.tpl, err = newPPv2Template(udp); err != nil {
 		return err
 	}
-	c.meter, err = newCPUMeter(c.pids)
+	c.meter, err = loadkit.NewCPUMeter(c.PIDs)
 	return err
-}
-
-// result prints one result line; ops is the amount of work done, to
-// report the relay's CPU time per unit (perUnit names the unit).
-func (c *common) result(metric string, value float64, unit string, ops float64, perUnit string, extra ...string) {
-	m := c.meter
-	fields := []string{"result",
-		"relay=" + c.label, "rep=" + c.rep, "metric=" + metric,
-		"value=" + strconv.FormatFloat(value, 'f', 3, 64), "unit=" + unit,
-		fmt.Sprintf("gen_cores=%.2f", m.selfCores)}
-	if len(m.pids) > 0 {
-		fields = append(fields, fmt.Sprintf("relay_cores=%.2f", m.relayCores))
-		if ops > 0 {
-			fields = append(fields, fmt.Sprintf("relay_us_per_op=%.3f", float64(m.relayCPU.Microseconds())/ops), "op="+perUnit)
-		}
-	}
-	fields = append(fields, extra...)
-	fmt.Println(strings.Join(fields, " "))
 }
 
 // runTput streams from -conns connections, each with its own client's
@@ -96,10 +69,6 @@ func runTput(args []string) error {
 	if err := c.setup(false); err != nil {
 		return err
 	}
-	buf := make([]byte, *size)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
 	var cs []*net.TCPConn
 	for i := range *conns {
 		conn, err := dialWithHeader(&c, c.seq+uint64(i), nil)
@@ -108,36 +77,7 @@ func runTput(args []string) error {
 		}
 		cs = append(cs, conn)
 	}
-	var total, errs atomic.Int64
-	var wg sync.WaitGroup
-	c.meter.start()
-	start := time.Now()
-	stopAt := start.Add(c.dur)
-	for _, conn := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conn.Close()
-			var n int64
-			for time.Now().Before(stopAt) {
-				w, err := conn.Write(buf)
-				n += int64(w)
-				if err != nil {
-					errs.Add(1)
-					break
-				}
-			}
-			total.Add(n)
-			conn.CloseWrite()
-			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			io.Copy(io.Discard, conn)
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	c.meter.stop()
-	mb := float64(total.Load()) / 1e6
-	c.result("tcp_MBps", mb/elapsed.Seconds(), "MB/s", mb, "MB", fmt.Sprintf("errors=%d", errs.Load()))
+	fmt.Println(c.Throughput(cs, *size, c.meter))
 	return nil
 }
 
@@ -182,35 +122,24 @@ func runConn(args []string) error {
 	var done, errs, bad atomic.Int64
 	var next atomic.Uint64
 	next.Store(c.seq)
-	var wg sync.WaitGroup
-	c.meter.start()
-	start := time.Now()
-	stopAt := start.Add(c.dur)
-	for range *workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reply := make([]byte, *size)
-			for time.Now().Before(stopAt) {
-				err := oneConn(&c, next.Add(1)-1, req, reply)
-				switch {
-				case errors.Is(err, errBadReply):
-					bad.Add(1)
-				case err != nil:
-					errs.Add(1)
-					time.Sleep(time.Millisecond)
-				default:
-					done.Add(1)
-				}
+	elapsed, cpu := c.meter.Run(*workers, c.Dur, func(_ int, stopAt time.Time) {
+		reply := make([]byte, *size)
+		for time.Now().Before(stopAt) {
+			err := oneConn(&c, next.Add(1)-1, req, reply)
+			switch {
+			case errors.Is(err, errBadReply):
+				bad.Add(1)
+			case err != nil:
+				errs.Add(1)
+				time.Sleep(time.Millisecond)
+			default:
+				done.Add(1)
 			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	c.meter.stop()
+		}
+	})
 	n := float64(done.Load())
-	c.result("conn_per_s", n/elapsed.Seconds(), "conn/s", n, "conn",
-		fmt.Sprintf("errors=%d", errs.Load()), fmt.Sprintf("bad=%d", bad.Load()), fmt.Sprintf("clients=%d", next.Load()-c.seq))
+	fmt.Println(c.Result("conn_per_s", n/elapsed.Seconds(), "conn/s", cpu, n, "conn",
+		fmt.Sprintf("errors=%d", errs.Load()), fmt.Sprintf("bad=%d", bad.Load()), fmt.Sprintf("clients=%d", next.Load()-c.seq)))
 	return nil
 }
 

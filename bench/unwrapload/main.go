@@ -33,34 +33,15 @@
 // processes (the unwrapper) used during the run, from /proc/PID/stat.
 package main
 
-import (
-	"fmt"
-	"os"
-)
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: unwrapload origin|check|tput|conn|udp|report [flags] (unwrapload CMD -h for the flags)")
-	os.Exit(2)
-}
+import "github.com/realip/realip/bench/internal/loadkit"
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-	}
-	cmds := map[string]func([]string) error{
-		"origin": runOrigin,
-		"check":  runCheck,
-		"tput":   runTput,
-		"conn":   runConn,
-		"udp":    runUDP,
-		"report": runReport,
-	}
-	cmd, ok := cmds[os.Args[1]]
-	if !ok {
-		usage()
-	}
-	if err := cmd(os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "unwrapload %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
+	loadkit.Main("unwrapload", []loadkit.Command{
+		{Name: "origin", Run: runOrigin},
+		{Name: "check", Run: runCheck},
+		{Name: "tput", Run: runTput},
+		{Name: "conn", Run: runConn},
+		{Name: "udp", Run: runUDP},
+		{Name: "report", Run: runReport},
+	})
 }

@@ -3,14 +3,13 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/realip/realip/bench/internal/loadkit"
 )
 
 // metricInfo names a metric in the report.
@@ -22,16 +21,7 @@ var metricOrder = []metricInfo{
 	{"udp_rt_per_s", "UDP requests/s"},
 }
 
-type sample struct {
-	rep        string
-	value      float64
-	usPerOp    float64
-	op         string
-	relayCores float64
-	genCores   float64
-	hasCPU     bool
-	notes      []string // errors=N, lost=N, bad=N when not zero
-}
+type sample = loadkit.Sample
 
 // variant is a relay compared with the subject rather than with the
 // baselines, with an optional target ratio (0: none).
@@ -47,8 +37,7 @@ type report struct {
 	ceiling   string
 	variants  []variant
 	target    float64
-	relays    []string                       // every relay, in input order
-	data      map[string]map[string][]sample // metric -> relay -> samples
+	relays    []string // every relay, in input order, then in the tables' order
 	summary   []string
 }
 
@@ -63,9 +52,8 @@ func runReport(args []string) error {
 	variants := fs.String("variant", "", "comma-separated RELAY[:MIN]: compared with the subject, MIN the target ratio")
 	target := fs.Float64("target", 1.0, "target ratio of the subject to the best baseline")
 	fs.Parse(args)
-	r := &report{subject: *subject, baselines: splitList(*base), ceiling: *ceiling, target: *target,
-		data: map[string]map[string][]sample{}}
-	for _, v := range splitList(*variants) {
+	r := &report{subject: *subject, baselines: loadkit.SplitList(*base), ceiling: *ceiling, target: *target}
+	for _, v := range loadkit.SplitList(*variants) {
 		name, min, _ := strings.Cut(v, ":")
 		x := variant{name: name}
 		if min != "" {
@@ -77,21 +65,14 @@ func runReport(args []string) error {
 		}
 		r.variants = append(r.variants, x)
 	}
-	var in io.Reader = os.Stdin
-	if fs.NArg() > 0 {
-		f, err := os.Open(fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
-	}
-	if err := r.read(in); err != nil {
+	res, err := loadkit.ReadResultsFile(fs.Arg(0))
+	if err != nil {
 		return err
 	}
+	r.relays = res.Relays
 	r.order()
 	for _, mi := range metricOrder {
-		if byRelay := r.data[mi.name]; len(byRelay) > 0 {
+		if byRelay := res.Data[mi.name]; len(byRelay) > 0 {
 			r.printTable(mi, byRelay)
 			r.compare(mi, byRelay)
 		}
@@ -104,25 +85,6 @@ func runReport(args []string) error {
 		}
 	}
 	return nil
-}
-
-// read collects the result lines of in.
-func (r *report) read(in io.Reader) error {
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		relay, metric, s, ok := parseResult(sc.Text())
-		if !ok {
-			continue
-		}
-		if r.data[metric] == nil {
-			r.data[metric] = map[string][]sample{}
-		}
-		if !slices.Contains(r.relays, relay) {
-			r.relays = append(r.relays, relay)
-		}
-		r.data[metric][relay] = append(r.data[metric][relay], s)
-	}
-	return sc.Err()
 }
 
 // order puts the relays in the order of the tables: the ceiling, the
@@ -142,37 +104,6 @@ func (r *report) order() {
 	slices.SortStableFunc(r.relays, func(a, b string) int { return rank(a) - rank(b) })
 }
 
-// parseResult reads a result line; ok is false for any other line and for
-// a result without a numeric value.
-func parseResult(line string) (relay, metric string, s sample, ok bool) {
-	f := strings.Fields(line)
-	if len(f) == 0 || f[0] != "result" {
-		return "", "", s, false
-	}
-	kv := map[string]string{}
-	for _, x := range f[1:] {
-		if k, v, ok := strings.Cut(x, "="); ok {
-			kv[k] = v
-		}
-	}
-	v, err := strconv.ParseFloat(kv["value"], 64)
-	if err != nil {
-		return "", "", s, false
-	}
-	s = sample{rep: kv["rep"], value: v, op: kv["op"]}
-	if x, err := strconv.ParseFloat(kv["relay_us_per_op"], 64); err == nil {
-		s.usPerOp, s.hasCPU = x, true
-	}
-	s.relayCores, _ = strconv.ParseFloat(kv["relay_cores"], 64)
-	s.genCores, _ = strconv.ParseFloat(kv["gen_cores"], 64)
-	for _, k := range []string{"errors", "lost", "bad"} {
-		if kv[k] != "" && kv[k] != "0" {
-			s.notes = append(s.notes, k+"="+kv[k])
-		}
-	}
-	return kv["relay"], kv["metric"], s, true
-}
-
 // printTable prints the metric's title and a row per relay.
 func (r *report) printTable(mi metricInfo, byRelay map[string][]sample) {
 	fmt.Printf("\n%s (higher is better)\n", mi.title)
@@ -182,21 +113,15 @@ func (r *report) printTable(mi metricInfo, byRelay map[string][]sample) {
 		if len(ss) == 0 {
 			continue
 		}
-		vals := values(ss, func(s sample) float64 { return s.value })
-		rng := fmt.Sprintf("[%.0f .. %.0f]", slices.Min(vals), slices.Max(vals))
+		row := loadkit.Summarize(ss)
+		rng := fmt.Sprintf("[%.0f .. %.0f]", row.Min, row.Max)
 		cpu, perOp := "-", "-"
-		if ss[0].hasCPU {
-			cpu = fmt.Sprintf("%.2f cores", median(values(ss, func(s sample) float64 { return s.relayCores })))
-			perOp = fmt.Sprintf("%.2fµs/%s", median(values(ss, func(s sample) float64 { return s.usPerOp })), ss[0].op)
+		if row.HasCPU {
+			cpu = fmt.Sprintf("%.2f cores", row.RelayCores)
+			perOp = fmt.Sprintf("%.2fµs/%s", row.USPerOp, row.Op)
 		}
-		gen := fmt.Sprintf("%.2f", median(values(ss, func(s sample) float64 { return s.genCores })))
-		var notes []string
-		for _, s := range ss {
-			if len(s.notes) > 0 {
-				notes = append(notes, "rep "+s.rep+": "+strings.Join(s.notes, " "))
-			}
-		}
-		fmt.Printf("  %-18s %10.0f  %-19s %10s %13s %8s  %s\n", relay, median(vals), rng, cpu, perOp, gen, strings.Join(notes, ", "))
+		gen := fmt.Sprintf("%.2f", row.GenCores)
+		fmt.Printf("  %-18s %10.0f  %-19s %10s %13s %8s  %s\n", relay, row.Median, rng, cpu, perOp, gen, row.Notes)
 	}
 }
 
@@ -209,12 +134,12 @@ func (r *report) compare(mi metricInfo, byRelay map[string][]sample) {
 		return
 	}
 	sm := medianOf(subj)
-	if best := r.bestBaseline(byRelay); best != "" {
+	if best, _ := loadkit.BestBaseline(byRelay, r.baselines, false); best != "" {
 		line := r.ratioLine(mi.title, subj, best, byRelay[best], r.target)
 		fmt.Printf("  -> %s / best baseline: %s\n", r.subject, line.text)
 		cpu := "-"
 		if e, b, ok := cpuPerOp(subj, byRelay[best]); ok {
-			fmt.Printf("  -> relay CPU per %s: %s %.2fµs, %s %.2fµs (%.2fx)\n", subj[0].op, r.subject, e, best, b, e/b)
+			fmt.Printf("  -> relay CPU per %s: %s %.2fµs, %s %.2fµs (%.2fx)\n", subj[0].Op, r.subject, e, best, b, e/b)
 			cpu = fmt.Sprintf("%.2fx", e/b)
 		}
 		r.summary = append(r.summary, fmt.Sprintf("%s  %s", line.row, cpu))
@@ -242,11 +167,10 @@ func (r *report) compare(mi metricInfo, byRelay map[string][]sample) {
 // cpuPerOp is the median relay CPU time per unit of a and of b; ok is
 // false unless both were measured.
 func cpuPerOp(a, b []sample) (ca, cb float64, ok bool) {
-	if !a[0].hasCPU || !b[0].hasCPU {
+	if !a[0].HasCPU || !b[0].HasCPU {
 		return 0, 0, false
 	}
-	per := func(s sample) float64 { return s.usPerOp }
-	return median(values(a, per)), median(values(b, per)), true
+	return loadkit.MedianOf(a, sample.USPerOpOf), loadkit.MedianOf(b, sample.USPerOpOf), true
 }
 
 type ratio struct{ text, row string }
@@ -258,11 +182,9 @@ func (r *report) ratioLine(figure string, a []sample, bName string, b []sample, 
 	am, bm := medianOf(a), medianOf(b)
 	x := am / bm
 	var pairs []float64
-	for _, s := range a {
-		for _, t := range b {
-			if s.rep == t.rep && t.value > 0 {
-				pairs = append(pairs, s.value/t.value)
-			}
+	for _, p := range loadkit.SameRep(a, b) {
+		if p.B.Value > 0 {
+			pairs = append(pairs, p.A.Value/p.B.Value)
 		}
 	}
 	pr := "-"
@@ -283,40 +205,7 @@ func (r *report) ratioLine(figure string, a []sample, bName string, b []sample, 
 	return ratio{text, row}
 }
 
-// bestBaseline is the baseline with the highest median ("" if none has
-// samples).
-func (r *report) bestBaseline(byRelay map[string][]sample) string {
-	best, bestMed := "", 0.0
-	for _, b := range r.baselines {
-		if ss := byRelay[b]; len(ss) > 0 {
-			if m := medianOf(ss); best == "" || m > bestMed {
-				best, bestMed = b, m
-			}
-		}
-	}
-	return best
-}
-
+// medianOf is the median value of the samples.
 func medianOf(ss []sample) float64 {
-	return median(values(ss, func(s sample) float64 { return s.value }))
-}
-
-func values(ss []sample, f func(sample) float64) []float64 {
-	out := make([]float64, len(ss))
-	for i, s := range ss {
-		out[i] = f(s)
-	}
-	return out
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return loadkit.MedianOf(ss, sample.ValueOf)
 }
