@@ -48,7 +48,13 @@
 // without it. "Ours" means exactly that: one realip routing setup per
 // network namespace.
 //
-//   - Install first checks table T and the rules: if T holds a route of
+//   - Install first claims the namespace: it binds the abstract unix
+//     socket address ClaimName, which a network namespace has once and the
+//     kernel frees when its holder exits, however it exits. If a live
+//     process holds it, Install fails with ErrClaimed and changes nothing:
+//     what it would remove as leftovers below is that process's routing.
+//     Remove releases the claim.
+//   - Install then checks table T and the rules: if T holds a route of
 //     another protocol, or a rule of another protocol looks up T (at
 //     priority P or any other, as T would then send that rule's traffic to
 //     the host itself), it fails with an error naming the table or priority

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Routes is the routing Install put in place, in the network namespace
@@ -17,27 +18,35 @@ import (
 type Routes struct {
 	cfg Config
 
-	mu   sync.Mutex
-	conn *netlink.Conn // nil once removed
+	mu    sync.Mutex
+	conn  *netlink.Conn // nil once removed
+	claim int           // the socket bound to ClaimName; -1 once removed
 }
 
 // Install puts the routing of c (zero fields take the defaults) in place
 // in the calling thread's network namespace, after removing every rule and
 // route of ours left there by an earlier run. It fails, changing nothing,
-// if table c.Table holds a route realip did not make or a rule realip did
-// not make looks it up; and it leaves nothing behind when it fails later.
+// if another live process holds the namespace's claim (ErrClaimed), if
+// table c.Table holds a route realip did not make or a rule realip did not
+// make looks it up; and it leaves nothing behind when it fails later.
 func Install(c Config) (*Routes, error) {
 	c = c.WithDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	conn, err := dial()
+	claim, err := claimNamespace()
 	if err != nil {
 		return nil, err
 	}
-	r := &Routes{cfg: c, conn: conn}
+	conn, err := dial()
+	if err != nil {
+		unix.Close(claim)
+		return nil, err
+	}
+	r := &Routes{cfg: c, conn: conn, claim: claim}
 	if err := r.install(); err != nil {
 		_ = conn.Close()
+		unix.Close(claim)
 		return nil, err
 	}
 	return r, nil
@@ -136,8 +145,9 @@ func verify(conn *netlink.Conn, c Config) error {
 }
 
 // Remove deletes every rule and route of ours in the namespace Install ran
-// in, and releases the netlink socket. Calling it again does nothing. If
-// it fails, the socket is kept, so Remove can be tried again.
+// in, and releases the netlink socket and the namespace's claim. Calling
+// it again does nothing. If it fails, both are kept, so Remove can be
+// tried again.
 func (r *Routes) Remove() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -147,6 +157,8 @@ func (r *Routes) Remove() error {
 	if err := removeOurs(r.conn); err != nil {
 		return err
 	}
+	unix.Close(r.claim)
+	r.claim = -1
 	err := r.conn.Close()
 	r.conn = nil
 	if err != nil {

@@ -4,6 +4,7 @@ package tproute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/realip/realip/internal/netns"
+	"golang.org/x/sys/unix"
 )
 
 // host returns a fresh namespace (lo up, nothing else) for one test.
@@ -52,6 +54,10 @@ func crash(t *testing.T, r *Routes) {
 		t.Fatal(err)
 	}
 	r.conn = nil
+	if err := unix.Close(r.claim); err != nil { // the kernel frees a dead process's
+		t.Fatal(err)
+	}
+	r.claim = -1
 }
 
 // ip runs ip(8) inside h and returns its output.
@@ -371,4 +377,28 @@ func TestInstallFailureLeavesNothing(t *testing.T) {
 	if got := leftovers(t, h); len(got) != 0 {
 		t.Errorf("Leftovers after a failed Install: %q", got)
 	}
+}
+
+// TestClaim: while one Routes holds a namespace's routing, Install there
+// fails with ErrClaimed and changes nothing (it would otherwise remove the
+// live routing as leftovers); other namespaces are not affected, and the
+// claim is free again after Remove.
+func TestClaim(t *testing.T) {
+	h, other := host(t), host(t)
+	first := mustInstall(t, h, Config{})
+	before := state(t, h)
+	if r, err := install(t, h, Config{Table: 500, Priority: 600}); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("second Install in the namespace: %v, %v; want ErrClaimed", r, err)
+	}
+	if after := state(t, h); after != before {
+		t.Errorf("a refused Install changed the routing:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if err := first.Check(); err != nil {
+		t.Errorf("the first routing after a refused Install: %v", err)
+	}
+	mustInstall(t, other, Config{}) // another namespace: its own claim
+	if err := first.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	mustInstall(t, h, Config{Table: 500, Priority: 600})
 }

@@ -3,11 +3,13 @@
 package integration
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -529,6 +531,12 @@ func TestUnwrapCrashAndCleanStop(t *testing.T) {
 		}
 	}
 
+	secondAgentRefused(t, l.origin)
+	if got := routingState(t, l.origin); got != running {
+		t.Errorf("routing after a second agent was refused differs from the first's:\n%s\nfirst:\n%s", got, running)
+	}
+	serve(t)
+
 	a.signal(t, syscall.SIGKILL)
 	waitExit(t, a.Proc, ioTimeout)
 	a = startAgentFile(t, l.origin, a.file)
@@ -542,6 +550,28 @@ func TestUnwrapCrashAndCleanStop(t *testing.T) {
 	promtoolCheck(t, a.metrics(t))
 
 	stopCleanly(t, l.origin, a, before, "198.51.100.10:80", "[2001:db8:2::10]:5003")
+}
+
+// secondAgentRefused starts a second agent in h, where one runs, with
+// other addresses: it must exit with an error saying that another process
+// manages the namespace's routing, not take it over (it would remove the
+// first agent's routing as a crashed run's leftovers).
+func secondAgentRefused(t *testing.T, h *netns.Host) {
+	t.Helper()
+	text := strings.Replace(unwrapYAML(unwrapEntry{name: "second", network: "tcp",
+		listen: netip.AddrPortFrom(originV4, 81), accept: []string{"ppv1"}, port: 9000}),
+		unwrapMetricsAddr, "127.0.0.1:9789", 1)
+	path := filepath.Join(t.TempDir(), "second.yaml")
+	writeFile(t, path, text)
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	out, err := h.Command(ctx, agentBinary(t), "unwrap", "-config", path).CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("a second agent in the namespace: %v, want it to exit with an error:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "another process manages realip's routing in this network namespace") {
+		t.Errorf("a second agent's error does not say another process manages the routing:\n%s", out)
+	}
 }
 
 // stopCleanly sends SIGTERM to the agent in h and checks that it exits 0
