@@ -31,3 +31,10 @@ wait_for() {
 	done
 	return 1
 }
+# listening PORT: a TCP socket listens on PORT (from /proc: the guest has no iproute2).
+listening() {
+	local hex
+	hex=$(printf '%04X' "$1")
+	awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' /proc/net/tcp /proc/net/tcp6
+}
+not_listening() { ! listening "$1"; }

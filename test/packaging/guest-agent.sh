@@ -15,6 +15,9 @@
 # modules-load.d/modprobe.d entries, an upgrade to V2 that keeps the edited
 # configuration, the eBPF receiver under the same unit (receiver: ebpf:
 # attached, pinned, reloaded, left in place by stop, detached by unload),
+# an unwrap: entry under the same unit (a PROXY v1 connection reaches a
+# server that parses nothing from the client's own address; stop removes
+# the policy routing; needs /test/example-whoami and /test/busybox),
 # removal (only the configuration stays) and purge (nothing stays). It prints one line per check and "N passed, N failed"; exit 1 if
 # any failed.
 set -u
@@ -197,6 +200,52 @@ check "realip-agent unload detaches and unpins it" sh -c "realip-agent unload | 
 cp /tmp/agent.yaml.edited /etc/realip/agent.yaml
 check "systemctl start with receiver: auto again" systemctl start "$unit"
 check "active, the DKMS module loaded again" wait_for 30 sh -c "systemctl is-active -q $unit && grep -q '^toa ' /proc/modules"
+
+# --- transparent unwrap under the same unit (realip-agent run with an
+# unwrap: list): a relay on a privileged port (CAP_NET_BIND_SERVICE) takes
+# a PROXY v1 connection from a trusted edge (here a bash client on
+# loopback) and connects to a server that parses nothing (whoami, every
+# peer untrusted, so it reports getpeername()) from the client's own
+# address (CAP_NET_ADMIN: IP_TRANSPARENT, SO_MARK and the policy routing,
+# which stop removes). busybox's ip lists the rules (no iproute2 here).
+rules() { /test/busybox ip rule | grep -c '^7710:' || true; }
+/test/example-whoami -tcp 127.0.0.1:8080 -proto ppv1 -trust 192.0.2.1/32 >/tmp/unwrap-whoami.log 2>&1 &
+whoami=$!
+check "the plain server (whoami) listens on 127.0.0.1:8080" wait_for 10 listening 8080
+cat >>/etc/realip/agent.yaml <<'EOF'
+unwrap:
+  - name: web
+    listen: 127.0.0.1:443
+    network: tcp
+    accept: [ppv1]
+    to: 127.0.0.1:8080
+    trusted: [127.0.0.0/8]
+EOF
+sed -i '/^unwrap: \[\]$/d' /etc/realip/agent.yaml
+check "realip-agent check accepts the unwrap entry" realip-agent check -config /etc/realip/agent.yaml
+eq "no policy rules before" "$(rules)" 0
+pid=$(mainpid)
+check "systemctl reload starts the relay" systemctl reload "$unit"
+check "the relay listens on 127.0.0.1:443" wait_for 10 listening 443
+eq "same agent process" "$(mainpid)" "$pid"
+eq "policy rules at priority 7710 (fwmark and loopback, IPv4 and IPv6 are separate lists: IPv4 here)" "$(rules)" 2
+unwrapped() {
+	(exec 3<>/dev/tcp/127.0.0.1/443 && printf 'PROXY TCP4 198.51.100.7 127.0.0.1 40000 443\r\n' >&3 && head -n 1 <&3)
+}
+answer=$(unwrapped 2>&1)
+echo "guest: server's answer through the relay: $answer"
+check "the server saw the client's own address (client=198.51.100.7:40000 via=none)" \
+	grep -q '^client=198.51.100.7:40000 .*via=none' <<<"$answer"
+relayed() { scrape | grep -Eq '^realip_unwrap_relayed_total\{[^}]*entry="web"[^}]*\} [1-9]'; }
+check "metrics: realip_unwrap_relayed_total for entry web" wait_for 10 relayed
+check "systemctl stop" systemctl stop "$unit"
+check "the relay is gone" wait_for 10 not_listening 443
+eq "the policy rules are gone" "$(rules)" 0
+kill "$whoami" 2>/dev/null
+wait "$whoami" 2>/dev/null
+cp /tmp/agent.yaml.edited /etc/realip/agent.yaml
+check "systemctl start without the unwrap entry" systemctl start "$unit"
+check "active" wait_for 30 active
 
 # --- remove: service stopped, program gone, configuration kept
 echo "guest: dpkg -r realip-agent"

@@ -22,13 +22,6 @@ passed=0 failed=0
 . "$(dirname "$0")/checks.sh"
 active() { [[ $(systemctl is-active "$unit") == active ]]; }
 mainpid() { systemctl show -p MainPID --value "$unit"; }
-# listening PORT: a TCP socket listens on PORT (from /proc, no iproute2 here).
-listening() {
-	local hex
-	hex=$(printf '%04X' "$1")
-	awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' /proc/net/tcp /proc/net/tcp6
-}
-not_listening() { ! listening "$1"; }
 snapshot() {
 	find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
 		-o -path /test -o -path /var/log -o -path /var/lib/dpkg -o -path /var/cache \

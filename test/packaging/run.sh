@@ -22,7 +22,8 @@
 #            upgrades to V2, removal and purge leave nothing of ours
 #   vm       boots that kernel with systemd (vmtest/sysvm.sh) with the DKMS
 #            toa.ko: guest-agent.sh (install, hardening, status, reload,
-#            stop, modules-load.d, upgrade, remove, purge) and guest-edge.sh
+#            stop, modules-load.d, upgrade, eBPF receiver, unwrap, remove,
+#            purge) and guest-edge.sh
 #
 # Installs what it needs with scripts/deps.sh (lintian rpm dkms
 # linux-headers-KVER qemu ...). The host step changes this machine and
@@ -565,7 +566,7 @@ step_vm() {
 	if "$REPO/vmtest/sysvm.sh" --timeout 900 --env "V1=$V1" --env "V2=$V2" \
 		--cmd '/test/guest-agent.sh; a=$?; /test/guest-edge.sh && exit $a' --log "$OUT/vm.log" "$ALIAS" -- \
 		"$OUT/realip-agent_${V1}-1_amd64.deb" "$OUT/v2/realip-agent_${V2}-1_amd64.deb" \
-		"$OUT/realip-edge_${V1}-1_amd64.deb" "$OUT/example-whoami" "$OUT/example-probe" \
+		"$OUT/realip-edge_${V1}-1_amd64.deb" "$OUT/example-whoami" "$OUT/example-probe" "$(command -v busybox)" \
 		"$ko:/lib/modules/$KVER/updates/dkms/toa.ko" \
 		"$REPO/test/packaging/guest-agent.sh" "$REPO/test/packaging/guest-edge.sh" \
 		"$REPO/test/packaging/checks.sh"; then
