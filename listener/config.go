@@ -48,7 +48,12 @@ const (
 	// flow count), or a flow that expired or was evicted here while the
 	// edge still forwards it would be judged anew by its next datagram.
 	// Flows are refreshed by datagrams both ways. It also trusts the path
-	// from the edge not to reorder a flow's first two datagrams.
+	// from the edge not to reorder a flow's first two datagrams. The
+	// converse holds too: an edge that gives a source port to a new
+	// client while the origin still keeps the old client's flow on it has
+	// the new client's header taken as payload in the old client's name
+	// (counted as Stats.HeadersInFlow), so the edge must not reuse a port
+	// within the origin's FlowIdle.
 	FramingFirstDatagram
 )
 
