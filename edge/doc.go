@@ -11,7 +11,7 @@
 // Both are relayed by epoll loops, one per CPU, on raw non-blocking
 // sockets (tcploop_linux.go, udploop_linux.go): no goroutine per
 // connection or flow. The loops' core (the epoll set, commands from other
-// goroutines, the sweep clock) is package edge/internal/evloop;
+// goroutines, the sweep clock) is package internal/evloop;
 // loops_linux.go ties it to the two engines. A TCP connection that turns
 // out to be a stream, or whose reader falls behind, moves to a pair of
 // goroutines copying between *net.TCPConn values, so that Linux splices

@@ -10,11 +10,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/realip/realip/edge/internal/evloop"
+	"github.com/realip/realip/internal/evloop"
 )
 
 // evLoops are the server's epoll loops, one per CPU, each an
-// evloop.Loop (package edge/internal/evloop) that relays TCP connections
+// evloop.Loop (package internal/evloop) that relays TCP connections
 // (tcploop_linux.go) and UDP flows (udploop_linux.go).
 type evLoops struct {
 	s    *Server

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/realip/realip/internal/rawsys"
 )
 
 // On Linux the TCP relay of short connections runs in epoll loops, one per
@@ -21,7 +23,7 @@ import (
 // package adds a getsockname and getpeername per socket, a getsockopt and
 // a context hook per connect, a read that finds nothing before each wait,
 // and two goroutines per connection with their wake-ups. The loops' calls
-// are raw system calls (rawsys_linux.go). On the machine of
+// are raw system calls (package internal/rawsys). On the machine of
 // bench/edge.sh this took the relay from 1.3x HAProxy's CPU per short
 // connection to about 0.8x.
 //
@@ -175,7 +177,7 @@ func (l *evLoop) acceptFrom(lp *loopPort) bool {
 			aerr error
 		)
 		if err := lp.rc.Control(func(fd uintptr) {
-			nfd, peer, aerr = rawAccept4(int(fd))
+			nfd, peer, aerr = rawsys.Accept4(int(fd))
 		}); err != nil {
 			return true // the port is closing
 		}
@@ -209,7 +211,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	m := b.rs.metrics
 	if reason := s.admitConn(peer.Addr()); reason != "" {
 		m.fail(reason)
-		rawResetClose(cfd)
+		rawsys.ResetClose(cfd)
 		s.endTCP(nil, netip.Addr{})
 		return
 	}
@@ -217,16 +219,16 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	m.active.Inc()
 	c := &loopConn{cfd: cfd, ufd: -1, b: b, m: m, src: peer, active: l.Now()}
 	if !noDelay {
-		rawSetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		rawsys.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
 	if pass := &b.rs.pass; pass.tcpProxy != 0 {
-		local, err := rawGetsockname(cfd)
+		local, err := rawsys.Getsockname(cfd)
 		if err == nil {
 			c.hdr, err = pass.tcpHeader(c.src, local)
 		}
 		if err != nil {
 			m.fail("header_write")
-			rawResetClose(cfd)
+			rawsys.ResetClose(cfd)
 			s.endTCP(m, c.src.Addr())
 			return
 		}
@@ -235,7 +237,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	if len(cands) == 0 {
 		m.fail("no_origin")
 		s.opts.Logger.Warn("edge: no origin", "rule", m.label, "client", c.src, "err", "no origin address resolved")
-		rawResetClose(cfd)
+		rawsys.ResetClose(cfd)
 		s.endTCP(m, c.src.Addr())
 		return
 	}
@@ -295,7 +297,7 @@ func (l *evLoop) dialFailed(c *loopConn, addr netip.Addr, err error) {
 // dropUpstream closes a failed connect's socket.
 func (l *evLoop) dropUpstream(c *loopConn) {
 	delete(l.conns, c.utok)
-	rawClose(c.ufd)
+	rawsys.Close(c.ufd)
 	c.ufd, c.utok, c.connecting = -1, 0, false
 }
 
@@ -305,7 +307,7 @@ func connectError(fd int, ev uint32) error {
 	if ev&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 		return nil
 	}
-	soerr, err := rawGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	soerr, err := rawsys.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	switch {
 	case err != nil:
 		return os.NewSyscallError("getsockopt", err)
@@ -329,9 +331,9 @@ func (l *evLoop) connected(c *loopConn, ev uint32) {
 	}
 	c.connecting = false
 	c.b.rs.pool.MarkUp(addr)
-	rawSetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	rawsys.SetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if len(c.hdr) > 0 {
-		if n, err := rawWrite(c.ufd, c.hdr); err != nil || n != len(c.hdr) {
+		if n, err := rawsys.Write(c.ufd, c.hdr); err != nil || n != len(c.hdr) {
 			c.m.fail("header_write")
 			l.finish(c, true)
 			return
@@ -366,7 +368,7 @@ func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
 		src, dst, count = c.cfd, c.ufd, c.m.toOrigin
 	}
 	for {
-		n, err := rawRead(src, l.buf)
+		n, err := rawsys.Read(src, l.buf)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -379,7 +381,7 @@ func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
 			return l.sawEOF(c, fromClient)
 		}
 		c.active = l.Now()
-		w, werr := rawWrite(dst, l.buf[:n])
+		w, werr := rawsys.Write(dst, l.buf[:n])
 		w = max(w, 0)
 		count.Add(float64(w))
 		switch {
@@ -415,7 +417,7 @@ func (l *evLoop) sawEOF(c *loopConn, fromClient bool) bool {
 	if fromClient {
 		dst = c.ufd
 	}
-	rawShutdown(dst, unix.SHUT_WR)
+	rawsys.Shutdown(dst, unix.SHUT_WR)
 	return true
 }
 
@@ -424,14 +426,14 @@ func (l *evLoop) sawEOF(c *loopConn, fromClient bool) bool {
 func (l *evLoop) finish(c *loopConn, reset bool) {
 	l.unlink(c)
 	if reset {
-		rawResetClose(c.cfd)
+		rawsys.ResetClose(c.cfd)
 		if c.ufd >= 0 {
-			rawResetClose(c.ufd)
+			rawsys.ResetClose(c.ufd)
 		}
 	} else {
-		rawClose(c.cfd)
+		rawsys.Close(c.cfd)
 		if c.ufd >= 0 {
-			rawClose(c.ufd)
+			rawsys.Close(c.ufd)
 		}
 	}
 	l.s.endTCP(c.m, c.src.Addr())
@@ -536,16 +538,16 @@ func connectNonblock(addr netip.AddrPort) (int, error) {
 	if addr.Addr().Unmap().Is4() {
 		family = unix.AF_INET
 	}
-	fd, err := rawSocket(family, unix.SOCK_STREAM)
+	fd, err := rawsys.Socket(family, unix.SOCK_STREAM)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		rawClose(fd)
+	if err := rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		rawsys.Close(fd)
 		return -1, os.NewSyscallError("setsockopt", err)
 	}
-	if err := rawConnect(fd, addr); err != nil && err != unix.EINPROGRESS {
-		rawClose(fd)
+	if err := rawsys.Connect(fd, addr); err != nil && err != unix.EINPROGRESS {
+		rawsys.Close(fd)
 		return -1, os.NewSyscallError("connect", err)
 	}
 	return fd, nil

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/realip/realip/internal/rawsys"
 )
 
 // The relay tests of relay_test.go drive relayConn directly; these go
@@ -438,7 +440,7 @@ func TestAcceptInheritsNoDelay(t *testing.T) {
 	)
 	deadline := time.Now().Add(waitTimeout)
 	for {
-		rc.Control(func(fd uintptr) { nfd, _, aerr = rawAccept4(int(fd)) })
+		rc.Control(func(fd uintptr) { nfd, _, aerr = rawsys.Accept4(int(fd)) })
 		if aerr == nil || aerr != syscall.EAGAIN || time.Now().After(deadline) {
 			break
 		}
@@ -447,8 +449,8 @@ func TestAcceptInheritsNoDelay(t *testing.T) {
 	if aerr != nil {
 		t.Fatalf("accept4: %v", aerr)
 	}
-	defer rawClose(nfd)
-	if v, err := rawGetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); err != nil || v == 0 {
+	defer rawsys.Close(nfd)
+	if v, err := rawsys.GetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); err != nil || v == 0 {
 		t.Fatalf("TCP_NODELAY on the accepted socket = %d, %v; want it inherited", v, err)
 	}
 }

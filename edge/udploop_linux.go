@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/realip/realip/internal/rawsys"
 )
 
 // On Linux the UDP forwarding ports are served by the same epoll loops as
@@ -146,7 +148,7 @@ func listenUDPReusePort(family int, addr netip.AddrPort, pktinfo bool) (int, err
 		}
 	}
 	var sa unix.RawSockaddrAny
-	size := putSockaddr(&sa, family, addr)
+	size := rawsys.PutSockaddr(&sa, family, addr)
 	if _, _, e := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e != 0 {
 		unix.Close(fd)
 		return -1, os.NewSyscallError("bind", e)
@@ -161,21 +163,21 @@ func openRawUpstream(origin netip.AddrPort) (int, netip.AddrPort, error) {
 	if origin.Addr().Unmap().Is4() {
 		family = unix.AF_INET
 	}
-	fd, err := rawSocket(family, unix.SOCK_DGRAM)
+	fd, err := rawsys.Socket(family, unix.SOCK_DGRAM)
 	if err != nil {
 		return -1, netip.AddrPort{}, os.NewSyscallError("socket", err)
 	}
-	if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		rawClose(fd)
+	if err := rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		rawsys.Close(fd)
 		return -1, netip.AddrPort{}, os.NewSyscallError("setsockopt", err)
 	}
-	if err := rawConnect(fd, origin); err != nil {
-		rawClose(fd)
+	if err := rawsys.Connect(fd, origin); err != nil {
+		rawsys.Close(fd)
 		return -1, netip.AddrPort{}, fmt.Errorf("dial udp %v: %w", origin, os.NewSyscallError("connect", err))
 	}
-	local, err := rawGetsockname(fd)
+	local, err := rawsys.Getsockname(fd)
 	if err != nil {
-		rawClose(fd)
+		rawsys.Close(fd)
 		return -1, netip.AddrPort{}, os.NewSyscallError("getsockname", err)
 	}
 	return fd, local, nil
@@ -183,7 +185,7 @@ func openRawUpstream(origin netip.AddrPort) (int, netip.AddrPort, error) {
 
 func closeFDs(fds []int) {
 	for _, fd := range fds {
-		rawClose(fd)
+		rawsys.Close(fd)
 	}
 }
 
@@ -267,7 +269,7 @@ func (l *evLoop) removeUDP(p *udpLoopPort) {
 // l, which received the client's datagram, owns it.
 func (l *evLoop) newFlow(p *udpLoopPort, client netip.AddrPort, oob []byte) *udpLoopFlow {
 	f := &udpLoopFlow{p: p, loop: l, ufd: -1, cfd: -1}
-	if !f.begin(&p.udpBase, f, client, oob, l) || !openFlow(&f.udpFlow, &f.ufd, openRawUpstream, rawClose) {
+	if !f.begin(&p.udpBase, f, client, oob, l) || !openFlow(&f.udpFlow, &f.ufd, openRawUpstream, rawsys.Close) {
 		return nil
 	}
 	if err := l.addFlow(f); err != nil {
@@ -306,7 +308,7 @@ func (f *udpLoopFlow) closeInLoop() {
 			l.Del(f.ufd)
 			delete(l.flows, f.utok)
 		}
-		rawClose(f.ufd)
+		rawsys.Close(f.ufd)
 		f.p.flows.release(f)
 	})
 }
@@ -340,7 +342,7 @@ func (l *evLoop) clientDatagrams(u *loopUDP) bool {
 	}
 	for i := range n {
 		buf, size := sc.bufs[i], int(sc.hdrs[i].n)
-		from := rawSockaddrAddrPort(&sc.names[i])
+		from := rawsys.SockaddrAddrPort(&sc.names[i])
 		f := u.p.flow(from)
 		if f == nil {
 			oob := sc.oobs[i][:sc.hdrs[i].hdr.Controllen]
@@ -364,7 +366,7 @@ func (l *evLoop) forward(f *udpLoopFlow, buf []byte, n int) {
 	if !ok {
 		return
 	}
-	_, err := rawWrite(f.ufd, d)
+	_, err := rawsys.Write(f.ufd, d)
 	if err = f.sent(err, n, first); err == nil {
 		return // sent, or dropped (too big, a full send buffer) as UDP does
 	}
@@ -488,7 +490,7 @@ func (sc *udpScratch) sendmsg(fd int, p, oob []byte, to, local netip.AddrPort) e
 	if local.Addr().Is4() {
 		family = unix.AF_INET
 	}
-	size := putSockaddr(&sc.name, family, to)
+	size := rawsys.PutSockaddr(&sc.name, family, to)
 	sc.iov.Base = unsafe.SliceData(p)
 	sc.iov.SetLen(len(p))
 	sc.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&sc.name)), Namelen: uint32(size), Iov: &sc.iov, Iovlen: 1}
@@ -497,5 +499,5 @@ func (sc *udpScratch) sendmsg(fd int, p, oob []byte, to, local netip.AddrPort) e
 		sc.msg.SetControllen(len(oob))
 	}
 	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&sc.msg)), 0)
-	return rawErr(e)
+	return rawsys.Err(e)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/realip/realip/internal/rawsys"
 	"github.com/realip/realip/wire"
 )
 
@@ -284,8 +285,8 @@ func TestSockaddrRoundTrip(t *testing.T) {
 	} {
 		var sa unix.RawSockaddrAny
 		in := netip.MustParseAddrPort(tc.in)
-		putSockaddr(&sa, tc.family, in)
-		if got := rawSockaddrAddrPort(&sa); got != in {
+		rawsys.PutSockaddr(&sa, tc.family, in)
+		if got := rawsys.SockaddrAddrPort(&sa); got != in {
 			t.Errorf("family %d: %v came back as %v", tc.family, in, got)
 		}
 	}

@@ -1,6 +1,7 @@
 //go:build linux
 
-// Package evloop is the core of realip-edge's epoll loops (package edge):
+// Package evloop is the core of realip's epoll loops (realip-edge's TCP
+// and UDP engines in package edge, the agent's unwrap relay of TCP):
 // an epoll set that a goroutine waits on through Go's poller, commands
 // other goroutines run in the loop (Call, Post) through an eventfd
 // wake-up, tokens naming what each event is about, a clock read after
@@ -12,5 +13,5 @@
 // (Handler.Sweep). Everything a Loop and its Handler do runs in the loop's
 // goroutine, Run's, except Call and Post.
 //
-// The package is Linux only (build constraint linux), like its user.
+// The package is Linux only (build constraint linux), like its users.
 package evloop

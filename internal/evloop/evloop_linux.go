@@ -55,31 +55,31 @@ type Loop struct {
 func (l *Loop) Open(h Handler, period time.Duration, log *slog.Logger) error {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("edge: epoll_create1: %w", err)
+		return fmt.Errorf("evloop: epoll_create1: %w", err)
 	}
 	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		unix.Close(ep)
-		return fmt.Errorf("edge: eventfd: %w", err)
+		return fmt.Errorf("evloop: eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
 	setToken(&ev, wakeToken)
 	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
 		unix.Close(ep)
 		unix.Close(wake)
-		return fmt.Errorf("edge: epoll_ctl: %w", err)
+		return fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
 	if err := unix.SetNonblock(ep, true); err != nil {
 		unix.Close(ep)
 		unix.Close(wake)
-		return fmt.Errorf("edge: epoll: %w", err)
+		return fmt.Errorf("evloop: epoll: %w", err)
 	}
 	epf := os.NewFile(uintptr(ep), "epoll")
 	rc, err := epf.SyscallConn()
 	if err != nil {
 		epf.Close()
 		unix.Close(wake)
-		return fmt.Errorf("edge: epoll: %w", err)
+		return fmt.Errorf("evloop: epoll: %w", err)
 	}
 	l.h, l.log, l.ep, l.wake, l.epf, l.rc, l.period = h, log, ep, wake, epf, rc, period
 	l.now = time.Now()
@@ -174,7 +174,7 @@ func (l *Loop) Run() {
 		err := l.rc.Read(turn)
 		l.now = time.Now()
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			l.log.Error("edge: epoll wait", "err", err)
+			l.log.Error("evloop: epoll wait", "err", err)
 			time.Sleep(10 * time.Millisecond)
 		}
 		l.sweepIfDue()
@@ -200,7 +200,7 @@ func (l *Loop) turn(ep int, events []unix.EpollEvent) bool {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			l.log.Error("edge: epoll_pwait", "err", os.NewSyscallError("epoll_pwait", err))
+			l.log.Error("evloop: epoll_pwait", "err", os.NewSyscallError("epoll_pwait", err))
 			time.Sleep(10 * time.Millisecond)
 			return false
 		case n == 0:
@@ -244,7 +244,7 @@ func (l *Loop) sweepIfDue() {
 }
 
 // The loop's epoll calls never wait, so they are raw system calls, as the
-// edge's socket calls are (edge/rawsys_linux.go says why).
+// loops' socket calls are (package internal/rawsys says why).
 
 func epollCtl(ep, op, fd int, ev *unix.EpollEvent) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)

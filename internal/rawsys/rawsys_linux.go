@@ -1,6 +1,6 @@
 //go:build linux
 
-package edge
+package rawsys
 
 import (
 	"net"
@@ -11,57 +11,56 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The loops' socket calls never wait (every socket is non-blocking), so
-// they are made as raw system calls, which skip telling the Go scheduler
-// about them. Told, the scheduler's monitor thread keeps polling every
-// 20µs for processors stuck in system calls and hands a loop's processor
-// to another thread when a call (a close, a connect) takes a little long;
-// that cost about a tenth of the loops' CPU. (The loops' epoll calls are
-// raw too, in package edge/internal/evloop.)
-
-func rawErr(e unix.Errno) error {
+// Err is e as an error: nil for 0.
+func Err(e unix.Errno) error {
 	if e == 0 {
 		return nil
 	}
 	return e
 }
 
-func rawRead(fd int, p []byte) (int, error) {
+// Read is read(2).
+func Read(fd int, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
 	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
-	return int(n), rawErr(e)
+	return int(n), Err(e)
 }
 
-func rawWrite(fd int, p []byte) (int, error) {
+// Write is write(2).
+func Write(fd int, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
 	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
-	return int(n), rawErr(e)
+	return int(n), Err(e)
 }
 
-func rawClose(fd int) {
+// Close is close(2); its error is of no use to a caller that is done with fd.
+func Close(fd int) {
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
 
-func rawShutdown(fd, how int) {
+// Shutdown is shutdown(2), for a half-close (SHUT_WR) whose failure the
+// next read or write reports.
+func Shutdown(fd, how int) {
 	unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
 }
 
-func rawSetsockoptInt(fd, level, opt, value int) error {
+// SetsockoptInt sets an int socket option.
+func SetsockoptInt(fd, level, opt, value int) error {
 	v := int32(value)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
-	return rawErr(e)
+	return Err(e)
 }
 
-// rawAccept4 accepts a connection as non-blocking and close-on-exec and
+// Accept4 accepts a connection as non-blocking and close-on-exec and
 // returns its peer's address, IPv4 unmapped. (unix.Accept4 also asks the
 // listening socket for its protocol, a system call per connection.)
-func rawAccept4(fd int) (int, netip.AddrPort, error) {
+func Accept4(fd int) (int, netip.AddrPort, error) {
 	var rsa unix.RawSockaddrAny
 	size := uint32(unsafe.Sizeof(rsa))
 	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)),
@@ -69,10 +68,12 @@ func rawAccept4(fd int) (int, netip.AddrPort, error) {
 	if e != 0 {
 		return -1, netip.AddrPort{}, e
 	}
-	return int(nfd), rawSockaddrAddrPort(&rsa), nil
+	return int(nfd), SockaddrAddrPort(&rsa), nil
 }
 
-func rawSockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+// SockaddrAddrPort is the address of an AF_INET or AF_INET6 socket address,
+// IPv4 unmapped (the zero AddrPort for any other family).
+func SockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
@@ -94,26 +95,27 @@ func ntohs(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-func rawSocket(family, typ int) (int, error) {
+// Socket opens a non-blocking, close-on-exec socket.
+func Socket(family, typ int) (int, error) {
 	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(typ)|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	return int(fd), rawErr(e)
+	return int(fd), Err(e)
 }
 
-// rawConnect starts a connect; EINPROGRESS is the usual answer for TCP.
-func rawConnect(fd int, addr netip.AddrPort) error {
+// Connect starts a connect; EINPROGRESS is the usual answer for TCP.
+func Connect(fd int, addr netip.AddrPort) error {
 	var sa unix.RawSockaddrAny
 	family := unix.AF_INET6
 	if addr.Addr().Unmap().Is4() {
 		family = unix.AF_INET
 	}
-	size := putSockaddr(&sa, family, addr)
+	size := PutSockaddr(&sa, family, addr)
 	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size)
-	return rawErr(e)
+	return Err(e)
 }
 
-// putSockaddr writes addr into sa as a socket of family takes it (IPv4
+// PutSockaddr writes addr into sa as a socket of family takes it (IPv4
 // mapped for AF_INET6) and returns its size.
-func putSockaddr(sa *unix.RawSockaddrAny, family int, addr netip.AddrPort) uintptr {
+func PutSockaddr(sa *unix.RawSockaddrAny, family int, addr netip.AddrPort) uintptr {
 	port := htons(addr.Port())
 	if family == unix.AF_INET {
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
@@ -126,7 +128,7 @@ func putSockaddr(sa *unix.RawSockaddrAny, family int, addr netip.AddrPort) uintp
 }
 
 // scopeID is the interface index of an IPv6 zone: a number as
-// rawSockaddrAddrPort writes it, or an interface name.
+// SockaddrAddrPort writes it, or an interface name.
 func scopeID(zone string) uint32 {
 	if zone == "" {
 		return 0
@@ -140,18 +142,19 @@ func scopeID(zone string) uint32 {
 	return 0
 }
 
-func rawGetsockoptInt(fd, level, opt int) (int, error) {
+// GetsockoptInt reads an int socket option.
+func GetsockoptInt(fd, level, opt int) (int, error) {
 	var v int32
 	size := uint32(4)
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&size)), 0)
-	return int(v), rawErr(e)
+	return int(v), Err(e)
 }
 
-// rawResetClose closes fd with an RST (SO_LINGER 0), leaving no TIME_WAIT.
-func rawResetClose(fd int) {
+// ResetClose closes fd with an RST (SO_LINGER 0), leaving no TIME_WAIT.
+func ResetClose(fd int) {
 	l := unix.Linger{Onoff: 1, Linger: 0}
 	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
-	rawClose(fd)
+	Close(fd)
 }
 
 // htons writes a port in network byte order.
@@ -162,13 +165,21 @@ func htons(p uint16) uint16 {
 	return v
 }
 
-// rawGetsockname returns the socket's own address, IPv4 unmapped.
-func rawGetsockname(fd int) (netip.AddrPort, error) {
+// Bind binds fd to addr (IPv4 mapped when fd is AF_INET6 and addr IPv4).
+func Bind(fd, family int, addr netip.AddrPort) error {
+	var sa unix.RawSockaddrAny
+	size := PutSockaddr(&sa, family, addr)
+	_, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size)
+	return Err(e)
+}
+
+// Getsockname returns the socket's own address, IPv4 unmapped.
+func Getsockname(fd int) (netip.AddrPort, error) {
 	var rsa unix.RawSockaddrAny
 	size := uint32(unsafe.Sizeof(rsa))
 	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)))
 	if e != 0 {
 		return netip.AddrPort{}, e
 	}
-	return rawSockaddrAddrPort(&rsa), nil
+	return SockaddrAddrPort(&rsa), nil
 }
