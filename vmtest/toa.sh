@@ -53,10 +53,16 @@
 # report fails the boot (DEBUG_TROUBLE_RE in vmtest/lib.sh). Before them,
 # a boot of testdata/hello with a use-after-free, a lock inversion and a
 # leak must fail with KASAN's, lockdep's and kmemleak's reports.
+# --meanwhile CMD runs the shell command CMD beside the sanitizer chain,
+# from the moment every other chain has ended (without --parallel or a
+# debug alias: after the last boot): the sanitizer kernel's boots are the
+# longest, and alone they leave one of two cores idle. `make check` runs
+# its packages test so. CMD's output is shown after the chains', and its
+# failure fails toa.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-multihost=1 parallel=0 only=() arches=() receivers=()
+multihost=1 parallel=0 only=() arches=() receivers=() meanwhile=''
 while (($#)); do
 	case $1 in
 	--arm64) arches+=(amd64 arm64); shift ;;
@@ -68,6 +74,11 @@ while (($#)); do
 		;;
 	--skip-multihost) multihost=0; shift ;;
 	--parallel) parallel=1; shift ;;
+	--meanwhile)
+		[[ -n ${2:-} ]] || { echo "toa.sh: --meanwhile wants a command" >&2; exit 2; }
+		meanwhile=$2
+		shift 2
+		;;
 	--receiver)
 		case ${2:-} in
 		kmod | ebpf) receivers+=("$2"); shift 2 ;;
@@ -85,7 +96,7 @@ while (($#)); do
 	*) break ;;
 	esac
 done
-[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--arch A] [--parallel] [--skip-multihost] [--only SUITE] [--receiver kmod|ebpf] ALIAS... (5.10 6.1 6.12 sid debug)" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "usage: vmtest/toa.sh [--arm64] [--arch A] [--parallel] [--meanwhile CMD] [--skip-multihost] [--only SUITE] [--receiver kmod|ebpf] ALIAS... (5.10 6.1 6.12 sid debug)" >&2; exit 2; }
 # the architectures, amd64 first, each once
 want_arches=("${arches[@]}")
 arches=()
@@ -338,6 +349,15 @@ if ((parallel)); then
 	fi
 	if ((with_debug)); then chains+=("amd64 debug"); fi
 fi
+# start_meanwhile: --meanwhile's command in the background (output in
+# $work/meanwhile.out), when there is one.
+meanwhile_pid=''
+start_meanwhile() {
+	[[ -n $meanwhile ]] || return 0
+	echo "toa.sh: --meanwhile starts after $(since "$t0")s: $meanwhile"
+	bash -c "$meanwhile" >"$work/meanwhile.out" 2>&1 &
+	meanwhile_pid=$!
+}
 if ((${#chains[@]} > 1)); then
 	pids=()
 	for i in "${!chains[@]}"; do
@@ -346,6 +366,8 @@ if ((${#chains[@]} > 1)); then
 		pids+=("$!")
 	done
 	for i in "${!chains[@]}"; do
+		# the debug chain, when there is one, is the last
+		if [[ ${chains[$i]} == "amd64 debug" ]]; then start_meanwhile; fi
 		wait "${pids[$i]}" || status=1
 		cat "$work/chain$i.out"
 	done
@@ -355,6 +377,18 @@ else
 			kernels "$arch" "$alias" || status=1
 		done
 	done
+fi
+if [[ -n $meanwhile && -z $meanwhile_pid ]]; then start_meanwhile; fi
+if [[ -n $meanwhile_pid ]]; then
+	mrc=0
+	wait "$meanwhile_pid" || mrc=$?
+	cat "$work/meanwhile.out"
+	if ((mrc)); then
+		echo "toa.sh: --meanwhile FAILED (exit $mrc): $meanwhile" >&2
+		status=1
+	else
+		echo "toa.sh: --meanwhile passed: $meanwhile"
+	fi
 fi
 echo "toa.sh: done in $(since "$t0")s"
 exit $status
