@@ -41,7 +41,7 @@ import (
 
 // bpffsRoot is where the tests pin, in folders named pinPrefix-PID-RANDOM.
 const (
-	bpffsRoot = "/sys/fs/bpf"
+	bpffsRoot = testenv.BPFFS
 	pinPrefix = "realip-agent-test"
 )
 
@@ -87,11 +87,7 @@ func newKernelEBPF(t *testing.T) *kernelEBPF {
 // and removed at cleanup, after removing those of test binaries that died.
 func testPinDir(t *testing.T) string {
 	t.Helper()
-	testenv.RequireRoot(t)
-	var st unix.Statfs_t
-	if err := unix.Statfs(bpffsRoot, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
-		testenv.SkipOrFail(t, "no bpffs at %s (mount -t bpf bpf %s)", bpffsRoot, bpffsRoot)
-	}
+	testenv.MountBPFFS(t)
 	ents, _ := os.ReadDir(bpffsRoot)
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), pinPrefix+"-")

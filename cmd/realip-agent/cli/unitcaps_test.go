@@ -94,7 +94,7 @@ func TestUnitCapabilitiesEBPF(t *testing.T) {
 		toarecv.Unpin(pinDir)
 		os.RemoveAll(pinDir)
 	})
-	mountBPFFS(t)
+	testenv.MountBPFFS(t) // the unit does not let the agent mount it (no CAP_SYS_ADMIN)
 	if err := toarecv.Available(toarecv.Options{Cgroup: cg, PinDir: pinDir}); err != nil {
 		testenv.SkipOrFail(t, "the eBPF TOA receiver cannot run here: %v", err)
 	}
@@ -130,20 +130,4 @@ func TestUnitCapabilitiesEBPF(t *testing.T) {
 	if code, out = runWithCaps(t, setpriv, pinDir, caps, "unload"); code != 0 || !strings.Contains(out, "eBPF TOA receiver detached and unpinned") {
 		t.Errorf("unload: exit %d\n%s", code, out)
 	}
-}
-
-// mountBPFFS mounts bpffs at /sys/fs/bpf, as systemd does at boot, when
-// nothing is mounted there: the unit does not let the agent mount it (no
-// CAP_SYS_ADMIN), and on a fresh machine no earlier test may have.
-func mountBPFFS(t *testing.T) {
-	t.Helper()
-	var st unix.Statfs_t
-	if unix.Statfs("/sys/fs/bpf", &st) == nil && st.Type == unix.BPF_FS_MAGIC {
-		return
-	}
-	if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
-		testenv.SkipOrFail(t, "mounting bpffs at /sys/fs/bpf: %v", err)
-	}
-	// Left mounted, as on a booted host: tests of other packages, running
-	// at the same time, may be pinning there now.
 }
