@@ -249,7 +249,7 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 
 // toGoroutine hands a just accepted connection to the goroutine relay.
 func (l *evLoop) toGoroutine(cfd int, b *binding) {
-	client, err := fdTCPConn(cfd)
+	client, err := edgeTCPConn(cfd)
 	if err != nil {
 		l.s.opts.Logger.Warn("edge: accept", "err", err)
 		l.s.active.Done()
@@ -301,29 +301,13 @@ func (l *evLoop) dropUpstream(c *loopConn) {
 	c.ufd, c.utok, c.connecting = -1, 0, false
 }
 
-// connectError is why a connect failed, if it did: writable with neither
-// EPOLLERR nor EPOLLHUP is connected, which saves asking SO_ERROR.
-func connectError(fd int, ev uint32) error {
-	if ev&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		return nil
-	}
-	soerr, err := rawsys.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	switch {
-	case err != nil:
-		return os.NewSyscallError("getsockopt", err)
-	case soerr != 0:
-		return os.NewSyscallError("connect", syscall.Errno(soerr))
-	}
-	return errors.New("connect: connection closed")
-}
-
 // connected handles the first events of a connect.
 func (l *evLoop) connected(c *loopConn, ev uint32) {
 	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 		return
 	}
 	addr := c.cands[c.tried-1]
-	if err := connectError(c.ufd, ev); err != nil {
+	if err := rawsys.ConnectError(c.ufd, ev); err != nil {
 		l.dropUpstream(c)
 		l.dialFailed(c, addr, err)
 		l.dial(c)
@@ -356,50 +340,34 @@ func (l *evLoop) connected(c *loopConn, ev uint32) {
 	}
 }
 
-// pump moves what one side has to the other. With edge-triggered events a
-// read shorter than the buffer has emptied the socket, unless the peer
-// also closed (then the FIN is read too) or sent urgent data (a read stops
-// at the urgent mark; EPOLLPRI says one is pending): then reads go on
-// until EAGAIN. It reports whether the
-// connection is still the loop's.
+// pump moves what one side has to the other (rawsys.Pump). It reports
+// whether the connection is still the loop's.
 func (l *evLoop) pump(c *loopConn, fromClient bool, ev uint32) bool {
 	src, dst, count := c.ufd, c.cfd, c.m.toClient
 	if fromClient {
 		src, dst, count = c.cfd, c.ufd, c.m.toOrigin
 	}
-	for {
-		n, err := rawsys.Read(src, l.buf)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return true
-		case err != nil:
-			l.finish(c, true)
-			return false
-		case n == 0:
-			return l.sawEOF(c, fromClient)
-		}
+	res := rawsys.Pump(src, dst, l.buf, ev)
+	if res.Moved > 0 {
 		c.active = l.Now()
-		w, werr := rawsys.Write(dst, l.buf[:n])
-		w = max(w, 0)
-		count.Add(float64(w))
-		switch {
-		case werr != nil && werr != unix.EAGAIN:
-			l.finish(c, true)
-			return false
-		case w < n:
-			// The other side is not keeping up: a goroutine waits for it.
-			l.toRelay(c, fromClient, l.buf[w:n])
-			return false
-		case n == len(l.buf):
-			// A stream: splice moves the rest.
-			l.toRelay(c, fromClient, nil)
-			return false
-		case ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) == 0:
-			return true
-		}
+		count.Add(float64(res.Moved))
 	}
+	switch res.Outcome {
+	case rawsys.EOF:
+		return l.sawEOF(c, fromClient)
+	case rawsys.Failed:
+		l.finish(c, true)
+		return false
+	case rawsys.Slow:
+		// The other side is not keeping up: a goroutine waits for it.
+		l.toRelay(c, fromClient, res.Rest)
+		return false
+	case rawsys.Stream:
+		// A stream: splice moves the rest.
+		l.toRelay(c, fromClient, nil)
+		return false
+	}
+	return true
 }
 
 // sawEOF passes a FIN on; the second one ends the connection.
@@ -446,8 +414,8 @@ func (l *evLoop) toRelay(c *loopConn, toOrigin bool, pending []byte) {
 	l.Del(c.cfd) // ENOENT if not registered yet
 	l.Del(c.ufd)
 	pending = append([]byte(nil), pending...)
-	client, cerr := fdTCPConn(c.cfd)
-	upstream, uerr := fdTCPConn(c.ufd)
+	client, cerr := edgeTCPConn(c.cfd)
+	upstream, uerr := edgeTCPConn(c.ufd)
 	if err := errors.Join(cerr, uerr); err != nil {
 		l.s.opts.Logger.Warn("edge: relay hand-off", "err", err)
 		for _, nc := range []*net.TCPConn{client, upstream} {
@@ -553,22 +521,13 @@ func connectNonblock(addr netip.AddrPort) (int, error) {
 	return fd, nil
 }
 
-// fdTCPConn turns a socket into a *net.TCPConn (through a duplicate that
-// Go's poller owns) and closes fd.
-func fdTCPConn(fd int) (*net.TCPConn, error) {
-	f := os.NewFile(uintptr(fd), "")
-	defer f.Close()
-	nc, err := net.FileConn(f)
+// edgeTCPConn turns a socket into a *net.TCPConn (rawsys.TCPConn) without
+// keep-alive: idleness is the edge's business.
+func edgeTCPConn(fd int) (*net.TCPConn, error) {
+	tc, err := rawsys.TCPConn(fd)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("edge: %w", err)
 	}
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		nc.Close()
-		return nil, fmt.Errorf("edge: descriptor %d is not a TCP socket", fd)
-	}
-	// net.FileConn turns keepalive on; the edge's connections have none
-	// (idleness is the edge's business).
 	tc.SetKeepAlive(false)
 	return tc, nil
 }

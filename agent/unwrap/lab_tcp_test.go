@@ -181,7 +181,7 @@ func startTCPRelayIn(t *testing.T, h *netns.Host, e Entry) *Relay {
 	opt := Options{Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	var impl *tcpRelay
 	err := h.Do(func() (err error) {
-		impl, err = listenTCP(e, opt, dialIn(h, "tcp", opt.Mark))
+		impl, err = listenTCP(e, opt, dialIn(h, "tcp", opt.Mark), socketIn(h))
 		return err
 	})
 	if err != nil {

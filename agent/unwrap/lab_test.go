@@ -73,3 +73,15 @@ func dialIn(h *netns.Host, network string, mark uint32) dialFunc {
 		return c, err
 	}
 }
+
+// socketIn is the loops' socket opener of a relay under test whose
+// goroutines run outside h: it opens the transparent sockets in h.
+func socketIn(h *netns.Host) socketFunc {
+	return func(family int) (fd int, err error) {
+		err = h.Do(func() (err error) {
+			fd, err = rawStreamSocket(family)
+			return err
+		})
+		return fd, err
+	}
+}

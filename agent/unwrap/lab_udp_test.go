@@ -45,7 +45,7 @@ func (l *udpLab) relay(t *testing.T, e Entry) *udpRelay {
 	if err := e.Validate(); err != nil {
 		t.Fatalf("entry: %v", err)
 	}
-	return l.relayLoops(t, e.withDefaults(), udpReadLoops())
+	return l.relayLoops(t, e.withDefaults(), relayLoops())
 }
 
 // relayLoops is relay with loops listening sockets, for e with its

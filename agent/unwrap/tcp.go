@@ -20,20 +20,30 @@ import (
 
 // tcpRelay is the TCP engine: it takes the edge's connections from a
 // listener.Listener, which reads and checks their headers, and relays each
-// to the server over a connection made from its client's address.
+// to the server over a connection made from its client's address: in its
+// epoll loops (tcploop.go) when the listener honoured a header, else in
+// goroutines, to which the loops also hand their long transfers.
 type tcpRelay struct {
-	entry Entry
-	log   *slog.Logger
-	ln    *listener.Listener
-	dial  dialFunc
+	entry  Entry
+	log    *slog.Logger
+	ln     *listener.Listener
+	dial   dialFunc   // the goroutine path's connect
+	socket socketFunc // the loops' sockets
+	mark   uint32
+	loops  []*tcpLoop
+	next   atomic.Uint32 // the loop the next connection goes to
 	// ctx ends with close; it cancels dials in progress.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the accept loop and one per connection
+	ctx       context.Context
+	cancel    context.CancelFunc
+	accepting sync.WaitGroup // the accept loop
+	looping   sync.WaitGroup // the loops' Run
+	stopping  sync.Once      // of the loops, by the first close
+	wg        sync.WaitGroup // one per connection in goroutines
 
-	mu     sync.Mutex
-	closed bool
-	live   map[*tcpPair]struct{} // accepted, not yet finished
+	mu       sync.Mutex
+	closed   bool
+	live     map[*tcpPair]struct{} // relayed in goroutines, not yet finished
+	loopLive int                   // relayed in the loops
 
 	noTarget, conns, refused, dialErrors atomic.Uint64
 	toServer, toClient                   atomic.Uint64
@@ -42,11 +52,21 @@ type tcpRelay struct {
 // dialFunc connects to the server, from the client's address.
 type dialFunc func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error)
 
-// tcpPair is one relayed connection: the edge's, and the server's once
-// connected.
+// tcpPair is one connection relayed in goroutines: the edge's, and the
+// server's once connected.
 type tcpPair struct {
-	client *listener.Conn
-	server *net.TCPConn // set under tcpRelay.mu
+	client tcpSide
+	server *net.TCPConn   // set under tcpRelay.mu
+	addr   netip.AddrPort // the client's, for logs
+}
+
+// tcpSide is the edge's side of a connection: a *listener.Conn, or a
+// *net.TCPConn a loop handed over.
+type tcpSide interface {
+	net.Conn
+	io.WriterTo
+	io.ReaderFrom
+	CloseWrite() error
 }
 
 // Backoff after a failing Accept (out of file descriptors, say).
@@ -65,16 +85,17 @@ func startTCP(e Entry, opt Options) (relayImpl, error) {
 	dial := func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error) {
 		return dialTransparent(ctx, "tcp", client, server, opt.Mark, DefaultDialTimeout)
 	}
-	r, err := listenTCP(e, opt, dial)
+	r, err := listenTCP(e, opt, dial, rawStreamSocket)
 	if err != nil {
 		return nil, err // not a nil *tcpRelay in a non-nil relayImpl
 	}
 	return r, nil
 }
 
-// listenTCP is startTCP with the dialer as a parameter: a test whose relay
-// runs in a network namespace other than its goroutines' dials there.
-func listenTCP(e Entry, opt Options, dial dialFunc) (*tcpRelay, error) {
+// listenTCP is startTCP with the dialer and the loops' socket opener as
+// parameters: a test whose relay runs in a network namespace other than
+// its goroutines' makes its sockets there.
+func listenTCP(e Entry, opt Options, dial dialFunc, socket socketFunc) (*tcpRelay, error) {
 	e = e.withDefaults()
 	log := opt.Logger
 	if log == nil {
@@ -90,13 +111,55 @@ func listenTCP(e Entry, opt Options, dial dialFunc) (*tcpRelay, error) {
 		log:    log,
 		ln:     ln,
 		dial:   dial,
+		socket: socket,
+		mark:   opt.Mark,
 		ctx:    ctx,
 		cancel: cancel,
 		live:   make(map[*tcpPair]struct{}),
 	}
-	r.wg.Add(1)
+	if err := r.startLoops(); err != nil {
+		cancel()
+		ln.Close()
+		return nil, err
+	}
+	r.accepting.Add(1)
 	go r.acceptLoop()
 	return r, nil
+}
+
+// startLoops opens and runs the relay's epoll loops, one per CPU up to
+// maxLoops.
+func (r *tcpRelay) startLoops() error {
+	for range relayLoops() {
+		l, err := newTCPLoop(r)
+		if err != nil {
+			for _, l := range r.loops {
+				l.Close()
+			}
+			r.loops = nil
+			return err
+		}
+		r.loops = append(r.loops, l)
+	}
+	for _, l := range r.loops {
+		r.looping.Add(1)
+		go func() { defer r.looping.Done(); l.Run() }()
+	}
+	return nil
+}
+
+// stopLoops closes the loops' connections and ends the loops, once; no
+// connection may be handed to them any more.
+func (r *tcpRelay) stopLoops() {
+	r.stopping.Do(func() {
+		for _, l := range r.loops {
+			l.Call(func() { l.closeAll(); l.Stop() })
+		}
+		r.looping.Wait()
+		for _, l := range r.loops {
+			l.Close()
+		}
+	})
 }
 
 // listenEdge opens the socket the edge connects to, wrapped in the
@@ -130,7 +193,7 @@ func listenEdge(e Entry, log *slog.Logger) (*listener.Listener, error) {
 // acceptLoop hands every connection the listener admits to admit, until
 // the listener is closed.
 func (r *tcpRelay) acceptLoop() {
-	defer r.wg.Done()
+	defer r.accepting.Done()
 	var backoff time.Duration
 	for {
 		nc, err := r.ln.Accept()
@@ -169,8 +232,9 @@ func (r *tcpRelay) sleep(d time.Duration) bool {
 }
 
 // admit refuses c when its client has no target or MaxConns are live, and
-// starts serving it otherwise. It runs in the accept loop, whose count in
-// r.wg keeps Add legal while close waits.
+// starts serving it otherwise: in a loop when the listener honoured a
+// header, else in a goroutine. It runs in the accept loop, which close
+// waits for before it waits for r.wg.
 func (r *tcpRelay) admit(c *listener.Conn) {
 	to, ok := r.entry.target(c.Client().Addr())
 	if !ok {
@@ -179,7 +243,11 @@ func (r *tcpRelay) admit(c *listener.Conn) {
 		resetTCP(c)
 		return
 	}
-	p := &tcpPair{client: c}
+	if c.Via() != wire.None {
+		r.toLoop(c, to)
+		return
+	}
+	p := &tcpPair{client: c, addr: c.Client()}
 	if !r.track(p) {
 		resetTCP(c)
 		return
@@ -188,21 +256,109 @@ func (r *tcpRelay) admit(c *listener.Conn) {
 	go r.serve(p, to)
 }
 
-// track records p as live; false when the relay is closed or MaxConns are
-// live (counted).
+// toLoop hands c's socket, and the bytes that came with its header, to
+// the next loop.
+func (r *tcpRelay) toLoop(c *listener.Conn, to netip.AddrPort) {
+	if !r.reserve(c.Client()) {
+		resetTCP(c)
+		return
+	}
+	pending := append([]byte(nil), c.Buffered()...)
+	fd, err := detach(c)
+	if err != nil {
+		r.log.Warn("unwrap: hand-off to a loop", "listen", r.entry.Listen, "client", c.Client(), "err", err)
+		resetTCP(c)
+		r.loopEnded()
+		return
+	}
+	l := r.loops[int(r.next.Add(1))%len(r.loops)]
+	client, proxy := c.Client(), c.Proxy()
+	l.Post(func() { l.open(fd, client, proxy, to, pending) })
+}
+
+// track records p as live in goroutines; false when the relay is closed
+// or MaxConns are live (counted).
 func (r *tcpRelay) track(p *tcpPair) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
-		return false
-	}
-	if len(r.live) >= r.entry.MaxConns {
-		r.refused.Add(1)
-		r.log.Debug("unwrap: connection refused, limit reached", "listen", r.entry.Listen, "client", p.client.Client(), "max_conns", r.entry.MaxConns)
+	if !r.room(p.addr) {
 		return false
 	}
 	r.live[p] = struct{}{}
 	return true
+}
+
+// reserve counts a connection live in a loop; false when the relay is
+// closed or MaxConns are live (counted).
+func (r *tcpRelay) reserve(client netip.AddrPort) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.room(client) {
+		return false
+	}
+	r.loopLive++
+	return true
+}
+
+// room reports whether another connection may go live, counting one
+// refused for MaxConns; r.mu is held.
+func (r *tcpRelay) room(client netip.AddrPort) bool {
+	if r.closed {
+		return false
+	}
+	if len(r.live)+r.loopLive >= r.entry.MaxConns {
+		r.refused.Add(1)
+		r.log.Debug("unwrap: connection refused, limit reached", "listen", r.entry.Listen, "client", client, "max_conns", r.entry.MaxConns)
+		return false
+	}
+	return true
+}
+
+// loopEnded forgets a connection a loop has closed or handed over.
+func (r *tcpRelay) loopEnded() {
+	r.mu.Lock()
+	r.loopLive--
+	r.mu.Unlock()
+}
+
+// adopt relays p, handed over by a loop, in goroutines: pending first
+// (toward the server if toServer, else toward the client), then both ways
+// as pipe does. It runs in a loop, which close stops before it waits for
+// r.wg.
+func (r *tcpRelay) adopt(p *tcpPair, pending []byte, toServer bool) {
+	r.mu.Lock()
+	r.loopLive--
+	r.live[p] = struct{}{}
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer r.untrack(p)
+		if len(pending) > 0 {
+			dst, count := net.Conn(p.client), &r.toClient
+			if toServer {
+				dst, count = p.server, &r.toServer
+			}
+			n, err := dst.Write(pending)
+			count.Add(uint64(n))
+			if err != nil {
+				resetTCP(p.client)
+				resetTCP(p.server)
+				return
+			}
+		}
+		r.pipe(p.client, p.server)
+	}()
+}
+
+// dialFailed counts a connect to the server that failed, unless the relay
+// is closing.
+func (r *tcpRelay) dialFailed(client, proxy netip.AddrPort, err error) {
+	if r.ctx.Err() != nil {
+		return
+	}
+	r.dialErrors.Add(1)
+	r.log.Warn("unwrap: cannot connect to the server", "listen", r.entry.Listen, "client", client, "proxy", proxy, "err", err)
 }
 
 // attach sets p's server connection; false when the relay was closed
@@ -230,7 +386,7 @@ func (r *tcpRelay) untrack(p *tcpPair) {
 func (r *tcpRelay) serve(p *tcpPair, to netip.AddrPort) {
 	defer r.wg.Done()
 	defer r.untrack(p)
-	c := p.client
+	c := p.client.(*listener.Conn) // admit's
 	if c.Via() == wire.None {
 		if err := r.sniff(c); err != nil {
 			r.log.Debug("unwrap: connection ended before it was relayed", "listen", r.entry.Listen, "client", c.Client(), "err", err)
@@ -245,10 +401,7 @@ func (r *tcpRelay) serve(p *tcpPair, to netip.AddrPort) {
 		}
 	}
 	if err != nil {
-		if r.ctx.Err() == nil { // not the relay closing
-			r.dialErrors.Add(1)
-			r.log.Warn("unwrap: cannot connect to the server", "listen", r.entry.Listen, "client", c.Client(), "proxy", c.Proxy(), "err", err)
-		}
+		r.dialFailed(c.Client(), c.Proxy(), err)
 		resetTCP(c)
 		return
 	}
@@ -258,7 +411,7 @@ func (r *tcpRelay) serve(p *tcpPair, to netip.AddrPort) {
 		return
 	}
 	r.conns.Add(1)
-	r.pipe(p.client, server)
+	r.pipe(c, server)
 }
 
 // sniff makes the listener look for a header on a connection served with
@@ -284,7 +437,7 @@ func (r *tcpRelay) sniff(c *listener.Conn) error {
 // bytes that came with the header first), until both ways have ended. A
 // way that ends cleanly (EOF) is passed on as a half-close; one that fails
 // resets both connections, which ends the other way too.
-func (r *tcpRelay) pipe(client *listener.Conn, server *net.TCPConn) {
+func (r *tcpRelay) pipe(client tcpSide, server *net.TCPConn) {
 	var ended atomic.Int32
 	done := make(chan struct{})
 	go func() {
@@ -302,7 +455,7 @@ func (r *tcpRelay) pipe(client *listener.Conn, server *net.TCPConn) {
 // half-closes: when the second ends, both connections are closed at once
 // (untrack), and close(2) sends the FIN itself; nothing is left unread
 // that would turn it into a reset, as each way read its source to EOF.
-func endTCPWay(client *listener.Conn, server *net.TCPConn, dst interface{ CloseWrite() error }, err error, ended *atomic.Int32) {
+func endTCPWay(client tcpSide, server *net.TCPConn, dst interface{ CloseWrite() error }, err error, ended *atomic.Int32) {
 	last := ended.Add(1) == 2
 	if err == nil && !last {
 		err = dst.CloseWrite()
@@ -368,7 +521,7 @@ func (m byteMeter) ReadFrom(r io.Reader) (int64, error) {
 // stats returns the relay's counters.
 func (r *tcpRelay) stats() Stats {
 	r.mu.Lock()
-	live := len(r.live)
+	live := len(r.live) + r.loopLive
 	r.mu.Unlock()
 	return Stats{
 		Listener:      r.ln.Stats(),
@@ -383,10 +536,14 @@ func (r *tcpRelay) stats() Stats {
 }
 
 // close stops listening, closes every live connection and waits for the
-// relay's goroutines.
+// relay's goroutines. The order keeps every hand-off safe: the accept loop
+// ends before the loops (it hands them connections), and the loops before
+// the wait for the goroutines (they start some).
 func (r *tcpRelay) close() error {
 	r.cancel()
 	err := r.ln.Close()
+	r.accepting.Wait()
+	r.stopLoops()
 	r.mu.Lock()
 	r.closed = true
 	for p := range r.live {

@@ -81,17 +81,17 @@ func startUDP(e Entry, opt Options) (relayImpl, error) {
 // whose relay listens in a network namespace other than its goroutines'
 // makes the flows' sockets there too.
 func newUDPRelay(e Entry, opt Options, dial func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error)) (*udpRelay, error) {
-	return newUDPRelayLoops(e, opt, dial, udpReadLoops())
+	return newUDPRelayLoops(e, opt, dial, relayLoops())
 }
 
 // udpReadLoops is how many sockets and read loops a UDP relay has: one
-// per CPU the Go runtime runs on, up to maxUDPReadLoops.
-func udpReadLoops() int { return min(runtime.GOMAXPROCS(0), maxUDPReadLoops) }
+// per CPU the Go runtime runs on, up to maxLoops.
+func relayLoops() int { return min(runtime.GOMAXPROCS(0), maxLoops) }
 
-// maxUDPReadLoops bounds a relay's listening sockets on a large machine:
+// maxLoops bounds a relay's listening sockets on a large machine:
 // more loops than the server and the flows' goroutines can keep busy
 // only cost descriptors and receive buffers.
-const maxUDPReadLoops = 8
+const maxLoops = 8
 
 // newUDPRelayLoops is newUDPRelay with loops listening sockets.
 func newUDPRelayLoops(e Entry, opt Options, dial func(ctx context.Context, client, server netip.AddrPort) (net.Conn, error), loops int) (*udpRelay, error) {
