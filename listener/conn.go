@@ -107,14 +107,6 @@ func (c *Conn) Header() *wire.ProxyHeader { return c.header }
 // bytes that arrived together with the header.
 func (c *Conn) NetConn() net.Conn { return c.raw }
 
-// Buffered returns the payload that arrived with the header and that Read
-// has not returned yet: what reading NetConn directly would skip. A caller
-// that takes the socket over from NetConn sends these bytes first. The
-// slice is the connection's own, valid until the next Read; on a
-// connection from an untrusted peer it is empty until the first Read has
-// looked for a header.
-func (c *Conn) Buffered() []byte { return c.pending }
-
 // RemoteAddr returns the client as a *net.TCPAddr.
 func (c *Conn) RemoteAddr() net.Addr { return &c.remote }
 

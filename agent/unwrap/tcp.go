@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/realip/realip/listener"
@@ -24,14 +25,17 @@ import (
 // epoll loops (tcploop.go) when the listener honoured a header, else in
 // goroutines, to which the loops also hand their long transfers.
 type tcpRelay struct {
-	entry  Entry
-	log    *slog.Logger
-	ln     *listener.Listener
-	dial   dialFunc   // the goroutine path's connect
-	socket socketFunc // the loops' sockets
-	mark   uint32
-	loops  []*tcpLoop
-	next   atomic.Uint32 // the loop the next connection goes to
+	entry   Entry
+	log     *slog.Logger
+	inner   *net.TCPListener // the listening socket, accepted from by the loops
+	rc      syscall.RawConn  // inner's
+	queue   *connQueue       // what the loops leave to ln
+	ln      *listener.Listener
+	allowed [wire.NumProtos]bool // entry.Accept
+	dial    dialFunc             // the goroutine path's connect
+	socket  socketFunc           // the loops' sockets
+	mark    uint32
+	loops   []*tcpLoop
 	// ctx ends with close; it cancels dials in progress.
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -47,6 +51,9 @@ type tcpRelay struct {
 
 	noTarget, conns, refused, dialErrors atomic.Uint64
 	toServer, toClient                   atomic.Uint64
+	// The loops' share of the listener's counters (Stats.Listener).
+	accepted [wire.NumProtos]atomic.Uint64
+	shed     atomic.Uint64
 }
 
 // dialFunc connects to the server, from the client's address.
@@ -101,37 +108,59 @@ func listenTCP(e Entry, opt Options, dial dialFunc, socket socketFunc) (*tcpRela
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := listenEdge(e, log)
+	inner, err := listenSocket(e)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &tcpRelay{
-		entry:  e,
-		log:    log,
-		ln:     ln,
-		dial:   dial,
-		socket: socket,
-		mark:   opt.Mark,
-		ctx:    ctx,
-		cancel: cancel,
-		live:   make(map[*tcpPair]struct{}),
-	}
-	if err := r.startLoops(); err != nil {
-		cancel()
-		ln.Close()
+	rc, err := inner.SyscallConn()
+	if err != nil {
+		inner.Close()
 		return nil, err
+	}
+	queue := newConnQueue(inner.Addr(), handoffDepth)
+	ln, err := listener.New(queue, listener.Config{
+		Protocols:     e.Accept,
+		Trusted:       e.Trusted,
+		Untrusted:     e.Untrusted,
+		HeaderTimeout: e.HeaderTimeout,
+		Logger:        log,
+	})
+	if err != nil {
+		inner.Close()
+		return nil, err // says "listener:"; Start names the entry
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &tcpRelay{entry: e, log: log, inner: inner, rc: rc, queue: queue, ln: ln,
+		dial: dial, socket: socket, mark: opt.Mark, ctx: ctx, cancel: cancel,
+		live: make(map[*tcpPair]struct{})}
+	for _, p := range e.Accept {
+		r.allowed[p] = true
 	}
 	r.accepting.Add(1)
 	go r.acceptLoop()
+	if err := r.startLoops(); err != nil {
+		r.close()
+		return nil, err
+	}
 	return r, nil
 }
 
+// handoffDepth bounds the connections the loops have left to the listener
+// and that it has not taken yet; beyond it they are shed (counted as
+// listener.ReasonShed). The listener takes them as fast as they come, and
+// bounds those whose header it waits for itself (MaxPending).
+const handoffDepth = 1024
+
 // startLoops opens and runs the relay's epoll loops, one per CPU up to
-// maxLoops.
+// maxLoops, each accepting from the listening socket.
 func (r *tcpRelay) startLoops() error {
 	for range relayLoops() {
 		l, err := newTCPLoop(r)
+		if err == nil {
+			if err = l.arm(); err != nil {
+				l.Close()
+			}
+		}
 		if err != nil {
 			for _, l := range r.loops {
 				l.Close()
@@ -162,36 +191,26 @@ func (r *tcpRelay) stopLoops() {
 	})
 }
 
-// listenEdge opens the socket the edge connects to, wrapped in the
-// listener's header policy.
+// listenSocket opens the socket the edge connects to.
 //
 // Connections from the edge keep the keep-alive probes Go gives them by
 // default (a dead edge would otherwise hold its connections and theirs to
-// the server for ever), but the options are set once, on the listening
-// socket, whose accepted sockets inherit them, and not by four setsockopt
-// calls on every connection (KeepAlive -1 turns those off).
-func listenEdge(e Entry, log *slog.Logger) (*listener.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1, Control: setKeepAlive}
-	inner, err := lc.Listen(context.Background(), "tcp", e.Listen.String())
+// the server for ever), and TCP_NODELAY, as Go sets it; both are set once,
+// on the listening socket, whose accepted sockets inherit them, and not
+// on every connection. TCP_DEFER_ACCEPT has the kernel hand a connection
+// over once its first bytes (the header) arrived, so a loop reads the
+// header at once, as package listener does for its own sockets.
+func listenSocket(e Entry) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, Control: setListenOptions}
+	ln, err := lc.Listen(context.Background(), "tcp", e.Listen.String())
 	if err != nil {
 		return nil, err // names the address; Start names the entry
 	}
-	ln, err := listener.New(inner, listener.Config{
-		Protocols:     e.Accept,
-		Trusted:       e.Trusted,
-		Untrusted:     e.Untrusted,
-		HeaderTimeout: e.HeaderTimeout,
-		Logger:        log,
-	})
-	if err != nil {
-		inner.Close()
-		return nil, err // says "listener:"; Start names the entry
-	}
-	return ln, nil
+	return ln.(*net.TCPListener), nil
 }
 
-// acceptLoop hands every connection the listener admits to admit, until
-// the listener is closed.
+// acceptLoop hands every connection the listener admits (those the loops
+// left to it) to admit, until the listener is closed.
 func (r *tcpRelay) acceptLoop() {
 	defer r.accepting.Done()
 	var backoff time.Duration
@@ -232,19 +251,14 @@ func (r *tcpRelay) sleep(d time.Duration) bool {
 }
 
 // admit refuses c when its client has no target or MaxConns are live, and
-// starts serving it otherwise: in a loop when the listener honoured a
-// header, else in a goroutine. It runs in the accept loop, which close
-// waits for before it waits for r.wg.
+// starts serving it in goroutines otherwise. It runs in the accept loop,
+// which close waits for before it waits for r.wg.
 func (r *tcpRelay) admit(c *listener.Conn) {
 	to, ok := r.entry.target(c.Client().Addr())
 	if !ok {
 		r.noTarget.Add(1)
 		r.log.Warn("unwrap: no target for the client's address family", "listen", r.entry.Listen, "client", c.Client(), "proxy", c.Proxy())
 		resetTCP(c)
-		return
-	}
-	if c.Via() != wire.None {
-		r.toLoop(c, to)
 		return
 	}
 	p := &tcpPair{client: c, addr: c.Client()}
@@ -254,26 +268,6 @@ func (r *tcpRelay) admit(c *listener.Conn) {
 	}
 	r.wg.Add(1)
 	go r.serve(p, to)
-}
-
-// toLoop hands c's socket, and the bytes that came with its header, to
-// the next loop.
-func (r *tcpRelay) toLoop(c *listener.Conn, to netip.AddrPort) {
-	if !r.reserve(c.Client()) {
-		resetTCP(c)
-		return
-	}
-	pending := append([]byte(nil), c.Buffered()...)
-	fd, err := detach(c)
-	if err != nil {
-		r.log.Warn("unwrap: hand-off to a loop", "listen", r.entry.Listen, "client", c.Client(), "err", err)
-		resetTCP(c)
-		r.loopEnded()
-		return
-	}
-	l := r.loops[int(r.next.Add(1))%len(r.loops)]
-	client, proxy := c.Client(), c.Proxy()
-	l.Post(func() { l.open(fd, client, proxy, to, pending) })
 }
 
 // track records p as live in goroutines; false when the relay is closed
@@ -472,7 +466,7 @@ func resetTCP(c net.Conn) {
 	if lc, ok := c.(*listener.Conn); ok {
 		c = lc.NetConn()
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok { // *net.TCPConn, *prefixConn
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()
@@ -523,8 +517,13 @@ func (r *tcpRelay) stats() Stats {
 	r.mu.Lock()
 	live := len(r.live) + r.loopLive
 	r.mu.Unlock()
+	ls := r.ln.Stats()
+	for i := range r.accepted {
+		ls.Accepted[i] += r.accepted[i].Load()
+	}
+	ls.Rejected[listener.ReasonShed] += r.shed.Load()
 	return Stats{
-		Listener:      r.ln.Stats(),
+		Listener:      ls,
 		NoTarget:      r.noTarget.Load(),
 		Conns:         r.conns.Load(),
 		ConnsLive:     uint64(live),
@@ -536,14 +535,22 @@ func (r *tcpRelay) stats() Stats {
 }
 
 // close stops listening, closes every live connection and waits for the
-// relay's goroutines. The order keeps every hand-off safe: the accept loop
-// ends before the loops (it hands them connections), and the loops before
-// the wait for the goroutines (they start some).
+// relay's goroutines. The order keeps every hand-off safe: the loops end
+// first (they hand connections to the listener and to goroutines), then
+// the listening socket is closed, then the listener and its accept loop,
+// and only then does close wait for the goroutines.
 func (r *tcpRelay) close() error {
 	r.cancel()
+	r.stopLoops()
+	ierr := r.inner.Close()
 	err := r.ln.Close()
 	r.accepting.Wait()
-	r.stopLoops()
+	if errors.Is(err, net.ErrClosed) { // a second close
+		err = nil
+	}
+	if err == nil && ierr != nil && !errors.Is(ierr, net.ErrClosed) {
+		err = ierr
+	}
 	r.mu.Lock()
 	r.closed = true
 	for p := range r.live {

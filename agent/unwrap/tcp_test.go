@@ -4,7 +4,6 @@ package unwrap
 
 import (
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/realip/realip/internal/rawsys"
 	"github.com/realip/realip/listener"
 	"github.com/realip/realip/wire"
 )
@@ -260,6 +260,46 @@ func (l *tcpLab) ping(t *testing.T, c *net.TCPConn, pre []byte) {
 	}
 }
 
+// TestTCPRelayPaths checks both ways a connection takes through the
+// relay: a header whole in its first bytes is honoured by the loop that
+// accepted the connection; one split across segments is left to the
+// listener with the bytes the loop read, and honoured there just as well.
+// Either way the server sees the client and the payload is intact, and
+// the header is counted once.
+func TestTCPRelayPaths(t *testing.T) {
+	l := newTCPLab(t)
+	e := l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort))
+	r := startTCPRelayIn(t, l.origin, e)
+	for i, split := range []int{0, 9, 20} { // 0: one write
+		client := netip.AddrPortFrom(tcpClient4, uint16(44001+i))
+		hdr := tcpHeader(t, 2, client)
+		c := l.tcpDial(t, labEdge4, e.Listen)
+		first := hdr
+		if split > 0 {
+			first = hdr[:split]
+		}
+		if _, err := c.Write(first); err != nil {
+			t.Fatal(err)
+		}
+		if split > 0 {
+			tcpWaitStats(t, r, "the listener to wait for the rest of the header", func(s Stats) bool { return s.Listener.Pending == 1 })
+			if _, err := c.Write(hdr[split:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.ping(t, c, nil)
+		if got := l.server4.takePeer(t); got != client {
+			t.Errorf("split %d: the server saw %s, want %s", split, got, client)
+		}
+		c.Close()
+		want := uint64(i + 1)
+		tcpWaitStats(t, r, "the connection to end", func(s Stats) bool { return s.ConnsLive == 0 })
+		if s := r.Stats(); s.Listener.Accepted[wire.PPv2] != want || s.Conns != want || s.Listener.TotalRejected() != 0 {
+			t.Errorf("split %d: stats %+v, want %d PROXY v2 headers accepted and relayed, none rejected", split, s, want)
+		}
+	}
+}
+
 // TestTCPRelayClose closes a relay with a connection being relayed and
 // one whose header is still incomplete: both are closed, no goroutine of
 // the relay or its listener is left, and the port is free.
@@ -309,13 +349,13 @@ func TestTCPRelayClose(t *testing.T) {
 	}
 }
 
-// TestEdgeKeepAlive checks that the edge's connections have Go's usual
-// keep-alive probes although the listener sets none per connection: they
-// come from the listening socket.
-func TestEdgeKeepAlive(t *testing.T) {
+// TestEdgeSocketOptions checks that the edge's connections, as a loop
+// accepts them (accept4, nothing set per connection), have Go's usual
+// keep-alive probes and TCP_NODELAY: they come from the listening socket.
+func TestEdgeSocketOptions(t *testing.T) {
 	e := Entry{Network: "tcp", Listen: netip.MustParseAddrPort("127.0.0.1:0"), Accept: []wire.Proto{wire.PPv2},
 		Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
-	ln, err := listenEdge(e.withDefaults(), slog.New(slog.DiscardHandler))
+	ln, err := listenSocket(e.withDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,29 +368,31 @@ func TestEdgeKeepAlive(t *testing.T) {
 	if _, err := c.Write([]byte("hello")); err != nil { // TCP_DEFER_ACCEPT waits for bytes
 		t.Fatal(err)
 	}
-	ac, err := ln.Accept() // an untrusted peer: served as itself
+	rc, err := ln.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ac.Close()
-	rc, err := ac.(*listener.Conn).NetConn().(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
+	afd, aerr := -1, error(unix.EAGAIN)
+	for deadline := time.Now().Add(5 * time.Second); aerr == unix.EAGAIN && time.Now().Before(deadline); {
+		if err := rc.Control(func(fd uintptr) { afd, _, aerr = rawsys.Accept4(int(fd)) }); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
 	}
+	if aerr != nil {
+		t.Fatalf("accept4: %v", aerr)
+	}
+	defer rawsys.Close(afd)
 	want := map[string][3]int{
 		"SO_KEEPALIVE":  {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
 		"TCP_KEEPIDLE":  {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
 		"TCP_KEEPINTVL": {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
 		"TCP_KEEPCNT":   {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+		"TCP_NODELAY":   {unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
 	}
 	for name, o := range want {
-		var v int
-		var gerr error
-		if err := rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), o[0], o[1]) }); err != nil || gerr != nil {
-			t.Fatalf("%s: %v %v", name, err, gerr)
-		}
-		if v != o[2] {
-			t.Errorf("%s = %d on an accepted connection, want %d", name, v, o[2])
+		if v, err := rawsys.GetsockoptInt(afd, o[0], o[1]); err != nil || v != o[2] {
+			t.Errorf("%s = %d (%v) on an accepted connection, want %d", name, v, err, o[2])
 		}
 	}
 }

@@ -3,6 +3,8 @@
 package unwrap
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,26 +16,31 @@ import (
 	"github.com/realip/realip/internal/evloop"
 	"github.com/realip/realip/internal/rawsys"
 	"github.com/realip/realip/listener"
+	"github.com/realip/realip/wire"
 )
 
-// The TCP relay's fast path. A connection whose header the listener
-// honoured leaves Go's poller right after Accept: its socket goes to one
-// of the relay's epoll loops (internal/evloop, one per CPU up to
-// maxLoops), which connects to the server from the client's address and
-// relays on raw non-blocking sockets (internal/rawsys), as realip-edge's
-// relay does. A short connection then costs no goroutine and none of the
-// calls Go's net package adds per socket (getsockname, getpeername,
-// SO_ERROR, a context hook per connect, a read that finds nothing before
-// each wait), and its system calls skip the scheduler (see package
-// rawsys): on bench/unwrap.sh's connection load the goroutine relay cost
-// 1.46x HAProxy's CPU per connection.
+// The TCP relay's epoll loops (internal/evloop), one per CPU up to
+// maxLoops, on raw non-blocking sockets (internal/rawsys), as realip-edge's
+// relay does. Every loop accepts from the listening socket
+// (EPOLLEXCLUSIVE: the kernel wakes one of them per connection; Go's own
+// poller, which also holds the socket, is woken too and finds no waiter).
+// A loop reads the connection's first bytes (TCP_DEFER_ACCEPT has them
+// there) and, when the peer is trusted and they hold a whole header of a
+// protocol the entry accepts naming a client (wire.ReadProxyHeader, the
+// listener's own parser), relays the connection itself: the connect to
+// the server from the client's address, the copies, half-closes and
+// resets, with no goroutine and none of the calls Go's net package adds
+// per socket (getsockname, getpeername, SO_ERROR, a context hook per
+// connect, an epoll registration for each socket), its system calls
+// skipping the scheduler (see package rawsys). On bench/unwrap.sh's
+// connection load the goroutine relay cost 1.46x HAProxy's CPU per
+// connection.
 //
-// Taking the socket from Go's poller costs a dup and a close (the listener
-// keeps its policy, timeouts and counters for every connection, and a
-// connection whose header is still on its way waits in a goroutine of the
-// listener, not in a loop). Connections served with their peer as the
-// client (an untrusted peer, a LOCAL header) stay on the goroutine path,
-// whose first read looks for a header to drop or strip.
+// Everything else goes to package listener with the bytes already read
+// (connQueue, prefixConn): an untrusted peer, a header still on its way,
+// a LOCAL header, an error. The listener applies its whole policy and
+// counts, and the relay serves what it admits in goroutines. The loops
+// count their own accepted headers into Stats.Listener.
 //
 // As in the edge, a connection leaves its loop for the goroutine relay
 // (pipe, splice) when it turns out to be a stream (a read fills the
@@ -57,10 +64,14 @@ func rawStreamSocket(family int) (int, error) { return rawsys.Socket(family, uni
 // sockets, even ones client sockets (evloop.Loop.NewTokens).
 type tcpLoop struct {
 	evloop.Loop
-	r     *tcpRelay
-	buf   []byte
-	conns map[uint64]*loopConn // by the token of either socket
-	head  *loopConn            // every connection, for sweeps and close
+	r           *tcpRelay
+	buf         []byte
+	conns       map[uint64]*loopConn // by the token of either socket
+	head        *loopConn            // every connection, for sweeps and close
+	lnTok       uint64               // the listening socket's
+	pausedUntil time.Time            // accept failed for lack of resources; zero: accepting
+	src         bytes.Reader         // a connection's first bytes, for hdr
+	hdr         *bufio.Reader        // reads a header from src
 }
 
 // loopConn is a relayed connection owned by a loop.
@@ -77,17 +88,129 @@ type loopConn struct {
 
 func newTCPLoop(r *tcpRelay) (*tcpLoop, error) {
 	l := &tcpLoop{r: r, buf: make([]byte, loopBuf), conns: map[uint64]*loopConn{}}
+	l.hdr = bufio.NewReaderSize(&l.src, wire.MaxV2HeaderLen)
 	if err := l.Open(l, DefaultDialTimeout/4, r.log); err != nil {
 		return nil, err
 	}
+	l.lnTok, _ = l.NewTokens()
 	return l, nil
 }
 
-// Events handles a batch of events (evloop.Handler). Every socket is
-// edge-triggered, so the loop may always park after a batch.
+// arm registers the listening socket, shared with the other loops; the
+// rc.Control keeps it from being closed meanwhile.
+func (l *tcpLoop) arm() error {
+	var err error
+	if cerr := l.r.rc.Control(func(fd uintptr) { err = l.Add(int(fd), unix.EPOLLIN|unix.EPOLLEXCLUSIVE, l.lnTok) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("unwrap: epoll_ctl add %s: %w", l.r.entry.Listen, err)
+	}
+	return nil
+}
+
+// disarm unregisters the listening socket.
+func (l *tcpLoop) disarm() {
+	_ = l.r.rc.Control(func(fd uintptr) { l.Del(int(fd)) })
+}
+
+// acceptAll takes the connections waiting, a bounded number per event so
+// that the connections already relayed are not starved. It reports
+// whether it found none left (or paused accepting): the listening socket
+// is level-triggered, so with more waiting the loop must poll again.
+func (l *tcpLoop) acceptAll() bool {
+	for range 16 {
+		var (
+			nfd  int
+			peer netip.AddrPort
+			aerr error
+		)
+		if err := l.r.rc.Control(func(fd uintptr) { nfd, peer, aerr = rawsys.Accept4(int(fd)) }); err != nil {
+			return true // the socket is closing
+		}
+		switch aerr {
+		case nil:
+			l.admit(nfd, peer)
+		case unix.EAGAIN:
+			return true
+		case unix.ECONNABORTED, unix.EINTR, unix.EPROTO:
+		default:
+			// Out of descriptors or memory: stop taking connections for
+			// a sweep period instead of spinning on the socket.
+			l.r.log.Warn("unwrap: accept failed", "listen", l.r.entry.Listen, "err", os.NewSyscallError("accept4", aerr), "retry_in", l.Period())
+			l.disarm()
+			l.pausedUntil = l.Now().Add(l.Period())
+			return true
+		}
+	}
+	return false
+}
+
+// admit relays a connection just accepted when its first bytes hold a
+// header the loop can honour at once, and leaves it to the listener
+// otherwise (handOff).
+func (l *tcpLoop) admit(cfd int, peer netip.AddrPort) {
+	r := l.r
+	if !r.trusts(peer.Addr()) {
+		r.handOff(cfd, nil)
+		return
+	}
+	n, err := rawsys.Read(cfd, l.buf)
+	if err != nil || n <= 0 { // nothing yet, the peer's end or a failure: the listener judges
+		r.handOff(cfd, nil)
+		return
+	}
+	h, used := l.parseHeader(l.buf[:n])
+	if h == nil || h.Local || !h.Source.IsValid() || !r.allowed[viaOf(h)] {
+		r.handOff(cfd, l.buf[:n])
+		return
+	}
+	r.accepted[viaOf(h)].Add(1)
+	to, ok := r.entry.target(h.Source.Addr())
+	if !ok {
+		r.noTarget.Add(1)
+		r.log.Warn("unwrap: no target for the client's address family", "listen", r.entry.Listen, "client", h.Source, "proxy", peer)
+		rawsys.ResetClose(cfd)
+		return
+	}
+	if !r.reserve(h.Source) {
+		rawsys.ResetClose(cfd)
+		return
+	}
+	l.open(cfd, h.Source, peer, to, bytes.Clone(l.buf[used:n]))
+}
+
+// parseHeader reads a header from the start of b; nil when b does not
+// hold a whole, valid one. used is its length.
+func (l *tcpLoop) parseHeader(b []byte) (h *wire.ProxyHeader, used int) {
+	l.src.Reset(b)
+	l.hdr.Reset(&l.src)
+	h, err := wire.ReadProxyHeader(l.hdr)
+	if err != nil {
+		return nil, 0
+	}
+	return h, len(b) - l.hdr.Buffered() - l.src.Len()
+}
+
+// viaOf is the protocol of a header.
+func viaOf(h *wire.ProxyHeader) wire.Proto {
+	if h.Version == 1 {
+		return wire.PPv1
+	}
+	return wire.PPv2
+}
+
+// Events handles a batch of events (evloop.Handler). A connection's
+// sockets are edge-triggered; the listening socket is not, so a batch
+// that left connections waiting there must be polled again.
 func (l *tcpLoop) Events(evs []unix.EpollEvent) bool {
+	settled := true
 	for i := range evs {
 		tok, ev := evloop.Token(&evs[i]), evs[i].Events
+		if tok == l.lnTok {
+			settled = l.acceptAll() && settled
+			continue
+		}
 		c := l.conns[tok]
 		switch {
 		case c == nil: // a socket closed earlier in this batch
@@ -99,13 +222,16 @@ func (l *tcpLoop) Events(evs []unix.EpollEvent) bool {
 			l.pump(c, true, ev)
 		}
 	}
-	return true
+	return settled
 }
 
-// Sweep fails the connects that took longer than DefaultDialTimeout
-// (evloop.Handler).
+// Sweep fails the connects that took longer than DefaultDialTimeout and
+// accepts again after a pause (evloop.Handler).
 func (l *tcpLoop) Sweep() {
 	now := l.Now()
+	if !l.pausedUntil.IsZero() && !now.Before(l.pausedUntil) && l.arm() == nil {
+		l.pausedUntil = time.Time{}
+	}
 	for c := l.head; c != nil; {
 		next := c.next
 		if c.connecting && !now.Before(c.deadline) {
@@ -116,8 +242,8 @@ func (l *tcpLoop) Sweep() {
 	}
 }
 
-// open starts relaying a client socket handed over by the accept loop:
-// the connect to the server from the client's address.
+// open starts relaying a client socket just accepted: the connect to the
+// server from the client's address.
 func (l *tcpLoop) open(cfd int, client, proxy, to netip.AddrPort, pending []byte) {
 	sfd, err := l.r.connectTransparent(client, to)
 	if err != nil {
@@ -286,8 +412,12 @@ func (l *tcpLoop) unlink(c *loopConn) {
 	c.prev, c.next = nil, nil
 }
 
-// closeAll closes every connection of the loop (the relay is closing).
+// closeAll stops accepting and closes every connection of the loop (the
+// relay is closing).
 func (l *tcpLoop) closeAll() {
+	if l.pausedUntil.IsZero() {
+		l.disarm()
+	}
 	for l.head != nil {
 		l.finish(l.head, false)
 	}
@@ -336,24 +466,35 @@ func (r *tcpRelay) connectTransparent(client, to netip.AddrPort) (int, error) {
 	return fd, nil
 }
 
-// detach takes c's socket out of Go's poller: a duplicate descriptor,
-// which the caller owns, and c closed.
-func detach(c *listener.Conn) (int, error) {
-	tc, ok := c.NetConn().(*net.TCPConn)
-	if !ok {
-		return -1, fmt.Errorf("unwrap: a %T, not a TCP connection", c.NetConn())
-	}
-	rc, err := tc.SyscallConn()
+// handOff leaves a connection just accepted to the listener, with the
+// bytes a loop read from it; when the listener's queue is full it is
+// reset and counted as shed.
+func (r *tcpRelay) handOff(cfd int, read []byte) {
+	tc, err := rawsys.TCPConn(cfd)
 	if err != nil {
-		return -1, fmt.Errorf("unwrap: %w", err)
+		r.log.Warn("unwrap: hand-off to the listener", "listen", r.entry.Listen, "err", err)
+		return
 	}
-	fd, derr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, fmt.Errorf("unwrap: %w", err)
+	var c net.Conn = tc
+	if len(read) > 0 {
+		c = &prefixConn{tc: tc, rest: bytes.Clone(read)}
 	}
-	if derr != nil {
-		return -1, fmt.Errorf("unwrap: %w", os.NewSyscallError("fcntl", derr))
+	if !r.queue.put(c) {
+		r.shed.Add(1)
+		r.log.Warn("realip: connection shed", "listen", r.entry.Listen, "peer", c.RemoteAddr(), "reason", listener.ReasonShed.String(),
+			"err", "the listener's queue is full")
+		resetTCP(c)
 	}
-	c.Close() // Go's descriptor: the socket lives on in fd
-	return fd, nil
+}
+
+// trusts reports whether peer may pass client addresses, as the entry's
+// listener decides it.
+func (r *tcpRelay) trusts(peer netip.Addr) bool {
+	peer = peer.Unmap()
+	for _, p := range r.entry.Trusted {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
 }

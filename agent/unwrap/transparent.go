@@ -109,10 +109,11 @@ const (
 	keepAliveCount    = 9
 )
 
-// setKeepAlive turns keep-alive probes on for a listening TCP socket, for
-// every connection it accepts: Linux copies SO_KEEPALIVE, TCP_KEEPIDLE,
-// TCP_KEEPINTVL and TCP_KEEPCNT from the listener to its accepted sockets.
-func setKeepAlive(_, _ string, c syscall.RawConn) error {
+// setListenOptions sets the options of the TCP listening socket that its
+// accepted sockets inherit (Linux copies them from the listener): Go's
+// keep-alive defaults and TCP_NODELAY; and TCP_DEFER_ACCEPT (see
+// listenSocket).
+func setListenOptions(_, _ string, c syscall.RawConn) error {
 	opts := [...]struct {
 		level, name, value int
 		what               string
@@ -121,6 +122,8 @@ func setKeepAlive(_, _ string, c syscall.RawConn) error {
 		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAliveIdle / time.Second), "TCP_KEEPIDLE"},
 		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAliveInterval / time.Second), "TCP_KEEPINTVL"},
 		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount, "TCP_KEEPCNT"},
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, "TCP_NODELAY"},
+		{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1, "TCP_DEFER_ACCEPT"},
 	}
 	var serr error
 	err := c.Control(func(fd uintptr) {
