@@ -118,6 +118,26 @@ func (a *agentProc) metrics(t *testing.T) string {
 	return scrape(t, a.host, unwrapMetricsAddr)
 }
 
+// scrapeLinger is how long the agent's metrics server keeps a scrape's
+// connection, and the goroutine serving it, after its response: net/http
+// half-closes a connection it answered with "Connection: close" and waits
+// 500 ms before closing it (rstAvoidanceDelay), and scrape asks with
+// HTTP/1.0.
+const scrapeLinger = 600 * time.Millisecond
+
+// settled waits until no scrape's connection or goroutine is left in the
+// agent, so that its counts of goroutines and sockets are its relays' and
+// its own, comparable from one reading to the next. Polled at 10 ms, each
+// reading would count the scrapes of the readings before it.
+func (a *agentProc) settled() { time.Sleep(scrapeLinger) }
+
+// goroutines is the agent's go_goroutines once settled.
+func (a *agentProc) goroutines(t *testing.T) float64 {
+	t.Helper()
+	a.settled()
+	return a.metric(t, "go_goroutines")
+}
+
 // metric returns the first series of name whose labels include labels, 0
 // when there is none.
 func (a *agentProc) metric(t *testing.T, name string, labels ...string) float64 {

@@ -326,7 +326,7 @@ func TestUnwrapUDPLimits(t *testing.T) {
 	const maxFlows = 4
 	a := startAgent(t, l.origin, limitsConfig(maxFlows, "1s"))
 	startEdge(t, l.edge, fmt.Sprintf("udp:2003 %s 5003 off spp\nudp:2005 %s 5005 off spp\n", originV4, originV4))
-	goroutines := a.metric(t, "go_goroutines")
+	goroutines := a.goroutines(t)
 	listens := []string{"198.51.100.10:5003", "198.51.100.10:5005"}
 
 	floodFlows(t, l, a, maxFlows, 12)
@@ -351,7 +351,7 @@ func TestUnwrapUDPLimits(t *testing.T) {
 	}
 	var now float64
 	waitFor(t, ioTimeout, func() bool {
-		now = a.metric(t, "go_goroutines")
+		now = a.goroutines(t)
 		return now <= goroutines
 	}, func() string {
 		return fmt.Sprintf("go_goroutines %v, %v at start with the same relays and no flow", now, goroutines)

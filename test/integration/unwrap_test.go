@@ -61,7 +61,9 @@ func startTCPUnwrap(t *testing.T, l *lab, serverPort uint16) *tcpUnwrapLab {
 		fmt.Fprintf(&rules, "tcp:%d %s 80 off %s\n", r.port, r.origin, r.mode)
 	}
 	startEdge(t, l.edge, rules.String())
-	return &tcpUnwrapLab{lab: l, agent: a, goroutines: a.metric(t, "go_goroutines"), sockets: countFDs(t, a.Cmd.Process.Pid).sockets}
+	goroutines := a.goroutines(t)
+	a.settled()
+	return &tcpUnwrapLab{lab: l, agent: a, goroutines: goroutines, sockets: countFDs(t, a.Cmd.Process.Pid).sockets}
 }
 
 // eachTCPPath runs fn as a parallel subtest for every rule and client
@@ -118,6 +120,7 @@ func (u *tcpUnwrapLab) checkTCPMetrics(t *testing.T, minBody int) {
 	}, func() string { return "the agent still holds TCP sockets:\n" + strings.Join(left, "\n") })
 	var fds fdCount
 	waitFor(t, ioTimeout, func() bool {
+		u.agent.settled()
 		fds = countFDs(t, u.agent.Cmd.Process.Pid)
 		return fds.sockets <= u.sockets
 	}, func() string {
@@ -125,7 +128,7 @@ func (u *tcpUnwrapLab) checkTCPMetrics(t *testing.T, minBody int) {
 	})
 	var now float64
 	waitFor(t, ioTimeout, func() bool {
-		now = u.agent.metric(t, "go_goroutines")
+		now = u.agent.goroutines(t)
 		return now <= u.goroutines
 	}, func() string { return fmt.Sprintf("go_goroutines %v, %v at start", now, u.goroutines) })
 }
