@@ -315,11 +315,10 @@ func (r *tcpRelay) loopEnded() {
 	r.mu.Unlock()
 }
 
-// adopt relays p, handed over by a loop, in goroutines: pending first
-// (toward the server if toServer, else toward the client), then both ways
-// as pipe does. It runs in a loop, which close stops before it waits for
-// r.wg.
-func (r *tcpRelay) adopt(p *tcpPair, pending []byte, toServer bool) {
+// adopt relays p, handed over by a loop, in goroutines (pipe), each way
+// from where the loop left it (up: client to server). It runs in a loop,
+// which close stops before it waits for r.wg.
+func (r *tcpRelay) adopt(p *tcpPair, up, down way) {
 	r.mu.Lock()
 	r.loopLive--
 	r.live[p] = struct{}{}
@@ -328,21 +327,16 @@ func (r *tcpRelay) adopt(p *tcpPair, pending []byte, toServer bool) {
 	go func() {
 		defer r.wg.Done()
 		defer r.untrack(p)
-		if len(pending) > 0 {
-			dst, count := net.Conn(p.client), &r.toClient
-			if toServer {
-				dst, count = p.server, &r.toServer
-			}
-			n, err := dst.Write(pending)
-			count.Add(uint64(n))
-			if err != nil {
-				resetTCP(p.client)
-				resetTCP(p.server)
-				return
-			}
-		}
-		r.pipe(p.client, p.server)
+		r.pipe(p.client, p.server, up, down)
 	}()
+}
+
+// way is where a loop left one direction of a connection it hands over:
+// bytes it read and did not write yet, or the direction's end, already
+// passed on as a half-close.
+type way struct {
+	pending []byte
+	ended   bool
 }
 
 // dialFailed counts a connect to the server that failed, unless the relay
@@ -405,7 +399,7 @@ func (r *tcpRelay) serve(p *tcpPair, to netip.AddrPort) {
 		return
 	}
 	r.conns.Add(1)
-	r.pipe(c, server)
+	r.pipe(c, server, way{}, way{})
 }
 
 // sniff makes the listener look for a header on a connection served with
@@ -430,18 +424,49 @@ func (r *tcpRelay) sniff(c *listener.Conn) error {
 // pipe copies both ways, between the two TCP sockets with splice(2) (the
 // bytes that came with the header first), until both ways have ended. A
 // way that ends cleanly (EOF) is passed on as a half-close; one that fails
-// resets both connections, which ends the other way too.
-func (r *tcpRelay) pipe(client tcpSide, server *net.TCPConn) {
+// resets both connections, which ends the other way too. up and down say
+// where a loop left each way (nothing for a connection that did not come
+// from one): its bytes not yet written go first, in that way's own
+// goroutine, so that a peer that reads only once it has written cannot
+// hold the other way up; a way that already ended is not run again.
+func (r *tcpRelay) pipe(client tcpSide, server *net.TCPConn, up, down way) {
 	var ended atomic.Int32
+	for _, w := range [...]way{up, down} {
+		if w.ended {
+			ended.Add(1)
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, err := client.WriteTo(byteMeter{dst: server, n: &r.toServer})
-		endTCPWay(client, server, server, err, &ended)
+		r.runWay(client, server, server, up, &r.toServer, func() error {
+			_, err := client.WriteTo(byteMeter{dst: server, n: &r.toServer})
+			return err
+		}, &ended)
 	}()
-	_, err := byteMeter{dst: client, n: &r.toClient}.ReadFrom(server)
-	endTCPWay(client, server, client, err, &ended)
+	r.runWay(client, server, client, down, &r.toClient, func() error {
+		_, err := byteMeter{dst: client, n: &r.toClient}.ReadFrom(server)
+		return err
+	}, &ended)
 	<-done
+}
+
+// runWay copies one way (into dst) unless it has ended already: w's
+// pending bytes, then the rest with copy; then it passes the end on.
+func (r *tcpRelay) runWay(client tcpSide, server *net.TCPConn, dst tcpSide, w way, count *atomic.Uint64, copy func() error, ended *atomic.Int32) {
+	if w.ended {
+		return
+	}
+	var err error
+	if len(w.pending) > 0 {
+		var n int
+		n, err = dst.Write(w.pending)
+		count.Add(uint64(n))
+	}
+	if err == nil {
+		err = copy()
+	}
+	endTCPWay(client, server, dst, err, ended)
 }
 
 // endTCPWay passes the end of the way into dst on: a half-close after a

@@ -3,6 +3,7 @@
 package unwrap
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/netip"
@@ -297,6 +298,50 @@ func TestTCPRelayPaths(t *testing.T) {
 		if s := r.Stats(); s.Listener.Accepted[wire.PPv2] != want || s.Conns != want || s.Listener.TotalRejected() != 0 {
 			t.Errorf("split %d: stats %+v, want %d PROXY v2 headers accepted and relayed, none rejected", split, s, want)
 		}
+	}
+}
+
+// TestTCPRelayAnswerAfterHalfClose: clients that send a request and
+// half-close, to a server that answers only then, with more than a loop's
+// buffer, and closes. The loop passes the client's end on, then hands the
+// long answer to goroutines, which must deliver it whole and end cleanly,
+// without passing the client's end on a second time (which fails on a
+// socket the server has closed, and would reset both).
+func TestTCPRelayAnswerAfterHalfClose(t *testing.T) {
+	l := newTCPLab(t)
+	answer := tcpPayload(64<<10, 7)
+	var ln net.Listener
+	if err := l.origin.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.Copy(io.Discard, c); err == nil {
+					c.Write(answer)
+				}
+			}()
+		}
+	}()
+	e := l.tcpEntry(netip.AddrPortFrom(labOrigin4, tcpRelayPort))
+	e.To = wire.SocketAddrPort(ln.Addr())
+	r := startTCPRelayIn(t, l.origin, e)
+	const n = 8
+	for i := range n {
+		x := l.exchange(t, labEdge4, e.Listen, tcpHeader(t, 2, netip.AddrPortFrom(tcpClient4, uint16(45001+i))), []byte("request"))
+		if x.readErr != nil || !bytes.Equal(x.got, answer) {
+			t.Fatalf("connection %d: read %d bytes, %v; want the %d-byte answer, then EOF", i, len(x.got), x.readErr, len(answer))
+		}
+	}
+	s := tcpWaitStats(t, r, "the connections to end", func(s Stats) bool { return s.ConnsLive == 0 })
+	if s.Conns != n || s.BytesToClient != n*uint64(len(answer)) {
+		t.Errorf("stats %+v, want %d connections and %d bytes to the clients", s, n, n*len(answer))
 	}
 }
 

@@ -21,9 +21,12 @@ import (
 
 // The TCP relay's epoll loops (internal/evloop), one per CPU up to
 // maxLoops, on raw non-blocking sockets (internal/rawsys), as realip-edge's
-// relay does. Every loop accepts from the listening socket
-// (EPOLLEXCLUSIVE: the kernel wakes one of them per connection; Go's own
-// poller, which also holds the socket, is woken too and finds no waiter).
+// relay does. Every loop accepts from the listening socket. Registered
+// with EPOLLEXCLUSIVE, but the loops wait through Go's poller, not in
+// epoll_wait, so the kernel wakes all of them for each connection and all
+// but one find accept4 empty, as the edge's loops do (edge/tcploop_linux.go
+// measured a socket per loop no faster on 2 CPUs); Go's own poller, which
+// also holds the socket, is woken too and finds no waiter.
 // A loop reads the connection's first bytes (TCP_DEFER_ACCEPT has them
 // there) and, when the peer is trusted and they hold a whole header of a
 // protocol the entry accepts naming a client (wire.ReadProxyHeader, the
@@ -70,6 +73,7 @@ type tcpLoop struct {
 	head        *loopConn            // every connection, for sweeps and close
 	lnTok       uint64               // the listening socket's
 	pausedUntil time.Time            // accept failed for lack of resources; zero: accepting
+	closing     bool                 // closeAll ran: the relay is closing
 	src         bytes.Reader         // a connection's first bytes, for hdr
 	hdr         *bufio.Reader        // reads a header from src
 }
@@ -204,6 +208,9 @@ func viaOf(h *wire.ProxyHeader) wire.Proto {
 // sockets are edge-triggered; the listening socket is not, so a batch
 // that left connections waiting there must be polled again.
 func (l *tcpLoop) Events(evs []unix.EpollEvent) bool {
+	if l.closing { // the rest of the batch that ran closeAll
+		return true
+	}
 	settled := true
 	for i := range evs {
 		tok, ev := evloop.Token(&evs[i]), evs[i].Events
@@ -228,6 +235,9 @@ func (l *tcpLoop) Events(evs []unix.EpollEvent) bool {
 // Sweep fails the connects that took longer than DefaultDialTimeout and
 // accepts again after a pause (evloop.Handler).
 func (l *tcpLoop) Sweep() {
+	if l.closing {
+		return
+	}
 	now := l.Now()
 	if !l.pausedUntil.IsZero() && !now.Before(l.pausedUntil) && l.arm() == nil {
 		l.pausedUntil = time.Time{}
@@ -386,7 +396,13 @@ func (l *tcpLoop) toGoroutines(c *loopConn, toServer bool, pending []byte) {
 	}
 	// The server is on this host (see dialTransparent): no keep-alive.
 	_ = server.SetKeepAlive(false)
-	l.r.adopt(&tcpPair{client: client, server: server, addr: c.client}, pending, toServer)
+	up, down := way{ended: c.cEOF}, way{ended: c.sEOF}
+	if toServer {
+		up.pending = pending
+	} else {
+		down.pending = pending
+	}
+	l.r.adopt(&tcpPair{client: client, server: server, addr: c.client}, up, down)
 }
 
 func (l *tcpLoop) link(c *loopConn) {
@@ -415,6 +431,7 @@ func (l *tcpLoop) unlink(c *loopConn) {
 // closeAll stops accepting and closes every connection of the loop (the
 // relay is closing).
 func (l *tcpLoop) closeAll() {
+	l.closing = true
 	if l.pausedUntil.IsZero() {
 		l.disarm()
 	}
@@ -467,12 +484,19 @@ func (r *tcpRelay) connectTransparent(client, to netip.AddrPort) (int, error) {
 }
 
 // handOff leaves a connection just accepted to the listener, with the
-// bytes a loop read from it; when the listener's queue is full it is
-// reset and counted as shed.
+// bytes a loop read from it; when the listener's queue is full (or the
+// descriptor cannot be handed over: out of descriptors) it is closed and
+// counted as shed. A connection with bytes read ahead reaches the listener
+// as a prefixConn, whose header the listener reads in a goroutine of its
+// own, in one of its MaxPending slots, as it would a header still on its
+// way; such connections are the rare ones from a trusted edge (a LOCAL
+// header, a split or bad header), and their goroutine ends at once.
 func (r *tcpRelay) handOff(cfd int, read []byte) {
-	tc, err := rawsys.TCPConn(cfd)
+	tc, err := rawsys.TCPConn(cfd) // closes cfd, also on failure
 	if err != nil {
-		r.log.Warn("unwrap: hand-off to the listener", "listen", r.entry.Listen, "err", err)
+		r.shed.Add(1)
+		r.log.Warn("realip: connection shed", "listen", r.entry.Listen, "reason", listener.ReasonShed.String(),
+			"err", fmt.Errorf("hand-off to the listener: %w", err))
 		return
 	}
 	var c net.Conn = tc
