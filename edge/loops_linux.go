@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/internal/evloop"
+	"github.com/realip/realip/internal/ilist"
 )
 
 // evLoops are the server's epoll loops, one per CPU, each an
@@ -95,7 +96,7 @@ type evLoop struct {
 	buf   []byte
 	ports map[uint64]*loopPort
 	conns map[uint64]*loopConn    // by the token of either socket
-	head  *loopConn               // every connection, for sweeps and cutAll
+	list  ilist.List[*loopConn]   // every connection, for sweeps and cutAll
 	udps  map[uint64]*loopUDP     // UDP forwarding ports (udploop_linux.go)
 	flows map[uint64]*udpLoopFlow // UDP flows, by their upstream socket's token
 	udp   *udpScratch

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/realip/realip/internal/ilist"
 	"github.com/realip/realip/internal/rawsys"
 )
 
@@ -112,10 +113,11 @@ type loopConn struct {
 	tried      int
 	errs       []error
 	connecting bool
-	deadline   time.Time // of the connect
-	active     time.Time // last byte read either way
-	cEOF, uEOF bool      // the client, the origin sent its FIN
-	prev, next *loopConn
+	deadline   time.Time              // of the connect
+	active     time.Time              // last byte read either way
+	cEOF, uEOF bool                   // the client, the origin sent its FIN
+	links      ilist.Links[*loopConn] // in the loop's list, while listed
+	listed     bool
 }
 
 // addPort registers p's listening socket; the rc.Control keeps the socket
@@ -243,7 +245,8 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	}
 	c.cands = cands[:min(len(cands), 3)]
 	c.ctok, _ = l.NewTokens()
-	l.link(c)
+	l.list.PushFront(c)
+	c.listed = true
 	l.dial(c)
 }
 
@@ -439,35 +442,25 @@ func (l *evLoop) toRelay(c *loopConn, toOrigin bool, pending []byte) {
 	go rc.runPending(pending, toOrigin)
 }
 
-func (l *evLoop) link(c *loopConn) {
-	c.next = l.head
-	if l.head != nil {
-		l.head.prev = c
-	}
-	l.head = c
-}
+// Links places c in its loop's list (ilist.Item).
+func (c *loopConn) Links() *ilist.Links[*loopConn] { return &c.links }
 
 // unlink forgets c: its tokens and its place in the list.
 func (l *evLoop) unlink(c *loopConn) {
 	delete(l.conns, c.ctok)
 	delete(l.conns, c.utok)
-	if c.prev != nil {
-		c.prev.next = c.next
-	} else if l.head == c {
-		l.head = c.next
+	if c.listed {
+		l.list.Remove(c)
+		c.listed = false
 	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	}
-	c.prev, c.next = nil, nil
 }
 
 // sweepConns fails connects past DialTimeout and resets connections idle
 // both ways for IdleTimeout.
 func (l *evLoop) sweepConns() {
 	now, idle := l.Now(), l.s.opts.IdleTimeout
-	for c := l.head; c != nil; {
-		next := c.next
+	for c := l.list.Front(); c != nil; {
+		next := ilist.Next(c)
 		switch {
 		case c.connecting && !now.Before(c.deadline):
 			addr := c.cands[c.tried-1]
@@ -494,8 +487,8 @@ func (l *evLoop) resumePorts() {
 
 // cutAll closes every connection the ordinary way (the end of a drain).
 func (l *evLoop) cutAll() {
-	for l.head != nil {
-		l.finish(l.head, false)
+	for c := l.list.Front(); c != nil; c = l.list.Front() {
+		l.finish(c, false)
 	}
 }
 

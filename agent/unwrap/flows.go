@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/realip/realip/internal/ilist"
 	"github.com/realip/realip/listener"
 )
 
@@ -25,8 +26,9 @@ type udpFlow struct {
 	rt route
 	// last is the time of the latest datagram either way.
 	last time.Time
-	// prev and next link the table's LRU list, most recent at the head.
-	prev, next *udpFlow
+	// links place the flow in the table's LRU list, most recent at the
+	// front.
+	links ilist.Links[*udpFlow]
 	// gone is set once the flow has left the table.
 	gone bool
 }
@@ -52,11 +54,14 @@ type route struct {
 // The table only keeps flows in order; closing the sockets of the flows it
 // hands back is the caller's job.
 type flowTable struct {
-	mu         sync.Mutex
-	byClient   map[netip.AddrPort]*udpFlow
-	head, tail *udpFlow
-	max        int
+	mu       sync.Mutex
+	byClient map[netip.AddrPort]*udpFlow
+	lru      ilist.List[*udpFlow]
+	max      int
 }
+
+// Links places f in its table's LRU list (ilist.Item).
+func (f *udpFlow) Links() *ilist.Links[*udpFlow] { return &f.links }
 
 func newFlowTable(max int) *flowTable {
 	return &flowTable{byClient: make(map[netip.AddrPort]*udpFlow), max: max}
@@ -101,13 +106,13 @@ func (t *flowTable) insert(f *udpFlow, rt route, now time.Time) (cur, evicted *u
 		t.touchLocked(cur, now)
 		return cur, nil
 	}
-	if len(t.byClient) >= t.max && t.tail != nil {
-		evicted = t.tail
+	if len(t.byClient) >= t.max && t.lru.Back() != nil {
+		evicted = t.lru.Back()
 		t.removeLocked(evicted)
 	}
 	f.rt, f.last, f.gone = rt, now, false
 	t.byClient[f.client] = f
-	t.pushFront(f)
+	t.lru.PushFront(f)
 	return f, evicted
 }
 
@@ -116,8 +121,7 @@ func (t *flowTable) insert(f *udpFlow, rt route, now time.Time) (cur, evicted *u
 func (t *flowTable) expire(now time.Time, idle time.Duration, dst []*udpFlow) []*udpFlow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for t.tail != nil && now.Sub(t.tail.last) >= idle {
-		f := t.tail
+	for f := t.lru.Back(); f != nil && now.Sub(f.last) >= idle; f = t.lru.Back() {
 		t.removeLocked(f)
 		dst = append(dst, f)
 	}
@@ -141,8 +145,7 @@ func (t *flowTable) drain() []*udpFlow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	all := make([]*udpFlow, 0, len(t.byClient))
-	for t.head != nil {
-		f := t.head
+	for f := t.lru.Front(); f != nil; f = t.lru.Front() {
 		t.removeLocked(f)
 		all = append(all, f)
 	}
@@ -158,40 +161,11 @@ func (t *flowTable) len() int {
 
 func (t *flowTable) touchLocked(f *udpFlow, now time.Time) {
 	f.last = now
-	if t.head == f {
-		return
-	}
-	t.unlink(f)
-	t.pushFront(f)
+	t.lru.MoveToFront(f)
 }
 
 func (t *flowTable) removeLocked(f *udpFlow) {
-	t.unlink(f)
+	t.lru.Remove(f)
 	delete(t.byClient, f.client)
 	f.gone = true
-}
-
-func (t *flowTable) pushFront(f *udpFlow) {
-	f.prev, f.next = nil, t.head
-	if t.head != nil {
-		t.head.prev = f
-	}
-	t.head = f
-	if t.tail == nil {
-		t.tail = f
-	}
-}
-
-func (t *flowTable) unlink(f *udpFlow) {
-	if f.prev != nil {
-		f.prev.next = f.next
-	} else if t.head == f {
-		t.head = f.next
-	}
-	if f.next != nil {
-		f.next.prev = f.prev
-	} else if t.tail == f {
-		t.tail = f.prev
-	}
-	f.prev, f.next = nil, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/realip/realip/internal/ilist"
 	"github.com/realip/realip/listener"
 	"github.com/realip/realip/wire"
 )
@@ -148,14 +149,14 @@ func runFlowStep(ft *flowTable, flows map[string]*udpFlow, st flowStep, now time
 }
 
 // flowOrder walks the LRU list both ways, checks that it agrees with the
-// map, and returns the clients from the head.
+// map, and returns the clients from the front.
 func flowOrder(t *testing.T, ft *flowTable) string {
 	t.Helper()
 	var fwd, back []*udpFlow
-	for f := ft.head; f != nil; f = f.next {
+	for f := ft.lru.Front(); f != nil; f = ilist.Next(f) {
 		fwd = append(fwd, f)
 	}
-	for f := ft.tail; f != nil; f = f.prev {
+	for f := ft.lru.Back(); f != nil; f = ilist.Prev(f) {
 		back = append([]*udpFlow{f}, back...)
 	}
 	if flowNames(fwd...) != flowNames(back...) || len(fwd) != ft.len() {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/realip/realip/internal/evloop"
+	"github.com/realip/realip/internal/ilist"
 	"github.com/realip/realip/internal/rawsys"
 	"github.com/realip/realip/listener"
 	"github.com/realip/realip/wire"
@@ -69,13 +70,13 @@ type tcpLoop struct {
 	evloop.Loop
 	r           *tcpRelay
 	buf         []byte
-	conns       map[uint64]*loopConn // by the token of either socket
-	head        *loopConn            // every connection, for sweeps and close
-	lnTok       uint64               // the listening socket's
-	pausedUntil time.Time            // accept failed for lack of resources; zero: accepting
-	closing     bool                 // closeAll ran: the relay is closing
-	src         bytes.Reader         // a connection's first bytes, for hdr
-	hdr         *bufio.Reader        // reads a header from src
+	conns       map[uint64]*loopConn  // by the token of either socket
+	list        ilist.List[*loopConn] // every connection, for sweeps and close
+	lnTok       uint64                // the listening socket's
+	pausedUntil time.Time             // accept failed for lack of resources; zero: accepting
+	closing     bool                  // closeAll ran: the relay is closing
+	src         bytes.Reader          // a connection's first bytes, for hdr
+	hdr         *bufio.Reader         // reads a header from src
 }
 
 // loopConn is a relayed connection owned by a loop.
@@ -85,9 +86,10 @@ type loopConn struct {
 	client, proxy netip.AddrPort
 	pending       []byte // for the server, written once connected
 	connecting    bool
-	deadline      time.Time // of the connect
-	cEOF, sEOF    bool      // the client, the server sent its FIN
-	prev, next    *loopConn
+	deadline      time.Time              // of the connect
+	cEOF, sEOF    bool                   // the client, the server sent its FIN
+	links         ilist.Links[*loopConn] // in the loop's list, while listed
+	listed        bool
 }
 
 func newTCPLoop(r *tcpRelay) (*tcpLoop, error) {
@@ -242,8 +244,8 @@ func (l *tcpLoop) Sweep() {
 	if !l.pausedUntil.IsZero() && !now.Before(l.pausedUntil) && l.arm() == nil {
 		l.pausedUntil = time.Time{}
 	}
-	for c := l.head; c != nil; {
-		next := c.next
+	for c := l.list.Front(); c != nil; {
+		next := ilist.Next(c)
 		if c.connecting && !now.Before(c.deadline) {
 			l.r.dialFailed(c.client, c.proxy, fmt.Errorf("unwrap: connect from %s: %w", c.client, os.ErrDeadlineExceeded))
 			l.finish(c, true)
@@ -273,7 +275,8 @@ func (l *tcpLoop) open(cfd int, client, proxy, to netip.AddrPort, pending []byte
 		return
 	}
 	l.conns[c.stok] = c
-	l.link(c)
+	l.list.PushFront(c)
+	c.listed = true
 }
 
 // connected handles the first events of a connect: once it is done, the
@@ -405,27 +408,17 @@ func (l *tcpLoop) toGoroutines(c *loopConn, toServer bool, pending []byte) {
 	l.r.adopt(&tcpPair{client: client, server: server, addr: c.client}, up, down)
 }
 
-func (l *tcpLoop) link(c *loopConn) {
-	c.next = l.head
-	if l.head != nil {
-		l.head.prev = c
-	}
-	l.head = c
-}
+// Links places c in its loop's list (ilist.Item).
+func (c *loopConn) Links() *ilist.Links[*loopConn] { return &c.links }
 
 // unlink forgets c: its tokens and its place in the list.
 func (l *tcpLoop) unlink(c *loopConn) {
 	delete(l.conns, c.ctok)
 	delete(l.conns, c.stok)
-	if c.prev != nil {
-		c.prev.next = c.next
-	} else if l.head == c {
-		l.head = c.next
+	if c.listed {
+		l.list.Remove(c)
+		c.listed = false
 	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	}
-	c.prev, c.next = nil, nil
 }
 
 // closeAll stops accepting and closes every connection of the loop (the
@@ -435,8 +428,8 @@ func (l *tcpLoop) closeAll() {
 	if l.pausedUntil.IsZero() {
 		l.disarm()
 	}
-	for l.head != nil {
-		l.finish(l.head, false)
+	for c := l.list.Front(); c != nil; c = l.list.Front() {
+		l.finish(c, false)
 	}
 }
 
