@@ -277,6 +277,32 @@ func (l *tcpLoop) open(cfd int, client, proxy, to netip.AddrPort, pending []byte
 	l.conns[c.stok] = c
 	l.list.PushFront(c)
 	c.listed = true
+	l.tryEarly(c)
+}
+
+// tryEarly writes the bytes that came with the header at once. Over
+// loopback the handshake with a local server is usually done before
+// connect returns, and then the write goes through: the connection is
+// established without waiting for the loop's next turn (a round through
+// Go's poller per connection). A connect still on its way answers EAGAIN
+// (the loop then waits for the socket's first event, as without bytes to
+// write); one that failed answers its error.
+func (l *tcpLoop) tryEarly(c *loopConn) {
+	if len(c.pending) == 0 {
+		return
+	}
+	n, err := rawsys.Write(c.sfd, c.pending)
+	switch {
+	case err == unix.EAGAIN:
+		return
+	case err != nil:
+		l.r.dialFailed(c.client, c.proxy, fmt.Errorf("unwrap: connect from %s: %w", c.client, os.NewSyscallError("connect", err)))
+		l.finish(c, true)
+		return
+	}
+	l.r.toServer.Add(uint64(n))
+	c.pending = c.pending[n:]
+	l.established(c, 0)
 }
 
 // connected handles the first events of a connect: once it is done, the
@@ -292,6 +318,12 @@ func (l *tcpLoop) connected(c *loopConn, ev uint32) {
 		l.finish(c, true)
 		return
 	}
+	l.established(c, ev)
+}
+
+// established relays a connection whose connect is done, ev being the
+// server socket's first event (0 when tryEarly found it done).
+func (l *tcpLoop) established(c *loopConn, ev uint32) {
 	c.connecting = false
 	l.r.conns.Add(1)
 	if len(c.pending) > 0 {
