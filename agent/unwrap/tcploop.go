@@ -25,9 +25,12 @@ import (
 // relay does. Every loop accepts from the listening socket. Registered
 // with EPOLLEXCLUSIVE, but the loops wait through Go's poller, not in
 // epoll_wait, so the kernel wakes all of them for each connection and all
-// but one find accept4 empty, as the edge's loops do (edge/tcploop_linux.go
-// measured a socket per loop no faster on 2 CPUs); Go's own poller, which
-// also holds the socket, is woken too and finds no waiter.
+// but one find accept4 empty, as the edge's loops do; Go's own poller,
+// which also holds the socket, is woken too and finds no waiter. A
+// listening socket per loop (SO_REUSEPORT, raw, in no other epoll set)
+// wakes one loop only, but measured no faster, here (bench/unwrap.sh
+// LOADS=conn, 2026-12-08) as in the edge (edge/tcploop_linux.go), and
+// would let another process of the same user join the port.
 // A loop reads the connection's first bytes (TCP_DEFER_ACCEPT has them
 // there) and, when the peer is trusted and they hold a whole header of a
 // protocol the entry accepts naming a client (wire.ReadProxyHeader, the
