@@ -32,7 +32,7 @@ const minJanitorPeriod = 10 * time.Millisecond
 // goroutine per flow carries the server's replies back, and a janitor
 // closes idle flows.
 //
-// There is a listening socket and a read loop per CPU (udpReadLoops), all
+// There is a listening socket and a read loop per CPU (relayLoops), all
 // bound to the entry's address with SO_REUSEPORT: the kernel spreads the
 // edge's datagrams over them by a hash of their addresses and ports, so
 // the datagrams of one edge socket always reach the same loop, in order.
@@ -84,13 +84,14 @@ func newUDPRelay(e Entry, opt Options, dial func(ctx context.Context, client, se
 	return newUDPRelayLoops(e, opt, dial, relayLoops())
 }
 
-// udpReadLoops is how many sockets and read loops a UDP relay has: one
-// per CPU the Go runtime runs on, up to maxLoops.
+// relayLoops is how many sockets and read loops a UDP relay has, and how
+// many epoll loops a TCP relay has: one per CPU the Go runtime runs on, up
+// to maxLoops.
 func relayLoops() int { return min(runtime.GOMAXPROCS(0), maxLoops) }
 
-// maxLoops bounds a relay's listening sockets on a large machine:
-// more loops than the server and the flows' goroutines can keep busy
-// only cost descriptors and receive buffers.
+// maxLoops bounds a relay's loops (and a UDP relay's listening sockets)
+// on a large machine: more loops than the server and the flows'
+// goroutines can keep busy only cost descriptors and buffers.
 const maxLoops = 8
 
 // newUDPRelayLoops is newUDPRelay with loops listening sockets.
