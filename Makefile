@@ -85,8 +85,8 @@ vmtest:
 
 # `make check`'s vmtest: the packages test runs beside the sanitizer
 # kernel's chain, from the moment the amd64 and arm64 chains end (the
-# sanitizer boots are the longest; alone they leave a core idle), which
-# takes about 3.5 minutes off a warm run on 2 cores.
+# sanitizer boots are the longest; alone they leave a core idle): a warm
+# make check on 2 cores took 20.1 min so, against 24.4 and 26.5 before.
 vmtest-packages:
 	$(VMTEST_SELFTEST)
 	vmtest/toa.sh --arm64 --parallel --meanwhile test/packaging/run.sh $(TOA_KERNELS)
