@@ -116,8 +116,7 @@ type loopConn struct {
 	deadline   time.Time              // of the connect
 	active     time.Time              // last byte read either way
 	cEOF, uEOF bool                   // the client, the origin sent its FIN
-	links      ilist.Links[*loopConn] // in the loop's list, while listed
-	listed     bool
+	links      ilist.Links[*loopConn] // in the loop's list
 }
 
 // addPort registers p's listening socket; the rc.Control keeps the socket
@@ -246,7 +245,6 @@ func (l *evLoop) open(p *tcpPort, cfd int, peer netip.AddrPort, noDelay bool) {
 	c.cands = cands[:min(len(cands), 3)]
 	c.ctok, _ = l.NewTokens()
 	l.list.PushFront(c)
-	c.listed = true
 	l.dial(c)
 }
 
@@ -449,10 +447,7 @@ func (c *loopConn) Links() *ilist.Links[*loopConn] { return &c.links }
 func (l *evLoop) unlink(c *loopConn) {
 	delete(l.conns, c.ctok)
 	delete(l.conns, c.utok)
-	if c.listed {
-		l.list.Remove(c)
-		c.listed = false
-	}
+	l.list.Remove(c)
 }
 
 // sweepConns fails connects past DialTimeout and resets connections idle

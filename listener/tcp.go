@@ -160,6 +160,12 @@ func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 // Stats returns a snapshot of the counters.
 func (l *Listener) Stats() Stats { return l.stats.snapshot() }
 
+// Trusts reports whether the listener honours headers from peer
+// (Config.Trusted, an IPv4-mapped peer matched as IPv4): for a caller
+// that reads a header itself and leaves everything else to the listener,
+// as realip-agent's unwrap loops do.
+func (l *Listener) Trusts(peer netip.Addr) bool { return l.pol.trusts(peer) }
+
 // admit turns a connection just taken from the kernel into one Accept can
 // return, without waiting for anything: a TOA lookup, an untrusted peer,
 // and a header already complete in the socket's buffer (the usual case: a

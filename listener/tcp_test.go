@@ -709,3 +709,30 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+func TestListenerTrusts(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(inner, Config{Trusted: []netip.Prefix{
+		netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tt := range []struct {
+		peer string
+		want bool
+	}{
+		{"192.0.2.7", true},
+		{"::ffff:192.0.2.7", true}, // mapped, matched as IPv4
+		{"198.51.100.7", false},
+		{"2001:db8::1", true},
+		{"2001:db9::1", false},
+	} {
+		if got := l.Trusts(netip.MustParseAddr(tt.peer)); got != tt.want {
+			t.Errorf("Trusts(%s) = %v, want %v", tt.peer, got, tt.want)
+		}
+	}
+}

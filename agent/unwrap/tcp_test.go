@@ -298,6 +298,14 @@ func TestTCPRelayPaths(t *testing.T) {
 		if s := r.Stats(); s.Listener.Accepted[wire.PPv2] != want || s.Conns != want || s.Listener.TotalRejected() != 0 {
 			t.Errorf("split %d: stats %+v, want %d PROXY v2 headers accepted and relayed, none rejected", split, s, want)
 		}
+		// Which path honoured it: the loops count their headers
+		// themselves, the listener its own.
+		impl := r.impl.(*tcpRelay)
+		byLoops, byListener := impl.accepted[wire.PPv2].Load(), impl.ln.Stats().Accepted[wire.PPv2]
+		if wantLoops := uint64(1); byLoops != wantLoops || byListener != want-wantLoops {
+			t.Errorf("split %d: %d headers honoured by the loops and %d by the listener, want the whole one by the loops, the split ones by the listener",
+				split, byLoops, byListener)
+		}
 	}
 }
 

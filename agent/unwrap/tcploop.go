@@ -92,8 +92,7 @@ type loopConn struct {
 	connecting    bool
 	deadline      time.Time              // of the connect
 	cEOF, sEOF    bool                   // the client, the server sent its FIN
-	links         ilist.Links[*loopConn] // in the loop's list, while listed
-	listed        bool
+	links         ilist.Links[*loopConn] // in the loop's list
 }
 
 func newTCPLoop(r *tcpRelay) (*tcpLoop, error) {
@@ -161,7 +160,7 @@ func (l *tcpLoop) acceptAll() bool {
 // otherwise (handOff).
 func (l *tcpLoop) admit(cfd int, peer netip.AddrPort) {
 	r := l.r
-	if !r.trusts(peer.Addr()) {
+	if !r.ln.Trusts(peer.Addr()) {
 		r.handOff(cfd, nil)
 		return
 	}
@@ -280,7 +279,6 @@ func (l *tcpLoop) open(cfd int, client, proxy, to netip.AddrPort, pending []byte
 	}
 	l.conns[c.stok] = c
 	l.list.PushFront(c)
-	c.listed = true
 	l.tryEarly(c)
 }
 
@@ -451,10 +449,7 @@ func (c *loopConn) Links() *ilist.Links[*loopConn] { return &c.links }
 func (l *tcpLoop) unlink(c *loopConn) {
 	delete(l.conns, c.ctok)
 	delete(l.conns, c.stok)
-	if c.listed {
-		l.list.Remove(c)
-		c.listed = false
-	}
+	l.list.Remove(c)
 }
 
 // closeAll stops accepting and closes every connection of the loop (the
@@ -538,16 +533,4 @@ func (r *tcpRelay) handOff(cfd int, read []byte) {
 			"err", "the listener's queue is full")
 		resetTCP(c)
 	}
-}
-
-// trusts reports whether peer may pass client addresses, as the entry's
-// listener decides it.
-func (r *tcpRelay) trusts(peer netip.Addr) bool {
-	peer = peer.Unmap()
-	for _, p := range r.entry.Trusted {
-		if p.Contains(peer) {
-			return true
-		}
-	}
-	return false
 }

@@ -3,6 +3,7 @@ package ilist
 // Links are an item's place in a List. The zero value is in no list.
 type Links[P any] struct {
 	prev, next P
+	in         bool // in a list
 }
 
 // Item is a pointer to an item with Links: P is the pointer type itself
@@ -38,7 +39,7 @@ func Prev[P Item[P]](p P) P { return p.Links().prev }
 func (l *List[P]) PushFront(p P) {
 	var zero P
 	lk := p.Links()
-	lk.prev, lk.next = zero, l.front
+	lk.prev, lk.next, lk.in = zero, l.front, true
 	if l.front != zero {
 		l.front.Links().prev = p
 	}
@@ -49,10 +50,14 @@ func (l *List[P]) PushFront(p P) {
 	l.n++
 }
 
-// Remove takes p out of l; p must be in l.
+// Remove takes p out of l, where it must be if it is in a list; an item
+// in no list (never added, or removed already) is left as it is.
 func (l *List[P]) Remove(p P) {
 	var zero P
 	lk := p.Links()
+	if !lk.in {
+		return
+	}
 	if lk.prev != zero {
 		lk.prev.Links().next = lk.next
 	} else {
@@ -63,7 +68,7 @@ func (l *List[P]) Remove(p P) {
 	} else {
 		l.back = lk.prev
 	}
-	lk.prev, lk.next = zero, zero
+	lk.prev, lk.next, lk.in = zero, zero, false
 	l.n--
 }
 

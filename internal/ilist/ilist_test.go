@@ -66,6 +66,13 @@ func TestList(t *testing.T) {
 			l.MoveToFront(items[2]) // the middle
 			l.MoveToFront(items[2]) // already the front
 		}, []int{2, 0, 3, 1}},
+		{"removing twice, or what was never added, changes nothing", func(l *List[*item]) {
+			l.PushFront(items[0])
+			l.PushFront(items[1])
+			l.Remove(items[0])
+			l.Remove(items[0])
+			l.Remove(items[2])
+		}, []int{1}},
 		{"removed items go back in", func(l *List[*item]) {
 			l.PushFront(items[0])
 			l.PushFront(items[1])
